@@ -1,0 +1,275 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Default for `spec.refreshInterval`: how often change metadata is checked.
+pub const DEFAULT_REFRESH: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The stage read when a reference names neither a stage nor a version id.
+pub const AWSCURRENT: &str = "AWSCURRENT";
+
+/// A CEL-checkable pattern for a Kubernetes Secret data key.
+const SECRET_KEY_RULE: &str = "self.size() <= 253 && self.matches('^[-._a-zA-Z0-9]+$')";
+const SECRET_KEY_MESSAGE: &str =
+    "must be a valid Secret key: 1-253 characters of letters, digits, '-', '_' or '.'";
+
+/// An ExternalSecret names AWS Secrets Manager secrets and the Kubernetes Secret to keep in
+/// lockstep with them.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "lockstep.dev",
+    version = "v1alpha1",
+    kind = "ExternalSecret",
+    namespaced,
+    status = "ExternalSecretStatus",
+    shortname = "lses",
+    category = "lockstep",
+    doc = "Keeps a Kubernetes Secret in lockstep with AWS Secrets Manager secrets.",
+    printcolumn(name = "Store", type_ = "string", json_path = ".spec.secretStoreRef.name"),
+    printcolumn(name = "Refresh", type_ = "string", json_path = ".spec.refreshInterval"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("(has(self.data) && size(self.data) > 0) || (has(self.dataFrom) && size(self.dataFrom) > 0)")
+    .message("spec needs at least one entry in data or dataFrom"))]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalSecretSpec {
+    /// The SecretStore or ClusterSecretStore that says how to reach AWS.
+    pub secret_store_ref: SecretStoreRef,
+
+    /// How often change metadata is checked, as a Go duration ("1m", "1h30m"). "0" syncs once.
+    /// Defaults to 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == '0' || self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')")
+        .message("refreshInterval must be a duration such as 30s, 5m or 1h, or 0 to sync once"))]
+    pub refresh_interval: Option<String>,
+
+    /// The Kubernetes Secret to write.
+    #[serde(default)]
+    pub target: ExternalSecretTarget,
+
+    /// One Secret key per entry, each from one AWS secret (or one property of it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["secretKey".into()]))]
+    pub data: Vec<ExternalSecretData>,
+
+    /// Many Secret keys at once: every top-level key of a JSON secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_from: Vec<ExternalSecretDataFrom>,
+}
+
+/// Which store to use.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretStoreRef {
+    /// Name of the store.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("secretStoreRef.name must not be empty"))]
+    pub name: String,
+    /// SecretStore (the default, same namespace) or ClusterSecretStore.
+    #[serde(default)]
+    pub kind: StoreKind,
+}
+
+/// The kind of store an ExternalSecret refers to.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum StoreKind {
+    /// A namespaced store in the ExternalSecret's namespace.
+    #[default]
+    SecretStore,
+    /// A cluster-scoped store whose conditions must allow the ExternalSecret's namespace.
+    ClusterSecretStore,
+}
+
+/// Where and how the Secret is written.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalSecretTarget {
+    /// Name of the Secret. Defaults to the ExternalSecret's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.size() <= 253 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
+        .message("target.name must be a valid Secret name (lowercase DNS subdomain)"))]
+    pub name: Option<String>,
+    /// Owner (default): create and own the Secret, never take over one we do not manage.
+    /// Orphan: create without an owner reference. Merge: add our keys to an existing Secret.
+    /// None: write nothing (check access only).
+    #[serde(default)]
+    pub creation_policy: CreationPolicy,
+    /// What happens to the Secret when every AWS secret it is built from has been deleted:
+    /// Retain (default) keeps it; Delete removes it.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// Write the Secret as immutable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub immutable: bool,
+    /// Type and metadata of the written Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<SecretTemplate>,
+}
+
+/// What the written Secret looks like apart from its data.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// Secret type, e.g. Opaque (the default) or kubernetes.io/basic-auth.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Labels and annotations added to the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<TemplateMetadata>,
+}
+
+/// Labels and annotations for the written Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateMetadata {
+    /// Labels added to the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations added to the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// How the Secret is created and owned.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CreationPolicy {
+    /// Create the Secret and own it (it is garbage-collected with the ExternalSecret).
+    #[default]
+    Owner,
+    /// Create the Secret without an owner reference.
+    Orphan,
+    /// Only add our keys to an existing Secret; other keys stay.
+    Merge,
+    /// Do not write a Secret.
+    None,
+}
+
+/// What happens to the Secret when its AWS secrets are gone.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// Keep the Secret as it was.
+    #[default]
+    Retain,
+    /// Delete the Secret once every AWS secret it is built from is deleted.
+    Delete,
+}
+
+/// One Secret key from one AWS secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalSecretData {
+    /// The key in the Secret.
+    #[x_kube(validation = Rule::new(SECRET_KEY_RULE).message(SECRET_KEY_MESSAGE))]
+    pub secret_key: String,
+    /// The AWS secret (and property) to read.
+    pub remote_ref: RemoteRef,
+}
+
+/// A reference to an AWS secret, or one property of its JSON value.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[x_kube(validation = Rule::new("!(has(self.versionStage) && has(self.versionId))")
+    .message("set versionStage or versionId, not both"))]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteRef {
+    /// Name or ARN of the AWS secret.
+    #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 2048").message("remoteRef.key must name an AWS secret (1-2048 characters)"))]
+    pub key: String,
+    /// A dotted path into the JSON value (`a.b.c`); write `\.` for a dot inside a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property: Option<String>,
+    /// The staging label to read. Defaults to AWSCURRENT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 256").message("versionStage must be 1-256 characters"))]
+    pub version_stage: Option<String>,
+    /// A version id to read instead of a stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.size() >= 32 && self.size() <= 64").message("versionId must be 32-64 characters"))]
+    pub version_id: Option<String>,
+}
+
+/// Many Secret keys from one source.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.extract)").message("each dataFrom entry needs extract"))]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalSecretDataFrom {
+    /// Every top-level key of a JSON secret becomes a Secret key; values that are not strings are
+    /// written as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<RemoteRef>,
+}
+
+/// Observed state of an ExternalSecret. Never holds secret values.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalSecretStatus {
+    /// The generation the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` with a reason from the README's table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// resourceVersion of the Secret as last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_resource_version: Option<String>,
+    /// The AWS secret versions that are live in the Secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceStatus>,
+}
+
+/// One AWS secret version that is live in the Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceStatus {
+    /// The name or ARN as written in the spec.
+    pub key: String,
+    /// The stage that was read, when a stage was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_stage: Option<String>,
+    /// The version id that was read.
+    pub version_id: String,
+    /// LastChangedDate of the AWS secret when it was read (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_changed_date: Option<String>,
+}
+
+impl RemoteRef {
+    /// The stage to ask for: always explicit (moto and AWS differ when it is left out).
+    pub fn stage(&self) -> Option<&str> {
+        match (&self.version_id, &self.version_stage) {
+            (Some(_), _) => None,
+            (None, Some(stage)) => Some(stage),
+            (None, None) => Some(AWSCURRENT),
+        }
+    }
+}
+
+impl ExternalSecretSpec {
+    /// `refreshInterval` parsed; `None` means sync once.
+    pub fn refresh(&self) -> Result<Option<std::time::Duration>, String> {
+        match self.refresh_interval.as_deref() {
+            None => Ok(Some(DEFAULT_REFRESH)),
+            Some("0") => Ok(None),
+            Some(s) => {
+                let d: kube::core::Duration = s.parse().map_err(|e| format!("refreshInterval {s:?}: {e}"))?;
+                let d: std::time::Duration =
+                    d.try_into().map_err(|_| format!("refreshInterval {s:?} must not be negative"))?;
+                Ok(if d.is_zero() { None } else { Some(d) })
+            }
+        }
+    }
+}
+
+impl ExternalSecret {
+    /// Name of the Secret this ExternalSecret writes.
+    pub fn target_name(&self) -> &str {
+        self.spec
+            .target
+            .name
+            .as_deref()
+            .or(self.metadata.name.as_deref())
+            .unwrap_or_default()
+    }
+}

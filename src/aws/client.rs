@@ -1,0 +1,123 @@
+use std::fmt;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig, sts::AssumeRoleProvider, timeout::TimeoutConfig};
+use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
+
+use crate::api::AwsProvider;
+use crate::error::Result;
+
+/// Static keys read from a Kubernetes Secret. `Debug` redacts them.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct StaticKeys {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Session token.
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for StaticKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StaticKeys(<redacted>)")
+    }
+}
+
+/// Everything a store's AWS client depends on: when this changes, the client is rebuilt.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StoreConfig {
+    /// Region.
+    pub region: String,
+    /// Secrets Manager endpoint override.
+    pub endpoint: Option<String>,
+    /// STS endpoint override (falls back to `endpoint`).
+    pub sts_endpoint: Option<String>,
+    /// Role to assume.
+    pub role: Option<String>,
+    /// External id for AssumeRole.
+    pub external_id: Option<String>,
+    /// Static keys, or None for the ambient chain.
+    pub keys: Option<StaticKeys>,
+}
+
+impl StoreConfig {
+    /// The config for a provider spec and the keys read for it.
+    pub fn new(aws: &AwsProvider, keys: Option<StaticKeys>) -> Self {
+        Self {
+            region: aws.region.clone(),
+            endpoint: aws.endpoint.clone(),
+            sts_endpoint: aws.sts_endpoint.clone(),
+            role: aws.role.clone(),
+            external_id: aws.external_id.clone(),
+            keys,
+        }
+    }
+}
+
+/// AWS clients of one store.
+#[derive(Clone, Debug)]
+pub struct StoreClient {
+    /// Secrets Manager.
+    pub sm: aws_sdk_secretsmanager::Client,
+    /// STS (for the store's validation call), on the same credentials.
+    pub sts: aws_sdk_sts::Client,
+}
+
+impl StoreClient {
+    /// Build the clients: credentials (static or ambient), then AssumeRole on top if asked, with
+    /// STS calls sent to the configured endpoint.
+    pub async fn build(cfg: &StoreConfig) -> Result<Self> {
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .operation_attempt_timeout(Duration::from_secs(10))
+            .operation_timeout(Duration::from_secs(30))
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(cfg.region.clone()))
+            .timeout_config(timeouts);
+        if let Some(keys) = &cfg.keys {
+            loader = loader.credentials_provider(Credentials::new(
+                keys.access_key_id.clone(),
+                keys.secret_access_key.clone(),
+                keys.session_token.clone(),
+                None,
+                "lockstep-secret-ref",
+            ));
+        }
+        let base: SdkConfig = loader.load().await;
+
+        let sts_endpoint = cfg.sts_endpoint.as_ref().or(cfg.endpoint.as_ref());
+        let sts_base = match sts_endpoint {
+            Some(ep) => base.to_builder().endpoint_url(ep.clone()).build(),
+            None => base.clone(),
+        };
+
+        let conf = match &cfg.role {
+            Some(role) => {
+                let mut builder = AssumeRoleProvider::builder(role.clone()).session_name("lockstep");
+                if let Some(id) = &cfg.external_id {
+                    builder = builder.external_id(id.clone());
+                }
+                let provider = builder.configure(&sts_base).build().await;
+                base.to_builder()
+                    .credentials_provider(SharedCredentialsProvider::new(provider))
+                    .build()
+            }
+            None => base,
+        };
+
+        let mut sm = aws_sdk_secretsmanager::config::Builder::from(&conf);
+        if let Some(ep) = &cfg.endpoint {
+            sm = sm.endpoint_url(ep.clone());
+        }
+        let mut sts = aws_sdk_sts::config::Builder::from(&conf);
+        if let Some(ep) = sts_endpoint {
+            sts = sts.endpoint_url(ep.clone());
+        }
+        Ok(Self {
+            sm: aws_sdk_secretsmanager::Client::from_conf(sm.build()),
+            sts: aws_sdk_sts::Client::from_conf(sts.build()),
+        })
+    }
+}

@@ -1,0 +1,10 @@
+//! AWS Secrets Manager access: one client per store, built once and reused; fetches; error
+//! classification.
+
+mod client;
+mod errors;
+mod fetch;
+
+pub use client::{StaticKeys, StoreClient, StoreConfig};
+pub use errors::classify;
+pub use fetch::get_secret_value;

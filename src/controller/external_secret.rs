@@ -1,0 +1,229 @@
+//! Reconcile an ExternalSecret: resolve store -> fetch -> render -> apply -> status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use super::{Context, target};
+use crate::api::{CreationPolicy, DeletionPolicy, ExternalSecret, ExternalSecretStatus, SecretStore, StoreKind};
+use crate::aws::get_secret_value;
+use crate::error::{Error, Result};
+use crate::render::{self, Desired};
+use crate::status::{self, Reason};
+use crate::{MANAGED_BY_LABEL, MANAGER};
+
+/// What a successful sync leaves behind.
+struct Synced {
+    desired: Desired,
+    resource_version: Option<String>,
+}
+
+/// Run the ExternalSecret controller until shutdown.
+pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let (es_api, secrets, stores) = match &ctx.namespace {
+        Some(ns) => (
+            Api::<ExternalSecret>::namespaced(client.clone(), ns),
+            Api::<Secret>::namespaced(client.clone(), ns),
+            Api::<SecretStore>::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
+    let controller = Controller::new(es_api, watcher::Config::default().any_semantic());
+    let reader = controller.store();
+    controller
+        .owns(secrets, managed)
+        .watches(stores, watcher::Config::default(), move |store: SecretStore| {
+            let ns = store.namespace();
+            let name = store.name_any();
+            reader
+                .state()
+                .into_iter()
+                .filter(|es| {
+                    es.namespace() == ns
+                        && es.spec.secret_store_ref.kind == StoreKind::SecretStore
+                        && es.spec.secret_store_ref.name == name
+                })
+                .map(|es| ObjectRef::from_obj(&*es))
+                .collect::<Vec<_>>()
+        })
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                warn!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_es: Arc<ExternalSecret>, err: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(error = %err, "status update failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+#[instrument(skip_all, fields(namespace = es.namespace().unwrap_or_default(), name = es.name_any()))]
+async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action> {
+    let key = format!("{}/{}", es.namespace().unwrap_or_default(), es.name_any());
+    ctx.metrics.reconcile("ExternalSecret");
+    let refresh = es.spec.refresh().map_err(Error::InvalidValue);
+    let outcome = match &refresh {
+        Ok(_) => sync(&es, &ctx).await,
+        Err(e) => Err(Error::InvalidValue(e.to_string())),
+    };
+    let refresh = refresh.ok().flatten();
+
+    let previous = es.status.clone().unwrap_or_default();
+    let mut next = previous.clone();
+    let (reason, message) = match &outcome {
+        Ok(synced) => {
+            next.sources = synced.desired.sources.clone();
+            if synced.resource_version.is_some() {
+                next.synced_resource_version = synced.resource_version.clone();
+            }
+            (Reason::SecretSynced, format!("Secret {:?} is in sync", es.target_name()))
+        }
+        Err(e) => (e.reason(), e.to_string()),
+    };
+    let now = Time(jiff::Timestamp::now());
+    next.conditions = status::set_ready(&previous.conditions, reason, &message, es.metadata.generation, now);
+    next.observed_generation = es.metadata.generation;
+    write_status(&es, &ctx, &previous, &next).await?;
+
+    if status::ready_reason(&previous.conditions) != Some(reason.as_str()) {
+        publish(&es, &ctx, reason, &message).await;
+        info!(reason = %reason, "ready condition changed");
+    }
+
+    Ok(match outcome {
+        Ok(_) => {
+            ctx.reset_backoff(&key);
+            refresh.map_or_else(Action::await_change, Action::requeue)
+        }
+        Err(e) => {
+            ctx.metrics.failure(reason);
+            if e.is_transient() {
+                let wait = ctx.backoff(&key);
+                Action::requeue(refresh.map_or(wait, |r| wait.min(r.max(Duration::from_secs(5)))))
+            } else {
+                ctx.reset_backoff(&key);
+                refresh.map_or_else(Action::await_change, Action::requeue)
+            }
+        }
+    })
+}
+
+async fn write_status(es: &ExternalSecret, ctx: &Context, previous: &ExternalSecretStatus, next: &ExternalSecretStatus) -> Result<()> {
+    if previous == next {
+        return Ok(());
+    }
+    let api = Api::<ExternalSecret>::namespaced(ctx.client.clone(), &es.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": ExternalSecret::api_version(&()),
+        "kind": ExternalSecret::kind(&()),
+        "status": next,
+    });
+    api.patch_status(&es.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+async fn publish(es: &ExternalSecret, ctx: &Context, reason: Reason, message: &str) {
+    let event = Event {
+        type_: if reason.is_ready() { EventType::Normal } else { EventType::Warning },
+        reason: reason.as_str().into(),
+        note: Some(message.chars().take(1000).collect()),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &es.object_ref(&())).await {
+        warn!(error = %e, "could not publish event");
+    }
+}
+
+async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Synced> {
+    let ns = es.namespace().unwrap_or_default();
+    let sref = &es.spec.secret_store_ref;
+    let store = ctx.resolve_store(&ns, sref.kind, &sref.name).await?;
+
+    let sources = render::sources(&es.spec);
+    let results = futures::future::join_all(sources.iter().map(|s| {
+        let sm = store.client.sm.clone();
+        let metrics = ctx.metrics.clone();
+        let store_id = store.id.to_string();
+        async move {
+            let r = get_secret_value(&sm, s).await;
+            metrics.aws_call(&store_id, "GetSecretValue", r.as_ref().err());
+            r
+        }
+    }))
+    .await;
+
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
+    let target_name = es.target_name().to_string();
+
+    let all_gone = !results.is_empty() && results.iter().all(|r| matches!(r, Err(Error::SecretNotFound { .. })));
+    if all_gone && es.spec.target.deletion_policy == DeletionPolicy::Delete {
+        if let Some(existing) = secrets.get_opt(&target_name).await? {
+            if target::is_ours(&existing, es) {
+                secrets.delete(&target_name, &Default::default()).await?;
+                info!(secret = %target_name, "deleted Secret: every AWS secret it was built from is gone (deletionPolicy Delete)");
+            }
+        }
+    }
+
+    let mut fetched = BTreeMap::new();
+    for (source, result) in sources.into_iter().zip(results) {
+        fetched.insert(source, result?);
+    }
+    let desired = render::render(&es.spec, &fetched)?;
+
+    let policy = es.spec.target.creation_policy;
+    if policy == CreationPolicy::None {
+        return Ok(Synced { desired, resource_version: None });
+    }
+    let existing = secrets.get_opt(&target_name).await?;
+    match (&existing, policy) {
+        (None, CreationPolicy::Merge) => {
+            return Err(Error::TargetConflict(format!(
+                "creationPolicy Merge needs an existing Secret {target_name:?}; create it first or use creationPolicy Owner"
+            )));
+        }
+        (Some(s), CreationPolicy::Owner | CreationPolicy::Orphan) if !target::is_ours(s, es) => {
+            return Err(Error::TargetConflict(format!(
+                "Secret {target_name:?} already exists and is not managed by this ExternalSecret; delete it, set target.name to another name, or use creationPolicy Merge"
+            )));
+        }
+        _ => {}
+    }
+    if let Some(s) = &existing {
+        if target::up_to_date(s, es, &desired) {
+            return Ok(Synced { desired, resource_version: s.metadata.resource_version.clone() });
+        }
+        if s.immutable == Some(true) {
+            return Err(Error::TargetConflict(format!(
+                "Secret {target_name:?} is immutable and its data changed; delete it so it can be written again"
+            )));
+        }
+    }
+    let patch = target::build(es, &ns, &desired);
+    let written = secrets
+        .patch(&target_name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    info!(secret = %target_name, "applied Secret");
+    Ok(Synced { desired, resource_version: written.metadata.resource_version })
+}

@@ -1,0 +1,192 @@
+//! The controllers: ExternalSecrets (write Secrets) and stores (validate access).
+
+mod external_secret;
+mod store;
+pub mod target;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client};
+
+use crate::api::{AwsProvider, ClusterSecretStore, SecretKeySelector, SecretStore, StoreKind};
+use crate::aws::{StaticKeys, StoreClient, StoreConfig};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+pub use external_secret::run as run_external_secrets;
+pub use store::{run_cluster_stores, run_stores};
+
+/// Shared state of the controllers.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Event recorder (one per process).
+    pub recorder: Recorder,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// `--namespace`: watch only this namespace.
+    pub namespace: Option<String>,
+    clients: Mutex<HashMap<StoreId, (StoreConfig, StoreClient)>>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// A store by kind, namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StoreId {
+    /// SecretStore or ClusterSecretStore.
+    pub kind: StoreKind,
+    /// Namespace of a SecretStore; None for a ClusterSecretStore.
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for StoreId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "SecretStore {ns}/{}", self.name),
+            None => write!(f, "ClusterSecretStore {}", self.name),
+        }
+    }
+}
+
+/// A store resolved for one ExternalSecret.
+pub struct ResolvedStore {
+    /// Which store.
+    pub id: StoreId,
+    /// Its clients.
+    pub client: StoreClient,
+}
+
+impl Context {
+    /// A context for a controller process.
+    pub fn new(client: Client, metrics: Arc<Metrics>, namespace: Option<String>) -> Self {
+        let reporter = Reporter { controller: crate::MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            namespace,
+            clients: Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Backoff for the n-th consecutive transient failure of an object: 2s, 4s, ... capped at 5 min,
+    /// with up to 20% jitter.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let n = {
+            let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+            let n = f.entry(key.to_string()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        let base = Duration::from_secs(2u64.saturating_pow(n.min(9))).min(Duration::from_secs(300));
+        let jitter = base.mul_f64(jitter_fraction(key, n) * 0.2);
+        base + jitter
+    }
+
+    /// Forget the failures of an object after a success.
+    pub fn reset_backoff(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    /// The clients for a store, built once and reused until the store's settings or its
+    /// credentials change.
+    pub async fn store_client(&self, id: &StoreId, aws: &AwsProvider, cred_ns: Option<&str>) -> Result<StoreClient> {
+        let keys = match aws.auth.as_ref().and_then(|a| a.secret_ref.as_ref()) {
+            None => None,
+            Some(r) => {
+                let ns = |sel: &SecretKeySelector| sel.namespace.clone().or(cred_ns.map(String::from));
+                let access_key_id = self.read_key(&r.access_key_id_secret_ref, ns(&r.access_key_id_secret_ref)).await?;
+                let secret_access_key =
+                    self.read_key(&r.secret_access_key_secret_ref, ns(&r.secret_access_key_secret_ref)).await?;
+                let session_token = match &r.session_token_secret_ref {
+                    Some(sel) => Some(self.read_key(sel, ns(sel)).await?),
+                    None => None,
+                };
+                Some(StaticKeys { access_key_id, secret_access_key, session_token })
+            }
+        };
+        let cfg = StoreConfig::new(aws, keys);
+        if let Some((known, client)) = self.clients.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+            if *known == cfg {
+                return Ok(client.clone());
+            }
+        }
+        let client = StoreClient::build(&cfg).await?;
+        self.clients.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), (cfg, client.clone()));
+        Ok(client)
+    }
+
+    async fn read_key(&self, sel: &SecretKeySelector, ns: Option<String>) -> Result<String> {
+        let Some(ns) = ns else {
+            return Err(Error::StoreNotReady(format!(
+                "credential Secret {:?} needs a namespace in a ClusterSecretStore",
+                sel.name
+            )));
+        };
+        let secret = Api::<Secret>::namespaced(self.client.clone(), &ns)
+            .get_opt(&sel.name)
+            .await
+            .map_err(|e| Error::StoreNotReady(format!("cannot read credential Secret {ns}/{}: {e}", sel.name)))?
+            .ok_or_else(|| Error::StoreNotReady(format!("credential Secret {ns}/{} not found", sel.name)))?;
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&sel.key))
+            .map(|b| b.0.clone())
+            .ok_or_else(|| Error::StoreNotReady(format!("credential Secret {ns}/{} has no key {:?}", sel.name, sel.key)))?;
+        String::from_utf8(bytes)
+            .map(|s| s.trim().to_string())
+            .map_err(|_| Error::StoreNotReady(format!("key {:?} of credential Secret {ns}/{} is not UTF-8", sel.key, sel.name)))
+    }
+
+    /// Find the store an ExternalSecret names and check it may use it.
+    pub async fn resolve_store(&self, namespace: &str, kind: StoreKind, name: &str) -> Result<ResolvedStore> {
+        match kind {
+            StoreKind::SecretStore => {
+                let store = Api::<SecretStore>::namespaced(self.client.clone(), namespace)
+                    .get_opt(name)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::StoreNotReady(format!("SecretStore {name:?} not found in namespace {namespace:?}"))
+                    })?;
+                let id = StoreId { kind, namespace: Some(namespace.into()), name: name.into() };
+                let client = self.store_client(&id, &store.spec.aws, Some(namespace)).await?;
+                Ok(ResolvedStore { id, client })
+            }
+            StoreKind::ClusterSecretStore => {
+                let store = Api::<ClusterSecretStore>::all(self.client.clone())
+                    .get_opt(name)
+                    .await?
+                    .ok_or_else(|| Error::StoreNotReady(format!("ClusterSecretStore {name:?} not found")))?;
+                if !store.spec.conditions.is_empty() {
+                    let ns = Api::<Namespace>::all(self.client.clone()).get(namespace).await?;
+                    let labels = ns.metadata.labels.unwrap_or_default();
+                    if !store.spec.allows(namespace, &labels) {
+                        return Err(Error::StoreNotAllowed(format!(
+                            "ClusterSecretStore {name:?} does not allow namespace {namespace:?}: add it to the store's spec.conditions"
+                        )));
+                    }
+                }
+                let id = StoreId { kind, namespace: None, name: name.into() };
+                let client = self.store_client(&id, &store.spec.aws, None).await?;
+                Ok(ResolvedStore { id, client })
+            }
+        }
+    }
+}
+
+/// A fraction in [0, 1) that differs between objects and attempts (no RNG needed).
+fn jitter_fraction(key: &str, n: u32) -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(key.as_bytes());
+    h.write_u32(n);
+    (h.finish() % 1000) as f64 / 1000.0
+}

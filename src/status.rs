@@ -1,0 +1,145 @@
+//! Pure status computation: the Ready condition with stable transition times.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// The condition type Lockstep reports.
+pub const READY: &str = "Ready";
+
+/// Reasons of the Ready condition (the README's troubleshooting table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The Secret holds the current data.
+    SecretSynced,
+    /// An AWS secret, stage or version does not exist (or is scheduled for deletion).
+    SecretNotFound,
+    /// A JSON property does not exist.
+    PropertyNotFound,
+    /// A value cannot be used as asked.
+    InvalidValue,
+    /// AWS denied access.
+    AccessDenied,
+    /// AWS throttled us.
+    Throttled,
+    /// AWS could not be reached.
+    ProviderUnavailable,
+    /// The store is missing or its credentials do not resolve.
+    StoreNotReady,
+    /// The ClusterSecretStore does not admit the namespace.
+    StoreNotAllowed,
+    /// The target Secret is not ours to write.
+    TargetConflict,
+    /// The Secret would exceed 1 MiB.
+    TargetTooLarge,
+    /// A template does not render.
+    InvalidTemplate,
+    /// The Kubernetes API refused or failed the write.
+    ApplyFailed,
+    /// A store's credentials resolve and AWS answers (stores only).
+    Valid,
+}
+
+impl Reason {
+    /// The reason as written in the condition.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::SecretSynced => "SecretSynced",
+            Reason::SecretNotFound => "SecretNotFound",
+            Reason::PropertyNotFound => "PropertyNotFound",
+            Reason::InvalidValue => "InvalidValue",
+            Reason::AccessDenied => "AccessDenied",
+            Reason::Throttled => "Throttled",
+            Reason::ProviderUnavailable => "ProviderUnavailable",
+            Reason::StoreNotReady => "StoreNotReady",
+            Reason::StoreNotAllowed => "StoreNotAllowed",
+            Reason::TargetConflict => "TargetConflict",
+            Reason::TargetTooLarge => "TargetTooLarge",
+            Reason::InvalidTemplate => "InvalidTemplate",
+            Reason::ApplyFailed => "ApplyFailed",
+            Reason::Valid => "Valid",
+        }
+    }
+
+    /// Whether this reason means the object is Ready.
+    pub fn is_ready(self) -> bool {
+        matches!(self, Reason::SecretSynced | Reason::Valid)
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Conditions after setting Ready to `reason` / `message`. The transition time moves only when the
+/// status flips, so an unchanged outcome yields identical conditions (and no status write).
+pub fn set_ready(
+    previous: &[Condition],
+    reason: Reason,
+    message: &str,
+    generation: Option<i64>,
+    now: Time,
+) -> Vec<Condition> {
+    let status = if reason.is_ready() { "True" } else { "False" };
+    let old = previous.iter().find(|c| c.type_ == READY);
+    let last_transition_time = match old {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => now,
+    };
+    let ready = Condition {
+        type_: READY.into(),
+        status: status.into(),
+        reason: reason.as_str().into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time,
+    };
+    let mut out: Vec<Condition> = previous.iter().filter(|c| c.type_ != READY).cloned().collect();
+    out.insert(0, ready);
+    out
+}
+
+/// The Ready reason currently recorded, if any.
+pub fn ready_reason(conditions: &[Condition]) -> Option<&str> {
+    conditions.iter().find(|c| c.type_ == READY).map(|c| c.reason.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Time {
+        Time(jiff::Timestamp::from_second(secs).unwrap_or_default())
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_status_flips() {
+        let a = set_ready(&[], Reason::SecretSynced, "ok", Some(1), t(10));
+        assert_eq!(a[0].last_transition_time, t(10));
+        let b = set_ready(&a, Reason::SecretSynced, "ok", Some(1), t(20));
+        assert_eq!(a, b, "unchanged outcome must give identical conditions");
+        let c = set_ready(&b, Reason::Throttled, "slow down", Some(1), t(30));
+        assert_eq!(c[0].status, "False");
+        assert_eq!(c[0].last_transition_time, t(30));
+        let d = set_ready(&c, Reason::SecretNotFound, "gone", Some(2), t(40));
+        assert_eq!(d[0].last_transition_time, t(30), "False -> False keeps the time");
+        assert_eq!(d[0].reason, "SecretNotFound");
+        assert_eq!(d[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn other_conditions_are_kept() {
+        let other = Condition {
+            type_: "Other".into(),
+            status: "True".into(),
+            reason: "X".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: t(1),
+        };
+        let out = set_ready(&[other.clone()], Reason::SecretSynced, "ok", None, t(2));
+        assert_eq!(out.len(), 2);
+        assert!(out.contains(&other));
+        assert_eq!(ready_reason(&out), Some("SecretSynced"));
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests against the real rig (kube-apiserver + etcd, moto). One test binary, so the
+//! rig starts once.
+
+mod smoke;

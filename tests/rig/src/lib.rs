@@ -1,0 +1,359 @@
+//! The test rig: a real kube-apiserver (with etcd, and kube-controller-manager when built) and a
+//! moto Secrets Manager emulator, started once per test binary on free loopback ports in a
+//! temporary folder.
+//!
+//! Every process gets a pipe as stdin and exits when it closes, so nothing outlives the test
+//! binary, even after a panic or a kill. Binaries come from `.tools/` (`make tools`).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use aws_credential_types::Credentials;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::PostParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+/// How long a component may take to report READY.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// Where `make tools` installs the rig's binaries (override with `LOCKSTEP_TOOLS`).
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("LOCKSTEP_TOOLS").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".tools"))
+}
+
+/// A child process that stops when this value drops or the test binary exits.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Proc {
+    /// Start `cmd` with a stdin pipe, wait for its `READY <arg>` line, return the arg.
+    fn start(mut cmd: Command, log: &Path, what: &str) -> anyhow::Result<(Proc, String)> {
+        let log_file = std::fs::File::create(log)?;
+        cmd.env("RIG_EXIT_ON_STDIN_EOF", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file));
+        let mut child = cmd.spawn().with_context(|| format!("cannot start {what}: run `make tools`"))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut sent = false;
+            for line in lines.by_ref().map_while(Result::ok) {
+                if !sent {
+                    if let Some(rest) = line.strip_prefix("READY ") {
+                        let _ = tx.send(rest.trim().to_string());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let mut proc = Proc { child, stdin };
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(arg) => Ok((proc, arg)),
+            Err(_) => {
+                proc.stop();
+                let tail = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: String = tail.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                bail!("{what} did not become ready within {START_TIMEOUT:?}; its log ({}):\n{tail}", log.display())
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stdin.take();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A moto server. Stops when dropped.
+pub struct Emulator {
+    _proc: Proc,
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+}
+
+impl Emulator {
+    /// Start a moto server of its own (tests that count calls need one nobody else uses).
+    pub fn start(dir: &Path) -> anyhow::Result<Emulator> {
+        std::fs::create_dir_all(dir)?;
+        let tools = tools_dir();
+        let mut cmd = Command::new(tools.join("venv/bin/python"));
+        cmd.arg(repo_root().join("tests/support/moto_rig.py"))
+            .arg("0")
+            .env("MOTO_RECORDER_FILEPATH", dir.join("recording.jsonl"))
+            .current_dir(dir);
+        let (proc, endpoint) = Proc::start(cmd, &dir.join("moto.log"), "moto (tests/support/moto_rig.py)")?;
+        Ok(Emulator { _proc: proc, endpoint })
+    }
+
+    /// A Secrets Manager client for this emulator (region us-east-1, moto's test keys).
+    pub fn client(&self) -> aws_sdk_secretsmanager::Client {
+        sm_client(&self.endpoint)
+    }
+
+    /// Start counting calls (clears what was recorded before).
+    pub fn start_recording(&self) -> anyhow::Result<()> {
+        self.moto_api("POST", "/moto-api/recorder/stop-recording")?;
+        self.moto_api("POST", "/moto-api/recorder/reset-recording")?;
+        self.moto_api("POST", "/moto-api/recorder/start-recording")?;
+        Ok(())
+    }
+
+    /// Stop counting and return the calls per operation (`GetSecretValue`, `AssumeRole`, ...),
+    /// failed calls included.
+    pub fn stop_recording(&self) -> anyhow::Result<BTreeMap<String, usize>> {
+        self.moto_api("POST", "/moto-api/recorder/stop-recording")?;
+        let body = self.moto_api("GET", "/moto-api/recorder/download-recording")?;
+        Ok(count_operations(&body))
+    }
+
+    /// Calls recorded so far, without stopping.
+    pub fn recorded(&self) -> anyhow::Result<BTreeMap<String, usize>> {
+        let body = self.moto_api("GET", "/moto-api/recorder/download-recording")?;
+        Ok(count_operations(&body))
+    }
+
+    /// Send a request to moto's own API; returns the body.
+    pub fn moto_api(&self, method: &str, path: &str) -> anyhow::Result<String> {
+        http(&self.endpoint, method, path, "")
+    }
+}
+
+/// Count recorded requests per operation: `X-Amz-Target` for JSON services, `Action=` for STS.
+pub fn count_operations(jsonl: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for line in jsonl.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let target = v["headers"]
+            .as_object()
+            .and_then(|h| h.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target")))
+            .and_then(|(_, v)| v.as_str())
+            .and_then(|t| t.rsplit('.').next())
+            .map(String::from);
+        let op = target.or_else(|| {
+            let body = v["body"].as_str().unwrap_or_default();
+            body.split('&').find_map(|kv| kv.strip_prefix("Action=")).map(String::from)
+        });
+        if let Some(op) = op {
+            *out.entry(op).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// A one-shot HTTP/1.1 request to a loopback endpoint (moto closes every connection).
+fn http(endpoint: &str, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    if !host.starts_with("127.") {
+        bail!("refusing a non-loopback address: {host}");
+    }
+    let mut s = TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let (head, rest) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    if !head.starts_with("HTTP/1.1 2") && !head.starts_with("HTTP/1.0 2") {
+        bail!("{method} {path}: {}", head.lines().next().unwrap_or_default());
+    }
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return Ok(dechunk(rest));
+    }
+    Ok(rest.to_string())
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A Secrets Manager client for an emulator endpoint.
+pub fn sm_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    let conf = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "rig"))
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(conf)
+}
+
+/// The shared rig of a test binary.
+pub struct Rig {
+    _control_plane: Mutex<Proc>,
+    /// The shared emulator.
+    pub emulator: Emulator,
+    /// Folder holding certificates, tokens, logs and etcd data.
+    pub dir: PathBuf,
+    /// The admin kubeconfig (system:masters).
+    pub kubeconfig: PathBuf,
+    /// How long the control plane and the emulator took to become ready.
+    pub startup: Duration,
+}
+
+static RIG: OnceLock<Rig> = OnceLock::new();
+
+impl Rig {
+    /// The rig of this test binary, started on first use.
+    pub fn get() -> &'static Rig {
+        RIG.get_or_init(|| match Rig::start() {
+            Ok(rig) => rig,
+            Err(e) => panic!("the test rig did not start: {e:#}"),
+        })
+    }
+
+    fn start() -> anyhow::Result<Rig> {
+        remove_stale_dirs();
+        let dir = std::env::temp_dir().join(format!("lockstep-rig-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let t0 = Instant::now();
+        let tools = tools_dir();
+        let mut cmd = Command::new(tools.join("bin/kube-apiserver"));
+        cmd.env("RIG_DIR", &dir).env("RIG_PORT", "0");
+        let kcm = tools.join("bin/kube-controller-manager");
+        if kcm.exists() {
+            cmd.env("RIG_CONTROLLER_MANAGER", &kcm);
+        }
+        // The emulator starts while the control plane boots.
+        let emu = std::thread::spawn({
+            let d = dir.join("moto");
+            move || Emulator::start(&d)
+        });
+        let (cp, kubeconfig) = Proc::start(cmd, &dir.join("control-plane.log"), "kube-apiserver (tests/support)")?;
+        let emulator = emu.join().map_err(|_| anyhow::anyhow!("emulator thread panicked"))??;
+        let startup = t0.elapsed();
+        let _ = writeln!(
+            std::io::stderr(),
+            "rig: kube-apiserver and moto ready in {:.1}s (dir {})",
+            startup.as_secs_f64(),
+            dir.display()
+        );
+        Ok(Rig { _control_plane: Mutex::new(cp), emulator, dir, kubeconfig: PathBuf::from(kubeconfig), startup })
+    }
+
+    /// A client with the admin token.
+    pub async fn kube(&self) -> anyhow::Result<Client> {
+        let kc = Kubeconfig::read_from(&self.kubeconfig)?;
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+        Ok(Client::try_from(config)?)
+    }
+
+    /// A client authenticated by a bearer token (for RBAC tests).
+    pub async fn kube_with_token(&self, token: &str) -> anyhow::Result<Client> {
+        let mut kc = Kubeconfig::read_from(&self.kubeconfig)?;
+        for auth in &mut kc.auth_infos {
+            if let Some(a) = auth.auth_info.as_mut() {
+                a.token = Some(token.to_string().into());
+            }
+        }
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+        Ok(Client::try_from(config)?)
+    }
+
+    /// The static token of user `nobody` (no groups, no RBAC bindings).
+    pub fn nobody_token(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(self.dir.join("nobody.token"))?.trim().to_string())
+    }
+
+    /// A fresh namespace for one test, with clients for both APIs.
+    pub async fn test_env(&self, prefix: &str) -> anyhow::Result<TestEnv> {
+        let kube = self.kube().await?;
+        let name = format!("{prefix}-{}", unique());
+        let ns = Namespace { metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+        Api::<Namespace>::all(kube.clone()).create(&PostParams::default(), &ns).await?;
+        Ok(TestEnv { kube, aws: self.emulator.client(), ns: name })
+    }
+}
+
+/// What one test works with.
+pub struct TestEnv {
+    /// Admin client.
+    pub kube: Client,
+    /// Secrets Manager client for the shared emulator.
+    pub aws: aws_sdk_secretsmanager::Client,
+    /// This test's namespace (also a good prefix for AWS secret names).
+    pub ns: String,
+}
+
+/// A short unique suffix.
+pub fn unique() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{:x}{n}", (t ^ std::process::id()) & 0xfffff)
+}
+
+/// Remove rig folders of test binaries that are no longer running.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some(pid) = name.strip_prefix("lockstep-rig-") {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// Poll `check` every 200 ms until it returns Some, or fail after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
