@@ -24,18 +24,32 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/metrics", get(|State(s): State<AdminState>| async move {
-            ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode())
-        }))
+        .route(
+            "/metrics",
+            get(|State(s): State<AdminState>| async move {
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    s.metrics.encode(),
+                )
+            }),
+        )
         .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(|State(s): State<AdminState>| async move {
-            if s.ready.load(Ordering::Relaxed) {
-                (StatusCode::OK, "ok")
-            } else {
-                (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
-            }
-        }))
+        .route(
+            "/readyz",
+            get(|State(s): State<AdminState>| async move {
+                if s.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+                }
+            }),
+        )
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -15,7 +15,11 @@ use tokio::sync::watch;
 use tracing::info;
 
 #[derive(Parser)]
-#[command(name = "lockstep", version, about = "Keeps Kubernetes Secrets in lockstep with AWS Secrets Manager")]
+#[command(
+    name = "lockstep",
+    version,
+    about = "Keeps Kubernetes Secrets in lockstep with AWS Secrets Manager"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -74,7 +78,9 @@ async fn main() -> anyhow::Result<()> {
 fn init_tracing(args: &RunArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .with_context(|| format!("--log-level {:?} is not a valid filter", args.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -84,11 +90,17 @@ fn init_tracing(args: &RunArgs) -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(&args)?;
-    let client = Client::try_default().await.context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?;
+    let client = Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?;
     check_crds(&client, args.namespace.as_deref()).await?;
 
     let metrics = Arc::new(Metrics::default());
-    let ctx = Arc::new(Context::new(client, metrics.clone(), args.namespace.clone()));
+    let ctx = Arc::new(Context::new(
+        client,
+        metrics.clone(),
+        args.namespace.clone(),
+    ));
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -106,7 +118,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let admin = lockstep::admin::serve(
         args.metrics_addr,
-        lockstep::admin::AdminState { metrics, ready: ready.clone() },
+        lockstep::admin::AdminState {
+            metrics,
+            ready: ready.clone(),
+        },
         stopped(),
     );
     info!(addr = %args.metrics_addr, namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting");
@@ -139,7 +154,9 @@ async fn check_crds(client: &Client, namespace: Option<&str>) -> anyhow::Result<
     match api.list(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => {
-            bail!("the Lockstep CRDs are not installed (externalsecrets.lockstep.dev not found): run `kubectl apply --server-side -f crds/`")
+            bail!(
+                "the Lockstep CRDs are not installed (externalsecrets.lockstep.dev not found): run `kubectl apply --server-side -f crds/`"
+            )
         }
         Err(e) => Err(e).context("cannot list ExternalSecrets: check the kubeconfig and RBAC"),
     }
@@ -149,13 +166,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

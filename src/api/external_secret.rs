@@ -1,3 +1,6 @@
+// kube's `printcolumn(...)` attributes repeat `type_ = "string"` by design.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -11,9 +14,8 @@ pub const DEFAULT_REFRESH: std::time::Duration = std::time::Duration::from_secs(
 pub const AWSCURRENT: &str = "AWSCURRENT";
 
 /// A CEL-checkable pattern for a Kubernetes Secret data key.
-const SECRET_KEY_RULE: &str = "self.size() <= 253 && self.matches('^[-._a-zA-Z0-9]+$')";
-const SECRET_KEY_MESSAGE: &str =
-    "must be a valid Secret key: 1-253 characters of letters, digits, '-', '_' or '.'";
+const SECRET_KEY_RULE: &str = "self.matches('^[-._a-zA-Z0-9]+$')";
+const SECRET_KEY_MESSAGE: &str = "must be a valid Secret key: letters, digits, '-', '_' or '.'";
 
 /// An ExternalSecret names AWS Secrets Manager secrets and the Kubernetes Secret to keep in
 /// lockstep with them.
@@ -27,11 +29,31 @@ const SECRET_KEY_MESSAGE: &str =
     shortname = "lses",
     category = "lockstep",
     doc = "Keeps a Kubernetes Secret in lockstep with AWS Secrets Manager secrets.",
-    printcolumn(name = "Store", type_ = "string", json_path = ".spec.secretStoreRef.name"),
-    printcolumn(name = "Refresh", type_ = "string", json_path = ".spec.refreshInterval"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Store",
+        type_ = "string",
+        json_path = ".spec.secretStoreRef.name"
+    ),
+    printcolumn(
+        name = "Refresh",
+        type_ = "string",
+        json_path = ".spec.refreshInterval"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("(has(self.data) && size(self.data) > 0) || (has(self.dataFrom) && size(self.dataFrom) > 0)")
     .message("spec needs at least one entry in data or dataFrom"))]
@@ -43,6 +65,7 @@ pub struct ExternalSecretSpec {
     /// How often change metadata is checked, as a Go duration ("1m", "1h30m"). "0" syncs once.
     /// Defaults to 1h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self == '0' || self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')")
         .message("refreshInterval must be a duration such as 30s, 5m or 1h, or 0 to sync once"))]
     pub refresh_interval: Option<String>,
@@ -53,11 +76,13 @@ pub struct ExternalSecretSpec {
 
     /// One Secret key per entry, each from one AWS secret (or one property of it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 500))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["secretKey".into()]))]
     pub data: Vec<ExternalSecretData>,
 
     /// Many Secret keys at once: every top-level key of a JSON secret.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
     pub data_from: Vec<ExternalSecretDataFrom>,
 }
 
@@ -66,7 +91,7 @@ pub struct ExternalSecretSpec {
 #[serde(rename_all = "camelCase")]
 pub struct SecretStoreRef {
     /// Name of the store.
-    #[x_kube(validation = Rule::new("self.size() > 0").message("secretStoreRef.name must not be empty"))]
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// SecretStore (the default, same namespace) or ClusterSecretStore.
     #[serde(default)]
@@ -74,7 +99,9 @@ pub struct SecretStoreRef {
 }
 
 /// The kind of store an ExternalSecret refers to.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash,
+)]
 pub enum StoreKind {
     /// A namespaced store in the ExternalSecret's namespace.
     #[default]
@@ -89,7 +116,8 @@ pub enum StoreKind {
 pub struct ExternalSecretTarget {
     /// Name of the Secret. Defaults to the ExternalSecret's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.size() <= 253 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
         .message("target.name must be a valid Secret name (lowercase DNS subdomain)"))]
     pub name: Option<String>,
     /// Owner (default): create and own the Secret, never take over one we do not manage.
@@ -134,7 +162,9 @@ pub struct TemplateMetadata {
 }
 
 /// How the Secret is created and owned.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
 pub enum CreationPolicy {
     /// Create the Secret and own it (it is garbage-collected with the ExternalSecret).
     #[default]
@@ -148,7 +178,9 @@ pub enum CreationPolicy {
 }
 
 /// What happens to the Secret when its AWS secrets are gone.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
 pub enum DeletionPolicy {
     /// Keep the Secret as it was.
     #[default]
@@ -162,6 +194,7 @@ pub enum DeletionPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct ExternalSecretData {
     /// The key in the Secret.
+    #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = Rule::new(SECRET_KEY_RULE).message(SECRET_KEY_MESSAGE))]
     pub secret_key: String,
     /// The AWS secret (and property) to read.
@@ -169,24 +202,27 @@ pub struct ExternalSecretData {
 }
 
 /// A reference to an AWS secret, or one property of its JSON value.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 #[x_kube(validation = Rule::new("!(has(self.versionStage) && has(self.versionId))")
     .message("set versionStage or versionId, not both"))]
 #[serde(rename_all = "camelCase")]
 pub struct RemoteRef {
     /// Name or ARN of the AWS secret.
-    #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 2048").message("remoteRef.key must name an AWS secret (1-2048 characters)"))]
+    #[schemars(length(min = 1, max = 2048))]
     pub key: String,
     /// A dotted path into the JSON value (`a.b.c`); write `\.` for a dot inside a key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
     pub property: Option<String>,
     /// The staging label to read. Defaults to AWSCURRENT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 256").message("versionStage must be 1-256 characters"))]
+    #[schemars(length(min = 1, max = 256))]
     pub version_stage: Option<String>,
     /// A version id to read instead of a stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.size() >= 32 && self.size() <= 64").message("versionId must be 32-64 characters"))]
+    #[schemars(length(min = 32, max = 64))]
     pub version_id: Option<String>,
 }
 
@@ -253,9 +289,13 @@ impl ExternalSecretSpec {
             None => Ok(Some(DEFAULT_REFRESH)),
             Some("0") => Ok(None),
             Some(s) => {
-                let d: kube::core::Duration = s.parse().map_err(|e| format!("refreshInterval {s:?}: {e}"))?;
-                let d: std::time::Duration =
-                    d.try_into().map_err(|_| format!("refreshInterval {s:?} must not be negative"))?;
+                let d: kube::core::Duration = s
+                    .parse()
+                    .map_err(|e| format!("refreshInterval {s:?}: {e}"))?;
+                if d.is_negative() {
+                    return Err(format!("refreshInterval {s:?} must not be negative"));
+                }
+                let d: std::time::Duration = d.into();
                 Ok(if d.is_zero() { None } else { Some(d) })
             }
         }

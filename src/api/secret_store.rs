@@ -1,3 +1,6 @@
+// kube's `printcolumn(...)` attributes repeat `type_ = "string"` by design.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
@@ -16,9 +19,21 @@ use serde::{Deserialize, Serialize};
     category = "lockstep",
     doc = "How ExternalSecrets of one namespace reach AWS Secrets Manager.",
     printcolumn(name = "Region", type_ = "string", json_path = ".spec.aws.region"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("!has(self.aws.auth) || !has(self.aws.auth.secretRef) || (!has(self.aws.auth.secretRef.accessKeyIDSecretRef.namespace) && !has(self.aws.auth.secretRef.secretAccessKeySecretRef.namespace) && (!has(self.aws.auth.secretRef.sessionTokenSecretRef) || !has(self.aws.auth.secretRef.sessionTokenSecretRef.namespace)))")
     .message("a SecretStore reads credentials from its own namespace: remove namespace from aws.auth.secretRef"))]
@@ -39,9 +54,21 @@ pub struct SecretStoreSpec {
     category = "lockstep",
     doc = "How ExternalSecrets of the namespaces its conditions allow reach AWS Secrets Manager.",
     printcolumn(name = "Region", type_ = "string", json_path = ".spec.aws.region"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("!has(self.aws.auth) || !has(self.aws.auth.secretRef) || (has(self.aws.auth.secretRef.accessKeyIDSecretRef.namespace) && has(self.aws.auth.secretRef.secretAccessKeySecretRef.namespace) && (!has(self.aws.auth.secretRef.sessionTokenSecretRef) || has(self.aws.auth.secretRef.sessionTokenSecretRef.namespace)))")
     .message("a ClusterSecretStore must name the namespace of each Secret in aws.auth.secretRef"))]
@@ -52,6 +79,7 @@ pub struct ClusterSecretStoreSpec {
     /// Which namespaces may use this store. A namespace may use it when any condition matches it.
     /// No conditions: every namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub conditions: Vec<ClusterSecretStoreCondition>,
 }
 
@@ -64,6 +92,7 @@ pub struct ClusterSecretStoreSpec {
 pub struct ClusterSecretStoreCondition {
     /// Namespaces by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1024), inner(length(max = 63)))]
     pub namespaces: Vec<String>,
     /// Namespaces by label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,14 +105,17 @@ pub struct ClusterSecretStoreCondition {
 pub struct AwsProvider {
     /// AWS region, e.g. eu-central-1.
     #[x_kube(validation = Rule::new("self.matches('^[a-z]{2}(-[a-z]+)+-[0-9]+$')").message("aws.region must be an AWS region such as eu-central-1"))]
+    #[schemars(length(min = 1, max = 64))]
     pub region: String,
     /// Endpoint override for Secrets Manager (VPC endpoint, FIPS, a local emulator). Also used for
     /// STS unless `stsEndpoint` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+(/.*)?$')").message("aws.endpoint must be an http(s) URL"))]
     pub endpoint: Option<String>,
     /// Endpoint override for STS (AssumeRole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+(/.*)?$')").message("aws.stsEndpoint must be an http(s) URL"))]
     pub sts_endpoint: Option<String>,
     /// Credentials. Absent: the pod's ambient chain (IRSA, EKS Pod Identity, env, IMDS).
@@ -92,9 +124,15 @@ pub struct AwsProvider {
     /// A role to assume on top of the credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$')").message("aws.role must be an IAM role ARN (arn:aws:iam::<account>:role/<name>)"))]
+    #[schemars(length(max = 2048))]
     pub role: Option<String>,
     /// External id for the AssumeRole call.
-    #[serde(default, rename = "externalID", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "externalID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 1224))]
     pub external_id: Option<String>,
 }
 
@@ -127,11 +165,14 @@ pub struct AwsSecretRef {
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeySelector {
     /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Key within the Secret.
+    #[schemars(length(min = 1, max = 253))]
     pub key: String,
     /// Namespace of the Secret: required for a ClusterSecretStore, not allowed for a SecretStore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
     pub namespace: Option<String>,
 }
 
@@ -153,7 +194,9 @@ impl ClusterSecretStoreSpec {
         self.conditions.is_empty()
             || self.conditions.iter().any(|c| {
                 c.namespaces.iter().any(|n| n == namespace)
-                    || c.namespace_selector.as_ref().is_some_and(|s| selector_matches(s, labels))
+                    || c.namespace_selector
+                        .as_ref()
+                        .is_some_and(|s| selector_matches(s, labels))
             })
     }
 }

@@ -1,7 +1,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig, sts::AssumeRoleProvider, timeout::TimeoutConfig};
+use aws_config::{
+    BehaviorVersion, Region, SdkConfig, sts::AssumeRoleProvider, timeout::TimeoutConfig,
+};
 use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
 
 use crate::api::AwsProvider;
@@ -95,7 +97,8 @@ impl StoreClient {
 
         let conf = match &cfg.role {
             Some(role) => {
-                let mut builder = AssumeRoleProvider::builder(role.clone()).session_name("lockstep");
+                let mut builder =
+                    AssumeRoleProvider::builder(role.clone()).session_name("lockstep");
                 if let Some(id) = &cfg.external_id {
                     builder = builder.external_id(id.clone());
                 }

@@ -17,7 +17,9 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::{Context, target};
-use crate::api::{CreationPolicy, DeletionPolicy, ExternalSecret, ExternalSecretStatus, SecretStore, StoreKind};
+use crate::api::{
+    CreationPolicy, DeletionPolicy, ExternalSecret, ExternalSecretStatus, SecretStore, StoreKind,
+};
 use crate::aws::get_secret_value;
 use crate::error::{Error, Result};
 use crate::render::{self, Desired};
@@ -31,7 +33,11 @@ struct Synced {
 }
 
 /// Run the ExternalSecret controller until shutdown.
-pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
     let (es_api, secrets, stores) = match &ctx.namespace {
         Some(ns) => (
@@ -39,27 +45,35 @@ pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: impl std::future
             Api::<Secret>::namespaced(client.clone(), ns),
             Api::<SecretStore>::namespaced(client.clone(), ns),
         ),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
     };
     let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
     let controller = Controller::new(es_api, watcher::Config::default().any_semantic());
     let reader = controller.store();
     controller
         .owns(secrets, managed)
-        .watches(stores, watcher::Config::default(), move |store: SecretStore| {
-            let ns = store.namespace();
-            let name = store.name_any();
-            reader
-                .state()
-                .into_iter()
-                .filter(|es| {
-                    es.namespace() == ns
-                        && es.spec.secret_store_ref.kind == StoreKind::SecretStore
-                        && es.spec.secret_store_ref.name == name
-                })
-                .map(|es| ObjectRef::from_obj(&*es))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            stores,
+            watcher::Config::default(),
+            move |store: SecretStore| {
+                let ns = store.namespace();
+                let name = store.name_any();
+                reader
+                    .state()
+                    .into_iter()
+                    .filter(|es| {
+                        es.namespace() == ns
+                            && es.spec.secret_store_ref.kind == StoreKind::SecretStore
+                            && es.spec.secret_store_ref.name == name
+                    })
+                    .map(|es| ObjectRef::from_obj(&*es))
+                    .collect::<Vec<_>>()
+            },
+        )
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -95,12 +109,21 @@ async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action>
             if synced.resource_version.is_some() {
                 next.synced_resource_version = synced.resource_version.clone();
             }
-            (Reason::SecretSynced, format!("Secret {:?} is in sync", es.target_name()))
+            (
+                Reason::SecretSynced,
+                format!("Secret {:?} is in sync", es.target_name()),
+            )
         }
         Err(e) => (e.reason(), e.to_string()),
     };
     let now = Time(jiff::Timestamp::now());
-    next.conditions = status::set_ready(&previous.conditions, reason, &message, es.metadata.generation, now);
+    next.conditions = status::set_ready(
+        &previous.conditions,
+        reason,
+        &message,
+        es.metadata.generation,
+        now,
+    );
     next.observed_generation = es.metadata.generation;
     write_status(&es, &ctx, &previous, &next).await?;
 
@@ -127,24 +150,38 @@ async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action>
     })
 }
 
-async fn write_status(es: &ExternalSecret, ctx: &Context, previous: &ExternalSecretStatus, next: &ExternalSecretStatus) -> Result<()> {
+async fn write_status(
+    es: &ExternalSecret,
+    ctx: &Context,
+    previous: &ExternalSecretStatus,
+    next: &ExternalSecretStatus,
+) -> Result<()> {
     if previous == next {
         return Ok(());
     }
-    let api = Api::<ExternalSecret>::namespaced(ctx.client.clone(), &es.namespace().unwrap_or_default());
+    let api =
+        Api::<ExternalSecret>::namespaced(ctx.client.clone(), &es.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": ExternalSecret::api_version(&()),
         "kind": ExternalSecret::kind(&()),
         "status": next,
     });
-    api.patch_status(&es.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        &es.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(())
 }
 
 async fn publish(es: &ExternalSecret, ctx: &Context, reason: Reason, message: &str) {
     let event = Event {
-        type_: if reason.is_ready() { EventType::Normal } else { EventType::Warning },
+        type_: if reason.is_ready() {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
         reason: reason.as_str().into(),
         note: Some(message.chars().take(1000).collect()),
         action: "Sync".into(),
@@ -176,14 +213,17 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Synced> {
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
     let target_name = es.target_name().to_string();
 
-    let all_gone = !results.is_empty() && results.iter().all(|r| matches!(r, Err(Error::SecretNotFound { .. })));
-    if all_gone && es.spec.target.deletion_policy == DeletionPolicy::Delete {
-        if let Some(existing) = secrets.get_opt(&target_name).await? {
-            if target::is_ours(&existing, es) {
-                secrets.delete(&target_name, &Default::default()).await?;
-                info!(secret = %target_name, "deleted Secret: every AWS secret it was built from is gone (deletionPolicy Delete)");
-            }
-        }
+    let all_gone = !results.is_empty()
+        && results
+            .iter()
+            .all(|r| matches!(r, Err(Error::SecretNotFound { .. })));
+    if all_gone
+        && es.spec.target.deletion_policy == DeletionPolicy::Delete
+        && let Some(existing) = secrets.get_opt(&target_name).await?
+        && target::is_ours(&existing, es)
+    {
+        secrets.delete(&target_name, &Default::default()).await?;
+        info!(secret = %target_name, "deleted Secret: every AWS secret it was built from is gone (deletionPolicy Delete)");
     }
 
     let mut fetched = BTreeMap::new();
@@ -194,7 +234,10 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Synced> {
 
     let policy = es.spec.target.creation_policy;
     if policy == CreationPolicy::None {
-        return Ok(Synced { desired, resource_version: None });
+        return Ok(Synced {
+            desired,
+            resource_version: None,
+        });
     }
     let existing = secrets.get_opt(&target_name).await?;
     match (&existing, policy) {
@@ -212,7 +255,10 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Synced> {
     }
     if let Some(s) = &existing {
         if target::up_to_date(s, es, &desired) {
-            return Ok(Synced { desired, resource_version: s.metadata.resource_version.clone() });
+            return Ok(Synced {
+                desired,
+                resource_version: s.metadata.resource_version.clone(),
+            });
         }
         if s.immutable == Some(true) {
             return Err(Error::TargetConflict(format!(
@@ -222,8 +268,15 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Synced> {
     }
     let patch = target::build(es, &ns, &desired);
     let written = secrets
-        .patch(&target_name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+        .patch(
+            &target_name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
         .await?;
     info!(secret = %target_name, "applied Secret");
-    Ok(Synced { desired, resource_version: written.metadata.resource_version })
+    Ok(Synced {
+        desired,
+        resource_version: written.metadata.resource_version,
+    })
 }

@@ -1,4 +1,6 @@
 //! Integration tests against the real rig (kube-apiserver + etcd, moto). One test binary, so the
 //! rig starts once.
 
+mod common;
+mod operator;
 mod smoke;

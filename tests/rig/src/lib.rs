@@ -25,12 +25,17 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
 }
 
 /// Where `make tools` installs the rig's binaries (override with `LOCKSTEP_TOOLS`).
 pub fn tools_dir() -> PathBuf {
-    std::env::var_os("LOCKSTEP_TOOLS").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".tools"))
+    std::env::var_os("LOCKSTEP_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".tools"))
 }
 
 /// A child process that stops when this value drops or the test binary exits.
@@ -47,7 +52,9 @@ impl Proc {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file));
-        let mut child = cmd.spawn().with_context(|| format!("cannot start {what}: run `make tools`"))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {what}: run `make tools`"))?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().context("no stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -55,11 +62,9 @@ impl Proc {
             let mut lines = BufReader::new(stdout).lines();
             let mut sent = false;
             for line in lines.by_ref().map_while(Result::ok) {
-                if !sent {
-                    if let Some(rest) = line.strip_prefix("READY ") {
-                        let _ = tx.send(rest.trim().to_string());
-                        sent = true;
-                    }
+                if let (false, Some(rest)) = (sent, line.strip_prefix("READY ")) {
+                    let _ = tx.send(rest.trim().to_string());
+                    sent = true;
                 }
             }
         });
@@ -69,8 +74,19 @@ impl Proc {
             Err(_) => {
                 proc.stop();
                 let tail = std::fs::read_to_string(log).unwrap_or_default();
-                let tail: String = tail.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-                bail!("{what} did not become ready within {START_TIMEOUT:?}; its log ({}):\n{tail}", log.display())
+                let tail: String = tail
+                    .lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                bail!(
+                    "{what} did not become ready within {START_TIMEOUT:?}; its log ({}):\n{tail}",
+                    log.display()
+                )
             }
         }
     }
@@ -112,8 +128,15 @@ impl Emulator {
             .arg("0")
             .env("MOTO_RECORDER_FILEPATH", dir.join("recording.jsonl"))
             .current_dir(dir);
-        let (proc, endpoint) = Proc::start(cmd, &dir.join("moto.log"), "moto (tests/support/moto_rig.py)")?;
-        Ok(Emulator { _proc: proc, endpoint })
+        let (proc, endpoint) = Proc::start(
+            cmd,
+            &dir.join("moto.log"),
+            "moto (tests/support/moto_rig.py)",
+        )?;
+        Ok(Emulator {
+            _proc: proc,
+            endpoint,
+        })
     }
 
     /// A Secrets Manager client for this emulator (region us-east-1, moto's test keys).
@@ -153,16 +176,32 @@ impl Emulator {
 pub fn count_operations(jsonl: &str) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for line in jsonl.lines().filter(|l| !l.trim().is_empty()) {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         let target = v["headers"]
             .as_object()
-            .and_then(|h| h.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target")))
+            .and_then(|h| {
+                h.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
+            })
             .and_then(|(_, v)| v.as_str())
             .and_then(|t| t.rsplit('.').next())
             .map(String::from);
         let op = target.or_else(|| {
-            let body = v["body"].as_str().unwrap_or_default();
-            body.split('&').find_map(|kv| kv.strip_prefix("Action=")).map(String::from)
+            let raw = v["body"].as_str().unwrap_or_default();
+            let body = if v["body_encoded"].as_bool() == Some(true) {
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(raw)
+                    .unwrap_or_default();
+                String::from_utf8_lossy(&bytes).to_string()
+            } else {
+                raw.to_string()
+            };
+            body.split('&')
+                .find_map(|kv| kv.strip_prefix("Action="))
+                .map(String::from)
         });
         if let Some(op) = op {
             *out.entry(op).or_insert(0) += 1;
@@ -188,9 +227,15 @@ fn http(endpoint: &str, method: &str, path: &str, body: &str) -> anyhow::Result<
     s.read_to_string(&mut resp)?;
     let (head, rest) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
     if !head.starts_with("HTTP/1.1 2") && !head.starts_with("HTTP/1.0 2") {
-        bail!("{method} {path}: {}", head.lines().next().unwrap_or_default());
+        bail!(
+            "{method} {path}: {}",
+            head.lines().next().unwrap_or_default()
+        );
     }
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         return Ok(dechunk(rest));
     }
     Ok(rest.to_string())
@@ -262,8 +307,14 @@ impl Rig {
             let d = dir.join("moto");
             move || Emulator::start(&d)
         });
-        let (cp, kubeconfig) = Proc::start(cmd, &dir.join("control-plane.log"), "kube-apiserver (tests/support)")?;
-        let emulator = emu.join().map_err(|_| anyhow::anyhow!("emulator thread panicked"))??;
+        let (cp, kubeconfig) = Proc::start(
+            cmd,
+            &dir.join("control-plane.log"),
+            "kube-apiserver (tests/support)",
+        )?;
+        let emulator = emu
+            .join()
+            .map_err(|_| anyhow::anyhow!("emulator thread panicked"))??;
         let startup = t0.elapsed();
         let _ = writeln!(
             std::io::stderr(),
@@ -271,7 +322,13 @@ impl Rig {
             startup.as_secs_f64(),
             dir.display()
         );
-        Ok(Rig { _control_plane: Mutex::new(cp), emulator, dir, kubeconfig: PathBuf::from(kubeconfig), startup })
+        Ok(Rig {
+            _control_plane: Mutex::new(cp),
+            emulator,
+            dir,
+            kubeconfig: PathBuf::from(kubeconfig),
+            startup,
+        })
     }
 
     /// A client with the admin token.
@@ -295,16 +352,30 @@ impl Rig {
 
     /// The static token of user `nobody` (no groups, no RBAC bindings).
     pub fn nobody_token(&self) -> anyhow::Result<String> {
-        Ok(std::fs::read_to_string(self.dir.join("nobody.token"))?.trim().to_string())
+        Ok(std::fs::read_to_string(self.dir.join("nobody.token"))?
+            .trim()
+            .to_string())
     }
 
     /// A fresh namespace for one test, with clients for both APIs.
     pub async fn test_env(&self, prefix: &str) -> anyhow::Result<TestEnv> {
         let kube = self.kube().await?;
         let name = format!("{prefix}-{}", unique());
-        let ns = Namespace { metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
-        Api::<Namespace>::all(kube.clone()).create(&PostParams::default(), &ns).await?;
-        Ok(TestEnv { kube, aws: self.emulator.client(), ns: name })
+        let ns = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(kube.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
+        Ok(TestEnv {
+            kube,
+            aws: self.emulator.client(),
+            ns: name,
+        })
     }
 }
 
@@ -323,19 +394,25 @@ pub fn unique() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("{:x}{n}", (t ^ std::process::id()) & 0xfffff)
 }
 
 /// Remove rig folders of test binaries that are no longer running.
 fn remove_stale_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if let Some(pid) = name.strip_prefix("lockstep-rig-") {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
+        let stale = name
+            .strip_prefix("lockstep-rig-")
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if stale {
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
 }
@@ -356,4 +433,141 @@ where
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// What the fault proxy does with a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward it to the upstream.
+    Pass,
+    /// Answer with a ThrottlingException (HTTP 400, JSON as AWS sends it).
+    Throttle,
+    /// Answer with an AccessDeniedException (HTTP 400, JSON as AWS sends it).
+    Deny,
+}
+
+/// A small HTTP proxy on loopback between the operator and the emulator that injects faults.
+pub struct FaultProxy {
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    mode: std::sync::Arc<Mutex<Fault>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FaultProxy {
+    /// Listen on a free loopback port and forward to `upstream` (an `http://127.x` endpoint).
+    pub fn start(upstream: &str) -> anyhow::Result<FaultProxy> {
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        if !upstream.starts_with("127.") {
+            bail!("refusing a non-loopback upstream: {upstream}");
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let mode = std::sync::Arc::new(Mutex::new(Fault::Pass));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (m, st) = (mode.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let fault = *m.lock().unwrap_or_else(|e| e.into_inner());
+                        let up = upstream.clone();
+                        std::thread::spawn(move || {
+                            let _ = proxy_one(conn, &up, fault);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Ok(FaultProxy {
+            endpoint,
+            mode,
+            stop,
+        })
+    }
+
+    /// Change what happens to the next requests.
+    pub fn set(&self, fault: Fault) {
+        *self.mode.lock().unwrap_or_else(|e| e.into_inner()) = fault;
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn proxy_one(mut conn: TcpStream, upstream: &str, fault: Fault) -> anyhow::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // Read one request: headers, then Content-Length bytes of body.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let header_end = loop {
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    while buf.len() < header_end + len {
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let canned = |type_: &str, message: &str| {
+        let body = format!(r#"{{"__type":"{type_}","message":"{message}"}}"#);
+        format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-RequestId: fault\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    match fault {
+        Fault::Throttle => {
+            conn.write_all(canned("ThrottlingException", "Rate exceeded").as_bytes())?
+        }
+        Fault::Deny => conn.write_all(
+            canned(
+                "AccessDeniedException",
+                "User is not authorized to perform: secretsmanager:GetSecretValue",
+            )
+            .as_bytes(),
+        )?,
+        Fault::Pass => {
+            let mut up = TcpStream::connect(upstream)?;
+            up.set_read_timeout(Some(Duration::from_secs(30)))?;
+            // Ask for a closed connection so the response ends at EOF.
+            let head = head
+                .lines()
+                .filter(|l| !l.to_ascii_lowercase().starts_with("connection:") && !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("\r\n");
+            up.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())?;
+            up.write_all(&buf[header_end..])?;
+            let mut resp = Vec::new();
+            up.read_to_end(&mut resp)?;
+            conn.write_all(&resp)?;
+        }
+    }
+    Ok(())
 }

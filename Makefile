@@ -1,0 +1,37 @@
+# Lockstep developer entry points. Test tooling (kube-apiserver, kube-controller-manager,
+# helm, moto venv) is built into .tools/ by tests/support/tools.sh; see tests/support/README.md.
+SHELL := bash
+export LOCKSTEP_TOOLS ?= $(CURDIR)/.tools
+
+.PHONY: tools dev-up dev-down dev-status test demo crds fmt lint
+
+tools:
+	bash tests/support/tools.sh
+
+dev-up:
+	bash tests/support/dev.sh up
+
+dev-down:
+	bash tests/support/dev.sh down
+
+dev-status:
+	bash tests/support/dev.sh status
+
+test: tools
+	cargo test --locked --all-targets
+
+# A secret syncing and rotating on a local control plane (README quick start).
+demo: tools
+	cargo build --locked
+	bash scripts/demo.sh
+
+# Regenerate the CRD YAML from the Rust types (a test fails when they drift).
+crds:
+	cargo run --quiet --locked -- crd > crds/lockstep.dev.yaml
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings

@@ -1,0 +1,566 @@
+//! The operator end to end: CRDs, stores, ExternalSecrets, policies, failures.
+
+use aws_sdk_secretsmanager::primitives::Blob;
+use k8s_openapi::api::core::v1::{Event, Namespace};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use lockstep_rig::{Emulator, Fault, FaultProxy, Rig, eventually};
+use serde_json::json;
+
+use crate::common::*;
+
+fn es_spec(data: serde_json::Value) -> serde_json::Value {
+    json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s", "data": data})
+}
+
+#[tokio::test]
+async fn syncs_properties_and_follows_a_rotation() -> anyhow::Result<()> {
+    let w = World::new("sync").await?;
+    let endpoint = Rig::get().emulator.endpoint.clone();
+    w.store("aws", &endpoint, json!({})).await?;
+    let db = w
+        .create_aws(
+            "db",
+            r#"{"username":"app","password":"pw1","conn":{"host":"h1"},"a.b":"dotted"}"#,
+        )
+        .await?;
+    w.external_secret(
+        "db",
+        es_spec(json!([
+            {"secretKey": "password", "remoteRef": {"key": db, "property": "password"}},
+            {"secretKey": "host", "remoteRef": {"key": db, "property": "conn.host"}},
+            {"secretKey": "dotted", "remoteRef": {"key": db, "property": "a.b"}},
+            {"secretKey": "whole", "remoteRef": {"key": db}}
+        ])),
+    )
+    .await?;
+    w.wait_reason("db", "SecretSynced").await?;
+    let s = w.wait_value("db", "password", "pw1").await?;
+    assert_eq!(text(&s, "host"), "h1");
+    assert_eq!(text(&s, "dotted"), "dotted");
+    assert!(text(&s, "whole").contains("\"username\""));
+    let labels = s.labels();
+    assert_eq!(
+        labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("lockstep")
+    );
+    let owner = s
+        .owner_references()
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no owner"))?;
+    assert_eq!(owner.kind, "ExternalSecret");
+    assert_eq!(owner.controller, Some(true));
+    let ann = s.annotations();
+    assert_eq!(ann.get("lockstep.dev/data-hash").map(String::len), Some(64));
+    assert!(
+        ann.get("lockstep.dev/source-versions")
+            .is_some_and(|v| v.contains(&db))
+    );
+
+    let es = w.externalsecrets().get("db").await?;
+    let status = es.status.clone().unwrap_or_default();
+    assert_eq!(status.observed_generation, es.metadata.generation);
+    assert_eq!(status.sources.len(), 1);
+    assert_eq!(
+        status.sources[0].version_stage.as_deref(),
+        Some("AWSCURRENT")
+    );
+    assert!(status.synced_resource_version.is_some());
+
+    // Rotation: a new AWSCURRENT reaches the Secret.
+    w.env
+        .aws
+        .put_secret_value()
+        .secret_id(&db)
+        .secret_string(r#"{"username":"app","password":"pw2","conn":{"host":"h1"},"a.b":"dotted"}"#)
+        .send()
+        .await?;
+    w.wait_value("db", "password", "pw2").await?;
+
+    // An Event on the transition to SecretSynced.
+    let events = Api::<Event>::namespaced(w.env.kube.clone(), w.ns());
+    eventually(WAIT, "SecretSynced event", || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("SecretSynced"))
+                .then_some(())
+        }
+    })
+    .await?;
+
+    // Metrics count the AWS calls and hold no value.
+    let metrics = http_get(&w.operator.metrics_addr, "/metrics")?;
+    assert!(metrics.contains("lockstep_aws_calls_total{"), "{metrics}");
+    assert!(
+        metrics.contains("operation=\"GetSecretValue\""),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("pw1") && !metrics.contains("pw2"));
+    assert!(http_get(&w.operator.metrics_addr, "/readyz")?.contains("ok"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn extract_binary_and_explicit_versions() -> anyhow::Result<()> {
+    let w = World::new("extract").await?;
+    w.store("aws", &Rig::get().emulator.endpoint, json!({}))
+        .await?;
+    let cfg = w
+        .create_aws("cfg", r#"{"user":"u","port":5432,"nested":{"k":true}}"#)
+        .await?;
+    let bin = w.aws_name("bin");
+    let created = w
+        .env
+        .aws
+        .create_secret()
+        .name(&bin)
+        .secret_binary(Blob::new(vec![0u8, 159, 146, 150, 255]))
+        .send()
+        .await?;
+    let first_version = created.version_id().unwrap_or_default().to_string();
+    w.env
+        .aws
+        .put_secret_value()
+        .secret_id(&bin)
+        .secret_binary(Blob::new(vec![1u8, 2, 3]))
+        .send()
+        .await?;
+    w.external_secret(
+        "mix",
+        json!({
+            "secretStoreRef": {"name": "aws"},
+            "refreshInterval": "0",
+            "data": [
+                {"secretKey": "bin", "remoteRef": {"key": bin}},
+                {"secretKey": "old-bin", "remoteRef": {"key": bin, "versionId": first_version}},
+                {"secretKey": "prev-bin", "remoteRef": {"key": bin, "versionStage": "AWSPREVIOUS"}}
+            ],
+            "dataFrom": [{"extract": {"key": cfg}}]
+        }),
+    )
+    .await?;
+    w.wait_reason("mix", "SecretSynced").await?;
+    let s = w.secrets().get("mix").await?;
+    let data = s.data.clone().unwrap_or_default();
+    assert_eq!(data["bin"].0, vec![1u8, 2, 3]);
+    assert_eq!(data["old-bin"].0, vec![0u8, 159, 146, 150, 255]);
+    assert_eq!(data["prev-bin"].0, vec![0u8, 159, 146, 150, 255]);
+    assert_eq!(text(&s, "user"), "u");
+    assert_eq!(text(&s, "port"), "5432");
+    assert_eq!(text(&s, "nested"), r#"{"k":true}"#);
+    Ok(())
+}
+
+#[tokio::test]
+async fn creation_policies() -> anyhow::Result<()> {
+    let w = World::new("policy").await?;
+    w.store("aws", &Rig::get().emulator.endpoint, json!({}))
+        .await?;
+    let src = w.create_aws("src", r#"{"k":"v"}"#).await?;
+    let spec = |name: &str, policy: &str| {
+        json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
+               "target": {"name": name, "creationPolicy": policy},
+               "data": [{"secretKey": "k", "remoteRef": {"key": src, "property": "k"}}]})
+    };
+
+    // Owner never takes over a Secret it does not manage.
+    w.plain_secret("taken", &[("mine", "keep")]).await?;
+    w.external_secret("owner", spec("taken", "Owner")).await?;
+    let msg = w.wait_reason("owner", "TargetConflict").await?;
+    assert!(
+        msg.contains("taken") && msg.contains("not managed"),
+        "{msg}"
+    );
+    let s = w.secrets().get("taken").await?;
+    assert_eq!(text(&s, "mine"), "keep");
+    assert!(
+        !s.data.unwrap_or_default().contains_key("k"),
+        "the conflicting Secret must stay untouched"
+    );
+
+    // Orphan: written without an owner reference.
+    w.external_secret("orphan", spec("orphaned", "Orphan"))
+        .await?;
+    w.wait_reason("orphan", "SecretSynced").await?;
+    let s = w.wait_value("orphaned", "k", "v").await?;
+    assert!(s.owner_references().is_empty());
+
+    // Merge: our key is added, the others stay.
+    w.plain_secret("shared", &[("other", "stays")]).await?;
+    w.external_secret("merge", spec("shared", "Merge")).await?;
+    w.wait_reason("merge", "SecretSynced").await?;
+    let s = w.wait_value("shared", "k", "v").await?;
+    assert_eq!(text(&s, "other"), "stays");
+
+    // Merge into nothing is a clear conflict.
+    w.external_secret("merge-missing", spec("absent", "Merge"))
+        .await?;
+    let msg = w.wait_reason("merge-missing", "TargetConflict").await?;
+    assert!(msg.contains("Merge"), "{msg}");
+
+    // None: nothing is written.
+    w.external_secret("none", spec("never", "None")).await?;
+    w.wait_reason("none", "SecretSynced").await?;
+    assert!(w.secrets().get_opt("never").await?.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn deletion_policies() -> anyhow::Result<()> {
+    let w = World::new("deletion").await?;
+    w.store("aws", &Rig::get().emulator.endpoint, json!({}))
+        .await?;
+    for policy in ["Retain", "Delete"] {
+        let src = w.create_aws(&format!("gone-{policy}"), "v").await?;
+        let name = policy.to_lowercase();
+        w.external_secret(
+            &name,
+            json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
+            "target": {"deletionPolicy": policy},
+            "data": [{"secretKey": "k", "remoteRef": {"key": src}}]}),
+        )
+        .await?;
+        w.wait_value(&name, "k", "v").await?;
+        w.env
+            .aws
+            .delete_secret()
+            .secret_id(&src)
+            .force_delete_without_recovery(true)
+            .send()
+            .await?;
+        w.wait_reason(&name, "SecretNotFound").await?;
+    }
+    // Retain keeps the Secret as it was; Delete removes it.
+    let kept = w.secrets().get("retain").await?;
+    assert_eq!(text(&kept, "k"), "v");
+    let secrets = w.secrets();
+    eventually(WAIT, "Secret deleted by deletionPolicy Delete", || {
+        let secrets = secrets.clone();
+        async move {
+            secrets
+                .get_opt("delete")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn failures_keep_the_secret_and_say_why() -> anyhow::Result<()> {
+    let w = World::new("fail").await?;
+    let rig = Rig::get();
+    w.store("aws", &rig.emulator.endpoint, json!({})).await?;
+    let src = w.create_aws("src", r#"{"password":"good"}"#).await?;
+    w.external_secret(
+        "es",
+        es_spec(json!([{"secretKey": "p", "remoteRef": {"key": src, "property": "password"}}])),
+    )
+    .await?;
+    w.wait_value("es", "p", "good").await?;
+
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        (
+            "missing secret",
+            json!([{"secretKey": "p", "remoteRef": {"key": w.aws_name("nope")}}]),
+            "SecretNotFound",
+        ),
+        (
+            "missing property",
+            json!([{"secretKey": "p", "remoteRef": {"key": src, "property": "nope"}}]),
+            "PropertyNotFound",
+        ),
+    ];
+    for (what, data, reason) in cases {
+        w.external_secret("es", es_spec(data)).await?;
+        let msg = w
+            .wait_reason("es", reason)
+            .await
+            .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+        assert!(
+            !msg.contains("good"),
+            "{what}: message leaks the value: {msg}"
+        );
+        assert_eq!(
+            text(&w.secrets().get("es").await?, "p"),
+            "good",
+            "{what}: the Secret must stay as it was"
+        );
+    }
+
+    // A non-JSON value where a property is asked.
+    let plain = w.create_aws("plain", "not json good").await?;
+    w.external_secret(
+        "es",
+        es_spec(json!([{"secretKey": "p", "remoteRef": {"key": plain, "property": "x"}}])),
+    )
+    .await?;
+    let msg = w.wait_reason("es", "InvalidValue").await?;
+    assert!(msg.contains("not JSON") && !msg.contains("good"), "{msg}");
+
+    // Scheduled for deletion.
+    let doomed = w.create_aws("doomed", "v").await?;
+    w.env
+        .aws
+        .delete_secret()
+        .secret_id(&doomed)
+        .recovery_window_in_days(7)
+        .send()
+        .await?;
+    w.external_secret(
+        "es",
+        es_spec(json!([{"secretKey": "p", "remoteRef": {"key": doomed}}])),
+    )
+    .await?;
+    let msg = w.wait_reason("es", "SecretNotFound").await?;
+    assert!(msg.contains("scheduled for deletion"), "{msg}");
+
+    // Too large: 20 keys of 60 KB each.
+    let big = w.create_aws("big", &"x".repeat(60_000)).await?;
+    let data: Vec<_> = (0..20)
+        .map(|i| json!({"secretKey": format!("k{i}"), "remoteRef": {"key": big}}))
+        .collect();
+    w.external_secret("es", es_spec(json!(data))).await?;
+    w.wait_reason("es", "TargetTooLarge").await?;
+
+    // Unknown store.
+    w.external_secret(
+        "es",
+        json!({"secretStoreRef": {"name": "nope"}, "refreshInterval": "1s",
+        "data": [{"secretKey": "p", "remoteRef": {"key": src}}]}),
+    )
+    .await?;
+    let msg = w.wait_reason("es", "StoreNotReady").await?;
+    assert!(msg.contains("nope"), "{msg}");
+
+    // Credential Secret missing a key.
+    w.apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "half-creds"}, "stringData": {"access-key-id": "testing"}})).await?;
+    w.apply(json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": "half"},
+        "spec": {"aws": {"region": "us-east-1", "endpoint": rig.emulator.endpoint, "auth": {"secretRef": {
+            "accessKeyIDSecretRef": {"name": "half-creds", "key": "access-key-id"},
+            "secretAccessKeySecretRef": {"name": "half-creds", "key": "secret-access-key"}}}}}})).await?;
+    w.external_secret(
+        "es",
+        json!({"secretStoreRef": {"name": "half"}, "refreshInterval": "1s",
+        "data": [{"secretKey": "p", "remoteRef": {"key": src}}]}),
+    )
+    .await?;
+    let msg = w.wait_reason("es", "StoreNotReady").await?;
+    assert!(msg.contains("secret-access-key"), "{msg}");
+
+    // Emulator unreachable (a closed loopback port).
+    w.store("down", "http://127.0.0.1:9", json!({})).await?;
+    w.external_secret(
+        "es",
+        json!({"secretStoreRef": {"name": "down"}, "refreshInterval": "1s",
+        "data": [{"secretKey": "p", "remoteRef": {"key": src}}]}),
+    )
+    .await?;
+    w.wait_reason("es", "ProviderUnavailable").await?;
+
+    // Throttled and denied, injected by the fault proxy.
+    let proxy = FaultProxy::start(&rig.emulator.endpoint)?;
+    w.store("proxied", &proxy.endpoint, json!({})).await?;
+    proxy.set(Fault::Throttle);
+    w.external_secret(
+        "es",
+        json!({"secretStoreRef": {"name": "proxied"}, "refreshInterval": "1s",
+        "data": [{"secretKey": "p", "remoteRef": {"key": src, "property": "password"}}]}),
+    )
+    .await?;
+    w.wait_reason("es", "Throttled").await?;
+    proxy.set(Fault::Deny);
+    w.wait_reason("es", "AccessDenied").await?;
+    proxy.set(Fault::Pass);
+    w.wait_reason("es", "SecretSynced").await?;
+    assert_eq!(text(&w.secrets().get("es").await?, "p"), "good");
+
+    assert!(
+        !w.operator.logs().contains("good"),
+        "the operator log must not hold a secret value"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn cluster_store_conditions() -> anyhow::Result<()> {
+    let w = World::new("cluster").await?;
+    let rig = Rig::get();
+    let src = w.create_aws("src", "v").await?;
+    let allowed = format!("allow-{}", lockstep_rig::unique());
+    let denied = format!("deny-{}", lockstep_rig::unique());
+    let creds_ns = w.ns().to_string();
+    w.creds().await?;
+    for (name, conditions) in [
+        (&allowed, json!([{"namespaces": [w.ns()]}])),
+        (
+            &denied,
+            json!([{"namespaceSelector": {"matchLabels": {"tenant": "other"}}}]),
+        ),
+    ] {
+        apply(&w.env.kube, None, json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "ClusterSecretStore",
+            "metadata": {"name": name},
+            "spec": {"conditions": conditions, "aws": {"region": "us-east-1", "endpoint": rig.emulator.endpoint,
+                "auth": {"secretRef": {
+                    "accessKeyIDSecretRef": {"name": "aws-creds", "key": "access-key-id", "namespace": creds_ns},
+                    "secretAccessKeySecretRef": {"name": "aws-creds", "key": "secret-access-key", "namespace": creds_ns}}}}}})).await?;
+    }
+    for (es, store) in [("ok", &allowed), ("no", &denied)] {
+        w.external_secret(es, json!({"secretStoreRef": {"name": store, "kind": "ClusterSecretStore"}, "refreshInterval": "1s",
+            "data": [{"secretKey": "k", "remoteRef": {"key": src}}]})).await?;
+    }
+    w.wait_value("ok", "k", "v").await?;
+    let msg = w.wait_reason("no", "StoreNotAllowed").await?;
+    assert!(msg.contains(w.ns()), "{msg}");
+
+    // Labelling the namespace admits it.
+    Api::<Namespace>::all(w.env.kube.clone())
+        .patch(
+            w.ns(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"tenant": "other"}}})),
+        )
+        .await?;
+    w.wait_value("no", "k", "v").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn assume_role_goes_to_the_configured_endpoint() -> anyhow::Result<()> {
+    let w = World::new("role").await?;
+    let emu = Emulator::start(
+        &Rig::get()
+            .dir
+            .join(format!("emu-{}", lockstep_rig::unique())),
+    )?;
+    emu.client()
+        .create_secret()
+        .name("team/db")
+        .secret_string("v")
+        .send()
+        .await?;
+    emu.start_recording()?;
+    w.store(
+        "aws",
+        &emu.endpoint,
+        json!({"role": "arn:aws:iam::123456789012:role/reader", "externalID": "ext"}),
+    )
+    .await?;
+    w.external_secret(
+        "es",
+        json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1h",
+        "data": [{"secretKey": "k", "remoteRef": {"key": "team/db"}}]}),
+    )
+    .await?;
+    w.wait_value("es", "k", "v").await?;
+    let store = w.stores();
+    eventually(WAIT, "store Ready", || {
+        let store = store.clone();
+        async move {
+            let s = store.get("aws").await.ok()?;
+            s.status?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        }
+    })
+    .await?;
+    let calls = emu.stop_recording()?;
+    assert!(
+        calls.get("AssumeRole").copied().unwrap_or(0) >= 1,
+        "STS AssumeRole must reach the emulator: {calls:?}"
+    );
+    assert!(
+        calls.get("GetCallerIdentity").copied().unwrap_or(0) >= 1,
+        "{calls:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Result<()> {
+    let env = Rig::get().test_env("admission").await?;
+    install_crds(&env.kube).await?;
+    let cases = [
+        (
+            json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "k", "remoteRef": {"key": "a", "versionStage": "AWSCURRENT", "versionId": "0123456789abcdef0123456789abcdef"}}]}),
+            "set versionStage or versionId, not both",
+        ),
+        (
+            json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "bad key", "remoteRef": {"key": "a"}}]}),
+            "must be a valid Secret key",
+        ),
+        (
+            json!({"secretStoreRef": {"name": "s"}}),
+            "at least one entry in data or dataFrom",
+        ),
+        (
+            json!({"secretStoreRef": {"name": "s"}, "refreshInterval": "soon", "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            "refreshInterval must be a duration",
+        ),
+        (
+            json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}, {"secretKey": "k", "remoteRef": {"key": "b"}}]}),
+            "duplicate entries for key [secretKey=\\\"k\\\"]",
+        ),
+        (
+            json!({"secretStoreRef": {"name": "s"}, "target": {"name": "Not_Valid"}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            "target.name must be a valid Secret name",
+        ),
+    ];
+    for (i, (spec, want)) in cases.into_iter().enumerate() {
+        let err = apply(
+            &env.kube,
+            Some(&env.ns),
+            json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "ExternalSecret",
+            "metadata": {"name": format!("bad-{i}")}, "spec": spec}),
+        )
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(err.contains(want), "case {i}: want {want:?} in {err:?}");
+    }
+    let stores = [
+        (
+            json!({"aws": {"region": "mars"}}),
+            "aws.region must be an AWS region",
+        ),
+        (
+            json!({"aws": {"region": "us-east-1", "role": "reader"}}),
+            "aws.role must be an IAM role ARN",
+        ),
+        (
+            json!({"aws": {"region": "us-east-1", "auth": {"secretRef": {
+            "accessKeyIDSecretRef": {"name": "c", "key": "a", "namespace": "elsewhere"},
+            "secretAccessKeySecretRef": {"name": "c", "key": "b"}}}}}),
+            "reads credentials from its own namespace",
+        ),
+    ];
+    for (i, (spec, want)) in stores.into_iter().enumerate() {
+        let err = apply(
+            &env.kube,
+            Some(&env.ns),
+            json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "SecretStore",
+            "metadata": {"name": format!("bad-{i}")}, "spec": spec}),
+        )
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            err.contains(want),
+            "store case {i}: want {want:?} in {err:?}"
+        );
+    }
+    Ok(())
+}
