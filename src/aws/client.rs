@@ -78,6 +78,7 @@ impl StoreClient {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(cfg.region.clone()))
             .timeout_config(timeouts);
+        let sts_endpoint = cfg.sts_endpoint.as_ref().or(cfg.endpoint.as_ref());
         if let Some(keys) = &cfg.keys {
             loader = loader.credentials_provider(Credentials::new(
                 keys.access_key_id.clone(),
@@ -86,10 +87,21 @@ impl StoreClient {
                 None,
                 "lockstep-secret-ref",
             ));
+        } else if let Some(ep) = sts_endpoint {
+            // IRSA with an STS endpoint override: the SDK's chain would call the public STS.
+            let sts = aws_sdk_sts::Client::from_conf(
+                aws_sdk_sts::Config::builder()
+                    .behavior_version(BehaviorVersion::latest())
+                    .region(Region::new(cfg.region.clone()))
+                    .endpoint_url(ep.clone())
+                    .build(),
+            );
+            if let Some(web) = super::web_identity::WebIdentity::from_env(sts) {
+                loader = loader.credentials_provider(SharedCredentialsProvider::new(web));
+            }
         }
         let base: SdkConfig = loader.load().await;
 
-        let sts_endpoint = cfg.sts_endpoint.as_ref().or(cfg.endpoint.as_ref());
         let sts_base = match sts_endpoint {
             Some(ep) => base.to_builder().endpoint_url(ep.clone()).build(),
             None => base.clone(),

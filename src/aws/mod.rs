@@ -4,6 +4,7 @@
 mod client;
 mod errors;
 mod fetch;
+mod web_identity;
 
 pub use client::{StaticKeys, StoreClient, StoreConfig};
 pub use errors::classify;

@@ -105,9 +105,14 @@ pub struct World {
 
 impl World {
     pub async fn new(prefix: &str) -> anyhow::Result<World> {
+        Self::with_env(prefix, &[]).await
+    }
+
+    /// A world whose operator gets extra environment variables.
+    pub async fn with_env(prefix: &str, operator_env: &[(&str, &str)]) -> anyhow::Result<World> {
         let env = Rig::get().test_env(prefix).await?;
         install_crds(&env.kube).await?;
-        let operator = Operator::start(Some(&env.ns), &[])?;
+        let operator = Operator::start(Some(&env.ns), operator_env)?;
         Ok(World { env, operator })
     }
 

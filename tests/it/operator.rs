@@ -488,6 +488,48 @@ async fn assume_role_goes_to_the_configured_endpoint() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn ambient_web_identity_uses_the_store_endpoint_for_sts() -> anyhow::Result<()> {
+    let dir = Rig::get()
+        .dir
+        .join(format!("emu-{}", lockstep_rig::unique()));
+    let emu = Emulator::start(&dir)?;
+    emu.client()
+        .create_secret()
+        .name("irsa/db")
+        .secret_string("v")
+        .send()
+        .await?;
+    let token = dir.join("token");
+    std::fs::write(&token, "projected-service-account-token")?;
+    let token = token.to_string_lossy().to_string();
+    let w = World::with_env(
+        "irsa",
+        &[
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/irsa"),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token.as_str()),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    )
+    .await?;
+    emu.start_recording()?;
+    w.apply(json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": "aws"},
+        "spec": {"aws": {"region": "us-east-1", "endpoint": emu.endpoint}}})).await?;
+    w.external_secret(
+        "es",
+        json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1h",
+        "data": [{"secretKey": "k", "remoteRef": {"key": "irsa/db"}}]}),
+    )
+    .await?;
+    w.wait_value("es", "k", "v").await?;
+    let calls = emu.stop_recording()?;
+    assert!(
+        calls.get("AssumeRoleWithWebIdentity").copied().unwrap_or(0) >= 1,
+        "{calls:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Result<()> {
     let env = Rig::get().test_env("admission").await?;
     install_crds(&env.kube).await?;
