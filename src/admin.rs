@@ -27,13 +27,7 @@ pub async fn serve(
         .route(
             "/metrics",
             get(|State(s): State<AdminState>| async move {
-                (
-                    [(
-                        "content-type",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    s.metrics.encode(),
-                )
+                ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode())
             }),
         )
         .route("/livez", get(|| async { "ok" }))
@@ -49,7 +43,5 @@ pub async fn serve(
         )
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

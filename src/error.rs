@@ -18,9 +18,7 @@ pub enum Error {
         detail: String,
     },
     /// The AWS secret is scheduled for deletion.
-    #[error(
-        "AWS secret {key:?} is scheduled for deletion; restore it or point remoteRef.key elsewhere"
-    )]
+    #[error("AWS secret {key:?} is scheduled for deletion; restore it or point remoteRef.key elsewhere")]
     SecretScheduledForDeletion {
         /// Name or ARN.
         key: String,
@@ -69,9 +67,7 @@ impl Error {
     /// The condition reason this error is reported as.
     pub fn reason(&self) -> Reason {
         match self {
-            Error::SecretNotFound { .. } | Error::SecretScheduledForDeletion { .. } => {
-                Reason::SecretNotFound
-            }
+            Error::SecretNotFound { .. } | Error::SecretScheduledForDeletion { .. } => Reason::SecretNotFound,
             Error::PropertyNotFound { .. } => Reason::PropertyNotFound,
             Error::InvalidValue(_) => Reason::InvalidValue,
             Error::AccessDenied(_) => Reason::AccessDenied,
@@ -88,9 +84,6 @@ impl Error {
     /// Transient errors retry with capped backoff; the others wait for a change (or the next
     /// refresh).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Error::Throttled(_) | Error::ProviderUnavailable(_) | Error::Kube(_)
-        )
+        matches!(self, Error::Throttled(_) | Error::ProviderUnavailable(_) | Error::Kube(_))
     }
 }

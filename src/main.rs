@@ -15,11 +15,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 #[derive(Parser)]
-#[command(
-    name = "lockstep",
-    version,
-    about = "Keeps Kubernetes Secrets in lockstep with AWS Secrets Manager"
-)]
+#[command(name = "lockstep", version, about = "Keeps Kubernetes Secrets in lockstep with AWS Secrets Manager")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,6 +42,9 @@ struct RunArgs {
     /// Address of the admin server (/metrics, /livez, /readyz).
     #[arg(long, default_value = "127.0.0.1:8080", env = "LOCKSTEP_METRICS_ADDR")]
     metrics_addr: SocketAddr,
+    /// Quiet period, in seconds, after the last data change before rolloutRestartTargets restart.
+    #[arg(long, default_value_t = 5, env = "LOCKSTEP_RESTART_DEBOUNCE_SECONDS")]
+    restart_debounce_seconds: u64,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LOCKSTEP_LOG_FORMAT")]
     log_format: LogFormat,
@@ -78,9 +77,7 @@ async fn main() -> anyhow::Result<()> {
 fn init_tracing(args: &RunArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .with_context(|| format!("--log-level {:?} is not a valid filter", args.log_level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -90,9 +87,8 @@ fn init_tracing(args: &RunArgs) -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(&args)?;
-    let client = Client::try_default()
-        .await
-        .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?;
+    let client =
+        Client::try_default().await.context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?;
     check_crds(&client, args.namespace.as_deref()).await?;
 
     let metrics = Arc::new(Metrics::default());
@@ -100,6 +96,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         client,
         metrics.clone(),
         args.namespace.clone(),
+        std::time::Duration::from_secs(args.restart_debounce_seconds),
     ));
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -118,10 +115,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let admin = lockstep::admin::serve(
         args.metrics_addr,
-        lockstep::admin::AdminState {
-            metrics,
-            ready: ready.clone(),
-        },
+        lockstep::admin::AdminState { metrics, ready: ready.clone() },
         stopped(),
     );
     info!(addr = %args.metrics_addr, namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting");
@@ -166,14 +160,13 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

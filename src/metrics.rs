@@ -39,23 +39,10 @@ impl Default for Metrics {
         let aws_calls = Family::<AwsCallLabels, Counter>::default();
         let reconciles = Family::<KindLabels, Counter>::default();
         let failures = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "aws_calls",
-            "AWS API calls by store, operation and outcome",
-            aws_calls.clone(),
-        );
+        registry.register("aws_calls", "AWS API calls by store, operation and outcome", aws_calls.clone());
         registry.register("reconciles", "Reconciles by kind", reconciles.clone());
-        registry.register(
-            "reconcile_failures",
-            "Failed ExternalSecret syncs by condition reason",
-            failures.clone(),
-        );
-        Self {
-            registry,
-            aws_calls,
-            reconciles,
-            failures,
-        }
+        registry.register("reconcile_failures", "Failed ExternalSecret syncs by condition reason", failures.clone());
+        Self { registry, aws_calls, reconciles, failures }
     }
 }
 
@@ -64,28 +51,18 @@ impl Metrics {
     pub fn aws_call(&self, store: &str, operation: &str, error: Option<&Error>) {
         let outcome = error.map_or("success", |e| e.reason().as_str());
         self.aws_calls
-            .get_or_create(&AwsCallLabels {
-                store: store.into(),
-                operation: operation.into(),
-                outcome: outcome.into(),
-            })
+            .get_or_create(&AwsCallLabels { store: store.into(), operation: operation.into(), outcome: outcome.into() })
             .inc();
     }
 
     /// Count one reconcile.
     pub fn reconcile(&self, kind: &str) {
-        self.reconciles
-            .get_or_create(&KindLabels { kind: kind.into() })
-            .inc();
+        self.reconciles.get_or_create(&KindLabels { kind: kind.into() }).inc();
     }
 
     /// Count one failed sync.
     pub fn failure(&self, reason: Reason) {
-        self.failures
-            .get_or_create(&ReasonLabels {
-                reason: reason.as_str().into(),
-            })
-            .inc();
+        self.failures.get_or_create(&ReasonLabels { reason: reason.as_str().into() }).inc();
     }
 
     /// The Prometheus text exposition.

@@ -38,10 +38,7 @@ impl From<&RemoteRef> for SourceKey {
             (Some(id), _) => VersionSel::Id(id.clone()),
             (None, stage) => VersionSel::Stage(stage.unwrap_or(crate::api::AWSCURRENT).to_string()),
         };
-        SourceKey {
-            key: r.key.clone(),
-            version,
-        }
+        SourceKey { key: r.key.clone(), version }
     }
 }
 
@@ -73,12 +70,7 @@ pub fn sources(spec: &ExternalSecretSpec) -> Vec<SourceKey> {
         .data
         .iter()
         .map(|d| SourceKey::from(&d.remote_ref))
-        .chain(
-            spec.data_from
-                .iter()
-                .filter_map(|d| d.extract.as_ref())
-                .map(SourceKey::from),
-        )
+        .chain(spec.data_from.iter().filter_map(|d| d.extract.as_ref()).map(SourceKey::from))
         .collect();
     out.sort();
     out.dedup();
@@ -86,17 +78,11 @@ pub fn sources(spec: &ExternalSecretSpec) -> Vec<SourceKey> {
 }
 
 /// Build the Secret data from fetched values.
-pub fn render(
-    spec: &ExternalSecretSpec,
-    fetched: &BTreeMap<SourceKey, Fetched>,
-) -> Result<Desired> {
+pub fn render(spec: &ExternalSecretSpec, fetched: &BTreeMap<SourceKey, Fetched>) -> Result<Desired> {
     let get = |r: &RemoteRef| -> Result<&Fetched> {
         fetched
             .get(&SourceKey::from(r))
-            .ok_or_else(|| Error::SecretNotFound {
-                key: r.key.clone(),
-                detail: String::new(),
-            })
+            .ok_or_else(|| Error::SecretNotFound { key: r.key.clone(), detail: String::new() })
     };
     let mut data: BTreeMap<String, SecretBytes> = BTreeMap::new();
 
@@ -106,10 +92,7 @@ pub fn render(
         let mut json = parse_json(&extract.key, fetched.payload.bytes())?;
         if let Some(property) = &extract.property {
             json = lookup(&json, property)
-                .ok_or_else(|| Error::PropertyNotFound {
-                    key: extract.key.clone(),
-                    property: property.clone(),
-                })?
+                .ok_or_else(|| Error::PropertyNotFound { key: extract.key.clone(), property: property.clone() })?
                 .clone();
         }
         let Value::Object(map) = json else {
@@ -136,10 +119,8 @@ pub fn render(
             None => fetched.payload.bytes().clone(),
             Some(property) => {
                 let json = parse_json(&r.key, fetched.payload.bytes())?;
-                let v = lookup(&json, property).ok_or_else(|| Error::PropertyNotFound {
-                    key: r.key.clone(),
-                    property: property.clone(),
-                })?;
+                let v = lookup(&json, property)
+                    .ok_or_else(|| Error::PropertyNotFound { key: r.key.clone(), property: property.clone() })?;
                 json_to_bytes(v.clone())
             }
         };
@@ -167,11 +148,7 @@ pub fn render(
         })
         .collect();
 
-    Ok(Desired {
-        hash: hash(&data),
-        data,
-        sources,
-    })
+    Ok(Desired { hash: hash(&data), data, sources })
 }
 
 /// sha256 over the sorted keys and values, length-prefixed so no two maps collide by concatenation.
@@ -192,9 +169,7 @@ pub fn is_valid_secret_key(key: &str) -> bool {
         && key.len() <= 253
         && key != "."
         && key != ".."
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 fn parse_json(key: &str, bytes: &SecretBytes) -> Result<Value> {
@@ -237,13 +212,11 @@ pub fn lookup<'a>(json: &'a Value, property: &str) -> Option<&'a Value> {
     if let Some(v) = json.as_object().and_then(|m| m.get(property)) {
         return Some(v);
     }
-    parse_path(property)
-        .iter()
-        .try_fold(json, |cur, seg| match cur {
-            Value::Object(m) => m.get(seg),
-            Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
-            _ => None,
-        })
+    parse_path(property).iter().try_fold(json, |cur, seg| match cur {
+        Value::Object(m) => m.get(seg),
+        Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -253,11 +226,7 @@ mod tests {
     use serde_json::json;
 
     fn rref(key: &str, property: Option<&str>) -> RemoteRef {
-        RemoteRef {
-            key: key.into(),
-            property: property.map(Into::into),
-            ..Default::default()
-        }
+        RemoteRef { key: key.into(), property: property.map(Into::into), ..Default::default() }
     }
 
     fn fetched(value: &str) -> Fetched {
@@ -270,26 +239,14 @@ mod tests {
 
     fn spec(data: Vec<(&str, RemoteRef)>, extract: Vec<RemoteRef>) -> ExternalSecretSpec {
         ExternalSecretSpec {
-            data: data
-                .into_iter()
-                .map(|(k, r)| ExternalSecretData {
-                    secret_key: k.into(),
-                    remote_ref: r,
-                })
-                .collect(),
-            data_from: extract
-                .into_iter()
-                .map(|e| ExternalSecretDataFrom { extract: Some(e) })
-                .collect(),
+            data: data.into_iter().map(|(k, r)| ExternalSecretData { secret_key: k.into(), remote_ref: r }).collect(),
+            data_from: extract.into_iter().map(|e| ExternalSecretDataFrom { extract: Some(e) }).collect(),
             ..Default::default()
         }
     }
 
     fn store(entries: &[(&str, &str)]) -> BTreeMap<SourceKey, Fetched> {
-        entries
-            .iter()
-            .map(|(k, v)| (SourceKey::from(&rref(k, None)), fetched(v)))
-            .collect()
+        entries.iter().map(|(k, v)| (SourceKey::from(&rref(k, None)), fetched(v))).collect()
     }
 
     fn text(d: &Desired, k: &str) -> String {
@@ -326,14 +283,8 @@ mod tests {
     #[test]
     fn extract_renders_non_strings_as_json_and_data_wins() {
         let s = spec(vec![("a", rref("other", None))], vec![rref("db", None)]);
-        let d = render(
-            &s,
-            &store(&[
-                ("db", r#"{"a":"x","n":1,"o":{"k":true}}"#),
-                ("other", "plain"),
-            ]),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let d = render(&s, &store(&[("db", r#"{"a":"x","n":1,"o":{"k":true}}"#), ("other", "plain")]))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(text(&d, "a"), "plain");
         assert_eq!(text(&d, "n"), "1");
         assert_eq!(text(&d, "o"), r#"{"k":true}"#);
@@ -346,29 +297,19 @@ mod tests {
         assert!(matches!(e, Some(Error::PropertyNotFound { .. })), "{e:?}");
 
         let s = spec(vec![("p", rref("db", Some("password")))], vec![]);
-        let e = render(&s, &store(&[("db", "sentinel-XYZ not json")]))
-            .err()
-            .map(|e| e.to_string());
+        let e = render(&s, &store(&[("db", "sentinel-XYZ not json")])).err().map(|e| e.to_string());
         let msg = e.unwrap_or_default();
-        assert!(
-            msg.contains("not JSON") && !msg.contains("sentinel"),
-            "{msg}"
-        );
+        assert!(msg.contains("not JSON") && !msg.contains("sentinel"), "{msg}");
 
         let s = spec(vec![], vec![rref("db", None)]);
         let e = render(&s, &store(&[("db", r#"{"bad key":"v"}"#)])).err();
         assert!(matches!(e, Some(Error::InvalidValue(_))), "{e:?}");
 
-        let e = render(&s, &store(&[("db", r#"["sentinel-XYZ"]"#)]))
-            .err()
-            .map(|e| e.to_string());
+        let e = render(&s, &store(&[("db", r#"["sentinel-XYZ"]"#)])).err().map(|e| e.to_string());
         assert!(!e.unwrap_or_default().contains("sentinel"));
 
         let s = spec(vec![("p", rref("nope", None))], vec![]);
-        assert!(matches!(
-            render(&s, &store(&[])),
-            Err(Error::SecretNotFound { .. })
-        ));
+        assert!(matches!(render(&s, &store(&[])), Err(Error::SecretNotFound { .. })));
     }
 
     #[test]
@@ -391,24 +332,15 @@ mod tests {
     fn too_large_is_refused() {
         let big = "x".repeat(MAX_SECRET_BYTES);
         let s = spec(vec![("k", rref("big", None))], vec![]);
-        assert!(matches!(
-            render(&s, &store(&[("big", &big)])),
-            Err(Error::TargetTooLarge { .. })
-        ));
+        assert!(matches!(render(&s, &store(&[("big", &big)])), Err(Error::TargetTooLarge { .. })));
     }
 
     #[test]
     fn hash_is_stable_and_sensitive() {
         let s = spec(vec![("k", rref("a", None))], vec![]);
-        let one = render(&s, &store(&[("a", "1")]))
-            .map(|d| d.hash)
-            .unwrap_or_default();
-        let again = render(&s, &store(&[("a", "1")]))
-            .map(|d| d.hash)
-            .unwrap_or_default();
-        let two = render(&s, &store(&[("a", "2")]))
-            .map(|d| d.hash)
-            .unwrap_or_default();
+        let one = render(&s, &store(&[("a", "1")])).map(|d| d.hash).unwrap_or_default();
+        let again = render(&s, &store(&[("a", "1")])).map(|d| d.hash).unwrap_or_default();
+        let two = render(&s, &store(&[("a", "2")])).map(|d| d.hash).unwrap_or_default();
         assert_eq!(one, again);
         assert_ne!(one, two);
         assert_eq!(one.len(), 64);

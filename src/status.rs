@@ -94,21 +94,14 @@ pub fn set_ready(
         observed_generation: generation,
         last_transition_time,
     };
-    let mut out: Vec<Condition> = previous
-        .iter()
-        .filter(|c| c.type_ != READY)
-        .cloned()
-        .collect();
+    let mut out: Vec<Condition> = previous.iter().filter(|c| c.type_ != READY).cloned().collect();
     out.insert(0, ready);
     out
 }
 
 /// The Ready reason currently recorded, if any.
 pub fn ready_reason(conditions: &[Condition]) -> Option<&str> {
-    conditions
-        .iter()
-        .find(|c| c.type_ == READY)
-        .map(|c| c.reason.as_str())
+    conditions.iter().find(|c| c.type_ == READY).map(|c| c.reason.as_str())
 }
 
 #[cfg(test)]
@@ -129,11 +122,7 @@ mod tests {
         assert_eq!(c[0].status, "False");
         assert_eq!(c[0].last_transition_time, t(30));
         let d = set_ready(&c, Reason::SecretNotFound, "gone", Some(2), t(40));
-        assert_eq!(
-            d[0].last_transition_time,
-            t(30),
-            "False -> False keeps the time"
-        );
+        assert_eq!(d[0].last_transition_time, t(30), "False -> False keeps the time");
         assert_eq!(d[0].reason, "SecretNotFound");
         assert_eq!(d[0].observed_generation, Some(2));
     }
@@ -148,13 +137,7 @@ mod tests {
             observed_generation: None,
             last_transition_time: t(1),
         };
-        let out = set_ready(
-            std::slice::from_ref(&other),
-            Reason::SecretSynced,
-            "ok",
-            None,
-            t(2),
-        );
+        let out = set_ready(std::slice::from_ref(&other), Reason::SecretSynced, "ok", None, t(2));
         assert_eq!(out.len(), 2);
         assert!(out.contains(&other));
         assert_eq!(ready_reason(&out), Some("SecretSynced"));

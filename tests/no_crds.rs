@@ -29,10 +29,6 @@ fn run_fails_fast_without_crds() -> anyhow::Result<()> {
     };
     let err = std::fs::read_to_string(&log)?;
     assert!(!status.success());
-    assert!(
-        err.contains("CRDs are not installed")
-            && err.contains("kubectl apply --server-side -f crds/"),
-        "{err}"
-    );
+    assert!(err.contains("CRDs are not installed") && err.contains("kubectl apply --server-side -f crds/"), "{err}");
     Ok(())
 }

@@ -29,31 +29,11 @@ const SECRET_KEY_MESSAGE: &str = "must be a valid Secret key: letters, digits, '
     shortname = "lses",
     category = "lockstep",
     doc = "Keeps a Kubernetes Secret in lockstep with AWS Secrets Manager secrets.",
-    printcolumn(
-        name = "Store",
-        type_ = "string",
-        json_path = ".spec.secretStoreRef.name"
-    ),
-    printcolumn(
-        name = "Refresh",
-        type_ = "string",
-        json_path = ".spec.refreshInterval"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Store", type_ = "string", json_path = ".spec.secretStoreRef.name"),
+    printcolumn(name = "Refresh", type_ = "string", json_path = ".spec.refreshInterval"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("(has(self.data) && size(self.data) > 0) || (has(self.dataFrom) && size(self.dataFrom) > 0)")
     .message("spec needs at least one entry in data or dataFrom"))]
@@ -84,6 +64,47 @@ pub struct ExternalSecretSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 50))]
     pub data_from: Vec<ExternalSecretDataFrom>,
+
+    /// Workloads in this namespace whose pods read the Secret as environment variables: when the
+    /// synced data changes (not on the first sync), their pod template gets a restart annotation,
+    /// debounced so a burst of changes causes one restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub rollout_restart_targets: Vec<RolloutRestartTarget>,
+}
+
+/// A workload to restart when the Secret's data changes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRestartTarget {
+    /// Deployment, StatefulSet or DaemonSet.
+    pub kind: WorkloadKind,
+    /// Name, in the ExternalSecret's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Kinds of workload a rollout restart can patch.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WorkloadKind {
+    /// apps/v1 Deployment.
+    #[default]
+    Deployment,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
+    /// apps/v1 DaemonSet.
+    DaemonSet,
+}
+
+impl WorkloadKind {
+    /// The kind as written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::DaemonSet => "DaemonSet",
+        }
+    }
 }
 
 /// Which store to use.
@@ -99,9 +120,7 @@ pub struct SecretStoreRef {
 }
 
 /// The kind of store an ExternalSecret refers to.
-#[derive(
-    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash,
-)]
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum StoreKind {
     /// A namespaced store in the ExternalSecret's namespace.
     #[default]
@@ -162,9 +181,7 @@ pub struct TemplateMetadata {
 }
 
 /// How the Secret is created and owned.
-#[derive(
-    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CreationPolicy {
     /// Create the Secret and own it (it is garbage-collected with the ExternalSecret).
     #[default]
@@ -178,9 +195,7 @@ pub enum CreationPolicy {
 }
 
 /// What happens to the Secret when its AWS secrets are gone.
-#[derive(
-    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DeletionPolicy {
     /// Keep the Secret as it was.
     #[default]
@@ -202,9 +217,7 @@ pub struct ExternalSecretData {
 }
 
 /// A reference to an AWS secret, or one property of its JSON value.
-#[derive(
-    KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord,
-)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[x_kube(validation = Rule::new("!(has(self.versionStage) && has(self.versionId))")
     .message("set versionStage or versionId, not both"))]
 #[serde(rename_all = "camelCase")]
@@ -289,9 +302,7 @@ impl ExternalSecretSpec {
             None => Ok(Some(DEFAULT_REFRESH)),
             Some("0") => Ok(None),
             Some(s) => {
-                let d: kube::core::Duration = s
-                    .parse()
-                    .map_err(|e| format!("refreshInterval {s:?}: {e}"))?;
+                let d: kube::core::Duration = s.parse().map_err(|e| format!("refreshInterval {s:?}: {e}"))?;
                 if d.is_negative() {
                     return Err(format!("refreshInterval {s:?} must not be negative"));
                 }
@@ -305,11 +316,6 @@ impl ExternalSecretSpec {
 impl ExternalSecret {
     /// Name of the Secret this ExternalSecret writes.
     pub fn target_name(&self) -> &str {
-        self.spec
-            .target
-            .name
-            .as_deref()
-            .or(self.metadata.name.as_deref())
-            .unwrap_or_default()
+        self.spec.target.name.as_deref().or(self.metadata.name.as_deref()).unwrap_or_default()
     }
 }

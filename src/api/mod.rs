@@ -18,11 +18,7 @@ pub const GROUP: &str = "lockstep.dev";
 
 /// Every CRD this operator serves, in the order `lockstep crd` prints them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
-        ExternalSecret::crd(),
-        SecretStore::crd(),
-        ClusterSecretStore::crd(),
-    ]
+    vec![ExternalSecret::crd(), SecretStore::crd(), ClusterSecretStore::crd()]
 }
 
 /// All CRDs as one multi-document YAML stream (the content of `crds/`).
@@ -43,14 +39,9 @@ mod tests {
     fn crd_files_match_the_types() {
         let want = super::crds_yaml().unwrap_or_default();
         let root = env!("CARGO_MANIFEST_DIR");
-        for path in [
-            "crds/lockstep.dev.yaml",
-            "charts/lockstep/crds/lockstep.dev.yaml",
-        ] {
+        for path in ["crds/lockstep.dev.yaml", "charts/lockstep/crds/lockstep.dev.yaml"] {
             let full = format!("{root}/{path}");
-            if path.starts_with("charts/")
-                && !std::path::Path::new(&format!("{root}/charts/lockstep")).exists()
-            {
+            if path.starts_with("charts/") && !std::path::Path::new(&format!("{root}/charts/lockstep")).exists() {
                 continue;
             }
             let have = std::fs::read_to_string(&full).unwrap_or_default();

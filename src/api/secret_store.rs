@@ -19,21 +19,9 @@ use serde::{Deserialize, Serialize};
     category = "lockstep",
     doc = "How ExternalSecrets of one namespace reach AWS Secrets Manager.",
     printcolumn(name = "Region", type_ = "string", json_path = ".spec.aws.region"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("!has(self.aws.auth) || !has(self.aws.auth.secretRef) || (!has(self.aws.auth.secretRef.accessKeyIDSecretRef.namespace) && !has(self.aws.auth.secretRef.secretAccessKeySecretRef.namespace) && (!has(self.aws.auth.secretRef.sessionTokenSecretRef) || !has(self.aws.auth.secretRef.sessionTokenSecretRef.namespace)))")
     .message("a SecretStore reads credentials from its own namespace: remove namespace from aws.auth.secretRef"))]
@@ -54,21 +42,9 @@ pub struct SecretStoreSpec {
     category = "lockstep",
     doc = "How ExternalSecrets of the namespaces its conditions allow reach AWS Secrets Manager.",
     printcolumn(name = "Region", type_ = "string", json_path = ".spec.aws.region"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("!has(self.aws.auth) || !has(self.aws.auth.secretRef) || (has(self.aws.auth.secretRef.accessKeyIDSecretRef.namespace) && has(self.aws.auth.secretRef.secretAccessKeySecretRef.namespace) && (!has(self.aws.auth.secretRef.sessionTokenSecretRef) || has(self.aws.auth.secretRef.sessionTokenSecretRef.namespace)))")
     .message("a ClusterSecretStore must name the namespace of each Secret in aws.auth.secretRef"))]
@@ -127,11 +103,7 @@ pub struct AwsProvider {
     #[schemars(length(max = 2048))]
     pub role: Option<String>,
     /// External id for the AssumeRole call.
-    #[serde(
-        default,
-        rename = "externalID",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "externalID", skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1224))]
     pub external_id: Option<String>,
 }
@@ -194,20 +166,14 @@ impl ClusterSecretStoreSpec {
         self.conditions.is_empty()
             || self.conditions.iter().any(|c| {
                 c.namespaces.iter().any(|n| n == namespace)
-                    || c.namespace_selector
-                        .as_ref()
-                        .is_some_and(|s| selector_matches(s, labels))
+                    || c.namespace_selector.as_ref().is_some_and(|s| selector_matches(s, labels))
             })
     }
 }
 
 /// Label-selector semantics of Kubernetes (matchLabels AND matchExpressions).
 pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_ok = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
+    let labels_ok = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
     let exprs_ok = selector.match_expressions.iter().flatten().all(|e| {
         let values = e.values.as_deref().unwrap_or_default();
         let value = labels.get(&e.key);

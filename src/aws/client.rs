@@ -1,9 +1,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use aws_config::{
-    BehaviorVersion, Region, SdkConfig, sts::AssumeRoleProvider, timeout::TimeoutConfig,
-};
+use aws_config::{BehaviorVersion, Region, SdkConfig, sts::AssumeRoleProvider, timeout::TimeoutConfig};
 use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
 
 use crate::api::AwsProvider;
@@ -109,15 +107,12 @@ impl StoreClient {
 
         let conf = match &cfg.role {
             Some(role) => {
-                let mut builder =
-                    AssumeRoleProvider::builder(role.clone()).session_name("lockstep");
+                let mut builder = AssumeRoleProvider::builder(role.clone()).session_name("lockstep");
                 if let Some(id) = &cfg.external_id {
                     builder = builder.external_id(id.clone());
                 }
                 let provider = builder.configure(&sts_base).build().await;
-                base.to_builder()
-                    .credentials_provider(SharedCredentialsProvider::new(provider))
-                    .build()
+                base.to_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build()
             }
             None => base,
         };

@@ -42,16 +42,9 @@ where
 
 /// Map an error code (and HTTP status, for answers without a parseable code) to a sync error.
 pub fn classify_code(code: &str, message: &str, status: u16, key: &str) -> Error {
-    let detail = if message.is_empty() {
-        format!(" ({code}, HTTP {status})")
-    } else {
-        format!(": {message}")
-    };
+    let detail = if message.is_empty() { format!(" ({code}, HTTP {status})") } else { format!(": {message}") };
     match code {
-        "ResourceNotFoundException" => Error::SecretNotFound {
-            key: key.into(),
-            detail: String::new(),
-        },
+        "ResourceNotFoundException" => Error::SecretNotFound { key: key.into(), detail: String::new() },
         "InvalidRequestException" if message.to_ascii_lowercase().contains("delet") => {
             Error::SecretScheduledForDeletion { key: key.into() }
         }
@@ -64,20 +57,16 @@ pub fn classify_code(code: &str, message: &str, status: u16, key: &str) -> Error
         | "ExpiredToken"
         | "InvalidSignatureException"
         | "DecryptionFailure" => Error::AccessDenied(detail),
-        "ThrottlingException"
-        | "Throttling"
-        | "TooManyRequestsException"
-        | "RequestLimitExceeded" => Error::Throttled(String::new()),
+        "ThrottlingException" | "Throttling" | "TooManyRequestsException" | "RequestLimitExceeded" => {
+            Error::Throttled(String::new())
+        }
         "InvalidParameterException" | "InvalidRequestException" => {
             Error::InvalidValue(format!("AWS rejected the request for {key:?}{detail}"))
         }
         _ => match status {
             403 | 401 => Error::AccessDenied(format!(" (HTTP {status})")),
             429 => Error::Throttled(String::new()),
-            404 => Error::SecretNotFound {
-                key: key.into(),
-                detail: String::new(),
-            },
+            404 => Error::SecretNotFound { key: key.into(), detail: String::new() },
             _ => Error::ProviderUnavailable(format!("unexpected answer{detail}")),
         },
     }
@@ -91,30 +80,14 @@ mod tests {
     #[test]
     fn codes_map_to_reasons() {
         let r = |code: &str, msg: &str, status| classify_code(code, msg, status, "k").reason();
-        assert_eq!(
-            r("ResourceNotFoundException", "", 400),
-            Reason::SecretNotFound
-        );
-        assert_eq!(
-            r("InvalidRequestException", "marked for deletion", 400),
-            Reason::SecretNotFound
-        );
-        assert_eq!(
-            r("InvalidRequestException", "other", 400),
-            Reason::InvalidValue
-        );
+        assert_eq!(r("ResourceNotFoundException", "", 400), Reason::SecretNotFound);
+        assert_eq!(r("InvalidRequestException", "marked for deletion", 400), Reason::SecretNotFound);
+        assert_eq!(r("InvalidRequestException", "other", 400), Reason::InvalidValue);
         assert_eq!(r("AccessDeniedException", "", 400), Reason::AccessDenied);
-        assert_eq!(
-            r("", "", 403),
-            Reason::AccessDenied,
-            "moto's XML 403 has no parseable code"
-        );
+        assert_eq!(r("", "", 403), Reason::AccessDenied, "moto's XML 403 has no parseable code");
         assert_eq!(r("ThrottlingException", "", 400), Reason::Throttled);
         assert_eq!(r("", "", 429), Reason::Throttled);
-        assert_eq!(
-            r("InternalServiceError", "", 500),
-            Reason::ProviderUnavailable
-        );
+        assert_eq!(r("InternalServiceError", "", 500), Reason::ProviderUnavailable);
         assert!(classify_code("ThrottlingException", "", 400, "k").is_transient());
         assert!(!classify_code("ResourceNotFoundException", "", 400, "k").is_transient());
     }

@@ -6,10 +6,7 @@ use crate::render::{Fetched, SourceKey, VersionSel};
 use crate::value::{Payload, SecretBytes};
 
 /// GetSecretValue for one version, always naming the stage or version id explicitly.
-pub async fn get_secret_value(
-    sm: &aws_sdk_secretsmanager::Client,
-    src: &SourceKey,
-) -> Result<Fetched> {
+pub async fn get_secret_value(sm: &aws_sdk_secretsmanager::Client, src: &SourceKey) -> Result<Fetched> {
     let mut req = sm.get_secret_value().secret_id(&src.key);
     req = match &src.version {
         VersionSel::Stage(stage) => req.version_stage(stage),
@@ -20,10 +17,7 @@ pub async fn get_secret_value(
         (Some(s), _) => Payload::String(SecretBytes::from(s)),
         (None, Some(b)) => Payload::Binary(SecretBytes::new(b.into_inner())),
         (None, None) => {
-            return Err(Error::SecretNotFound {
-                key: src.key.clone(),
-                detail: ": the version holds no value".into(),
-            });
+            return Err(Error::SecretNotFound { key: src.key.clone(), detail: ": the version holds no value".into() });
         }
     };
     Ok(Fetched {

@@ -20,22 +20,13 @@ pub struct WebIdentity {
 impl WebIdentity {
     /// From `AWS_ROLE_ARN` and `AWS_WEB_IDENTITY_TOKEN_FILE` (what IRSA injects), if both are set.
     pub fn from_env(sts: aws_sdk_sts::Client) -> Option<Self> {
-        let role_arn = std::env::var("AWS_ROLE_ARN")
-            .ok()
-            .filter(|v| !v.is_empty())?;
-        let token_file =
-            std::env::var_os("AWS_WEB_IDENTITY_TOKEN_FILE").filter(|v| !v.is_empty())?;
-        Some(Self {
-            sts,
-            role_arn,
-            token_file: PathBuf::from(token_file),
-        })
+        let role_arn = std::env::var("AWS_ROLE_ARN").ok().filter(|v| !v.is_empty())?;
+        let token_file = std::env::var_os("AWS_WEB_IDENTITY_TOKEN_FILE").filter(|v| !v.is_empty())?;
+        Some(Self { sts, role_arn, token_file: PathBuf::from(token_file) })
     }
 
     async fn load(&self) -> provider::Result {
-        let token = tokio::fs::read_to_string(&self.token_file)
-            .await
-            .map_err(CredentialsError::provider_error)?;
+        let token = tokio::fs::read_to_string(&self.token_file).await.map_err(CredentialsError::provider_error)?;
         let out = self
             .sts
             .assume_role_with_web_identity()
@@ -45,9 +36,7 @@ impl WebIdentity {
             .send()
             .await
             .map_err(CredentialsError::provider_error)?;
-        let c = out
-            .credentials
-            .ok_or_else(|| CredentialsError::unhandled("STS returned no credentials"))?;
+        let c = out.credentials.ok_or_else(|| CredentialsError::unhandled("STS returned no credentials"))?;
         let expiry = SystemTime::try_from(c.expiration).ok();
         Ok(Credentials::new(
             c.access_key_id,

@@ -17,9 +17,7 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::{Context, target};
-use crate::api::{
-    CreationPolicy, DeletionPolicy, ExternalSecret, ExternalSecretStatus, SecretStore, StoreKind,
-};
+use crate::api::{CreationPolicy, DeletionPolicy, ExternalSecret, ExternalSecretStatus, SecretStore, StoreKind};
 use crate::aws::get_secret_value;
 use crate::error::{Error, Result};
 use crate::render::{self, Desired};
@@ -30,6 +28,8 @@ use crate::{MANAGED_BY_LABEL, MANAGER};
 struct Synced {
     desired: Desired,
     resource_version: Option<String>,
+    /// The Secret existed with other data (so this is not the first sync).
+    data_changed: bool,
 }
 
 /// Run the ExternalSecret controller until shutdown.
@@ -45,35 +45,27 @@ pub async fn run(
             Api::<Secret>::namespaced(client.clone(), ns),
             Api::<SecretStore>::namespaced(client.clone(), ns),
         ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-        ),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
     };
     let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
     let controller = Controller::new(es_api, watcher::Config::default().any_semantic());
     let reader = controller.store();
     controller
         .owns(secrets, managed)
-        .watches(
-            stores,
-            watcher::Config::default(),
-            move |store: SecretStore| {
-                let ns = store.namespace();
-                let name = store.name_any();
-                reader
-                    .state()
-                    .into_iter()
-                    .filter(|es| {
-                        es.namespace() == ns
-                            && es.spec.secret_store_ref.kind == StoreKind::SecretStore
-                            && es.spec.secret_store_ref.name == name
-                    })
-                    .map(|es| ObjectRef::from_obj(&*es))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches(stores, watcher::Config::default(), move |store: SecretStore| {
+            let ns = store.namespace();
+            let name = store.name_any();
+            reader
+                .state()
+                .into_iter()
+                .filter(|es| {
+                    es.namespace() == ns
+                        && es.spec.secret_store_ref.kind == StoreKind::SecretStore
+                        && es.spec.secret_store_ref.name == name
+                })
+                .map(|es| ObjectRef::from_obj(&*es))
+                .collect::<Vec<_>>()
+        })
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -109,21 +101,12 @@ async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action>
             if synced.resource_version.is_some() {
                 next.synced_resource_version = synced.resource_version.clone();
             }
-            (
-                Reason::SecretSynced,
-                format!("Secret {:?} is in sync", es.target_name()),
-            )
+            (Reason::SecretSynced, format!("Secret {:?} is in sync", es.target_name()))
         }
         Err(e) => (e.reason(), e.to_string()),
     };
     let now = Time(jiff::Timestamp::now());
-    next.conditions = status::set_ready(
-        &previous.conditions,
-        reason,
-        &message,
-        es.metadata.generation,
-        now,
-    );
+    next.conditions = status::set_ready(&previous.conditions, reason, &message, es.metadata.generation, now);
     next.observed_generation = es.metadata.generation;
     write_status(&es, &ctx, &previous, &next).await?;
 
@@ -132,10 +115,19 @@ async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action>
         info!(reason = %reason, "ready condition changed");
     }
 
+    let restart_in = match &outcome {
+        Ok(synced) => rollout_restarts(&es, &ctx, &key, synced).await,
+        Err(_) => None,
+    };
+
     Ok(match outcome {
         Ok(_) => {
             ctx.reset_backoff(&key);
-            refresh.map_or_else(Action::await_change, Action::requeue)
+            match (restart_in, refresh) {
+                (Some(wait), Some(r)) => Action::requeue(wait.min(r)),
+                (Some(wait), None) => Action::requeue(wait),
+                (None, r) => r.map_or_else(Action::await_change, Action::requeue),
+            }
         }
         Err(e) => {
             ctx.metrics.failure(reason);
@@ -159,30 +151,25 @@ async fn write_status(
     if previous == next {
         return Ok(());
     }
-    let api =
-        Api::<ExternalSecret>::namespaced(ctx.client.clone(), &es.namespace().unwrap_or_default());
+    let api = Api::<ExternalSecret>::namespaced(ctx.client.clone(), &es.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": ExternalSecret::api_version(&()),
         "kind": ExternalSecret::kind(&()),
         "status": next,
     });
-    api.patch_status(
-        &es.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    api.patch_status(&es.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
     Ok(())
 }
 
 async fn publish(es: &ExternalSecret, ctx: &Context, reason: Reason, message: &str) {
+    let type_ = if reason.is_ready() { EventType::Normal } else { EventType::Warning };
+    publish_event(es, ctx, type_, reason.as_str(), message).await;
+}
+
+async fn publish_event(es: &ExternalSecret, ctx: &Context, type_: EventType, reason: &str, message: &str) {
     let event = Event {
-        type_: if reason.is_ready() {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        },
-        reason: reason.as_str().into(),
+        type_,
+        reason: reason.into(),
         note: Some(message.chars().take(1000).collect()),
         action: "Sync".into(),
         secondary: None,
@@ -213,10 +200,7 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Synced> {
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
     let target_name = es.target_name().to_string();
 
-    let all_gone = !results.is_empty()
-        && results
-            .iter()
-            .all(|r| matches!(r, Err(Error::SecretNotFound { .. })));
+    let all_gone = !results.is_empty() && results.iter().all(|r| matches!(r, Err(Error::SecretNotFound { .. })));
     if all_gone
         && es.spec.target.deletion_policy == DeletionPolicy::Delete
         && let Some(existing) = secrets.get_opt(&target_name).await?
@@ -234,10 +218,7 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Synced> {
 
     let policy = es.spec.target.creation_policy;
     if policy == CreationPolicy::None {
-        return Ok(Synced {
-            desired,
-            resource_version: None,
-        });
+        return Ok(Synced { desired, resource_version: None, data_changed: false });
     }
     let existing = secrets.get_opt(&target_name).await?;
     match (&existing, policy) {
@@ -255,10 +236,7 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Synced> {
     }
     if let Some(s) = &existing {
         if target::up_to_date(s, es, &desired) {
-            return Ok(Synced {
-                desired,
-                resource_version: s.metadata.resource_version.clone(),
-            });
+            return Ok(Synced { desired, resource_version: s.metadata.resource_version.clone(), data_changed: false });
         }
         if s.immutable == Some(true) {
             return Err(Error::TargetConflict(format!(
@@ -266,17 +244,42 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Synced> {
             )));
         }
     }
+    let data_changed = existing
+        .as_ref()
+        .and_then(|s| s.metadata.annotations.as_ref())
+        .and_then(|a| a.get(crate::DATA_HASH_ANNOTATION))
+        .is_some_and(|h| *h != desired.hash);
     let patch = target::build(es, &ns, &desired);
-    let written = secrets
-        .patch(
-            &target_name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+    let written = secrets.patch(&target_name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
     info!(secret = %target_name, "applied Secret");
-    Ok(Synced {
-        desired,
-        resource_version: written.metadata.resource_version,
-    })
+    Ok(Synced { desired, resource_version: written.metadata.resource_version, data_changed })
+}
+
+/// Debounced rollout restarts after a data change. Returns when to look again while a restart
+/// waits for its quiet period.
+async fn rollout_restarts(es: &ExternalSecret, ctx: &Context, key: &str, synced: &Synced) -> Option<Duration> {
+    let targets = &es.spec.rollout_restart_targets;
+    if targets.is_empty() {
+        return None;
+    }
+    if synced.data_changed {
+        ctx.restarts.changed(key);
+    }
+    let wait = ctx.restarts.due(key, ctx.restart_debounce)?;
+    if !wait.is_zero() {
+        return Some(wait);
+    }
+    let ns = es.namespace().unwrap_or_default();
+    match super::restart::restart(&ctx.client, &ns, targets, &synced.desired.hash).await {
+        Ok(()) => {
+            info!(targets = targets.len(), "rollout restart after a data change");
+            let note = "restarted the rolloutRestartTargets after a data change";
+            publish_event(es, ctx, EventType::Normal, "RolloutRestarted", note).await;
+        }
+        Err(e) => {
+            warn!(error = %e, "rollout restart failed");
+            publish_event(es, ctx, EventType::Warning, "RolloutRestartFailed", &e.to_string()).await;
+        }
+    }
+    None
 }

@@ -1,6 +1,7 @@
 //! The controllers: ExternalSecrets (write Secrets) and stores (validate access).
 
 mod external_secret;
+pub mod restart;
 mod store;
 pub mod target;
 
@@ -30,6 +31,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// `--namespace`: watch only this namespace.
     pub namespace: Option<String>,
+    /// Quiet period after the last data change before rollout restarts run.
+    pub restart_debounce: Duration,
+    /// Data changes waiting for their rollout restart.
+    pub restarts: restart::Debouncer,
     clients: Mutex<HashMap<StoreId, (StoreConfig, StoreClient)>>,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -64,16 +69,15 @@ pub struct ResolvedStore {
 
 impl Context {
     /// A context for a controller process.
-    pub fn new(client: Client, metrics: Arc<Metrics>, namespace: Option<String>) -> Self {
-        let reporter = Reporter {
-            controller: crate::MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
+    pub fn new(client: Client, metrics: Arc<Metrics>, namespace: Option<String>, restart_debounce: Duration) -> Self {
+        let reporter = Reporter { controller: crate::MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
             namespace,
+            restart_debounce,
+            restarts: restart::Debouncer::default(),
             clients: Mutex::default(),
             failures: Mutex::default(),
         }
@@ -95,60 +99,34 @@ impl Context {
 
     /// Forget the failures of an object after a success.
     pub fn reset_backoff(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
 
     /// The clients for a store, built once and reused until the store's settings or its
     /// credentials change.
-    pub async fn store_client(
-        &self,
-        id: &StoreId,
-        aws: &AwsProvider,
-        cred_ns: Option<&str>,
-    ) -> Result<StoreClient> {
+    pub async fn store_client(&self, id: &StoreId, aws: &AwsProvider, cred_ns: Option<&str>) -> Result<StoreClient> {
         let keys = match aws.auth.as_ref().and_then(|a| a.secret_ref.as_ref()) {
             None => None,
             Some(r) => {
-                let ns =
-                    |sel: &SecretKeySelector| sel.namespace.clone().or(cred_ns.map(String::from));
-                let access_key_id = self
-                    .read_key(&r.access_key_id_secret_ref, ns(&r.access_key_id_secret_ref))
-                    .await?;
-                let secret_access_key = self
-                    .read_key(
-                        &r.secret_access_key_secret_ref,
-                        ns(&r.secret_access_key_secret_ref),
-                    )
-                    .await?;
+                let ns = |sel: &SecretKeySelector| sel.namespace.clone().or(cred_ns.map(String::from));
+                let access_key_id = self.read_key(&r.access_key_id_secret_ref, ns(&r.access_key_id_secret_ref)).await?;
+                let secret_access_key =
+                    self.read_key(&r.secret_access_key_secret_ref, ns(&r.secret_access_key_secret_ref)).await?;
                 let session_token = match &r.session_token_secret_ref {
                     Some(sel) => Some(self.read_key(sel, ns(sel)).await?),
                     None => None,
                 };
-                Some(StaticKeys {
-                    access_key_id,
-                    secret_access_key,
-                    session_token,
-                })
+                Some(StaticKeys { access_key_id, secret_access_key, session_token })
             }
         };
         let cfg = StoreConfig::new(aws, keys);
-        if let Some((known, client)) = self
-            .clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
+        if let Some((known, client)) = self.clients.lock().unwrap_or_else(|e| e.into_inner()).get(id)
             && *known == cfg
         {
             return Ok(client.clone());
         }
         let client = StoreClient::build(&cfg).await?;
-        self.clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), (cfg, client.clone()));
+        self.clients.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), (cfg, client.clone()));
         Ok(client)
     }
 
@@ -162,74 +140,35 @@ impl Context {
         let secret = Api::<Secret>::namespaced(self.client.clone(), &ns)
             .get_opt(&sel.name)
             .await
-            .map_err(|e| {
-                Error::StoreNotReady(format!(
-                    "cannot read credential Secret {ns}/{}: {e}",
-                    sel.name
-                ))
-            })?
-            .ok_or_else(|| {
-                Error::StoreNotReady(format!("credential Secret {ns}/{} not found", sel.name))
-            })?;
-        let bytes = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&sel.key))
-            .map(|b| b.0.clone())
-            .ok_or_else(|| {
-                Error::StoreNotReady(format!(
-                    "credential Secret {ns}/{} has no key {:?}",
-                    sel.name, sel.key
-                ))
-            })?;
-        String::from_utf8(bytes)
-            .map(|s| s.trim().to_string())
-            .map_err(|_| {
-                Error::StoreNotReady(format!(
-                    "key {:?} of credential Secret {ns}/{} is not UTF-8",
-                    sel.key, sel.name
-                ))
-            })
+            .map_err(|e| Error::StoreNotReady(format!("cannot read credential Secret {ns}/{}: {e}", sel.name)))?
+            .ok_or_else(|| Error::StoreNotReady(format!("credential Secret {ns}/{} not found", sel.name)))?;
+        let bytes = secret.data.as_ref().and_then(|d| d.get(&sel.key)).map(|b| b.0.clone()).ok_or_else(|| {
+            Error::StoreNotReady(format!("credential Secret {ns}/{} has no key {:?}", sel.name, sel.key))
+        })?;
+        String::from_utf8(bytes).map(|s| s.trim().to_string()).map_err(|_| {
+            Error::StoreNotReady(format!("key {:?} of credential Secret {ns}/{} is not UTF-8", sel.key, sel.name))
+        })
     }
 
     /// Find the store an ExternalSecret names and check it may use it.
-    pub async fn resolve_store(
-        &self,
-        namespace: &str,
-        kind: StoreKind,
-        name: &str,
-    ) -> Result<ResolvedStore> {
+    pub async fn resolve_store(&self, namespace: &str, kind: StoreKind, name: &str) -> Result<ResolvedStore> {
         match kind {
             StoreKind::SecretStore => {
-                let store = Api::<SecretStore>::namespaced(self.client.clone(), namespace)
-                    .get_opt(name)
-                    .await?
-                    .ok_or_else(|| {
-                        Error::StoreNotReady(format!(
-                            "SecretStore {name:?} not found in namespace {namespace:?}"
-                        ))
-                    })?;
-                let id = StoreId {
-                    kind,
-                    namespace: Some(namespace.into()),
-                    name: name.into(),
-                };
-                let client = self
-                    .store_client(&id, &store.spec.aws, Some(namespace))
-                    .await?;
+                let store =
+                    Api::<SecretStore>::namespaced(self.client.clone(), namespace).get_opt(name).await?.ok_or_else(
+                        || Error::StoreNotReady(format!("SecretStore {name:?} not found in namespace {namespace:?}")),
+                    )?;
+                let id = StoreId { kind, namespace: Some(namespace.into()), name: name.into() };
+                let client = self.store_client(&id, &store.spec.aws, Some(namespace)).await?;
                 Ok(ResolvedStore { id, client })
             }
             StoreKind::ClusterSecretStore => {
                 let store = Api::<ClusterSecretStore>::all(self.client.clone())
                     .get_opt(name)
                     .await?
-                    .ok_or_else(|| {
-                        Error::StoreNotReady(format!("ClusterSecretStore {name:?} not found"))
-                    })?;
+                    .ok_or_else(|| Error::StoreNotReady(format!("ClusterSecretStore {name:?} not found")))?;
                 if !store.spec.conditions.is_empty() {
-                    let ns = Api::<Namespace>::all(self.client.clone())
-                        .get(namespace)
-                        .await?;
+                    let ns = Api::<Namespace>::all(self.client.clone()).get(namespace).await?;
                     let labels = ns.metadata.labels.unwrap_or_default();
                     if !store.spec.allows(namespace, &labels) {
                         return Err(Error::StoreNotAllowed(format!(
@@ -237,11 +176,7 @@ impl Context {
                         )));
                     }
                 }
-                let id = StoreId {
-                    kind,
-                    namespace: None,
-                    name: name.into(),
-                };
+                let id = StoreId { kind, namespace: None, name: name.into() };
                 let client = self.store_client(&id, &store.spec.aws, None).await?;
                 Ok(ResolvedStore { id, client })
             }

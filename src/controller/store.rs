@@ -25,10 +25,7 @@ use crate::status::{self, Reason};
 const REVALIDATE: Duration = Duration::from_secs(3600);
 
 /// Run the SecretStore controller until shutdown.
-pub async fn run_stores(
-    ctx: Arc<Context>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
+pub async fn run_stores(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let api = match &ctx.namespace {
         Some(ns) => Api::<SecretStore>::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
@@ -38,11 +35,7 @@ pub async fn run_stores(
         .run(
             |s: Arc<SecretStore>, ctx: Arc<Context>| async move {
                 let ns = s.namespace().unwrap_or_default();
-                let id = StoreId {
-                    kind: StoreKind::SecretStore,
-                    namespace: Some(ns.clone()),
-                    name: s.name_any(),
-                };
+                let id = StoreId { kind: StoreKind::SecretStore, namespace: Some(ns.clone()), name: s.name_any() };
                 let api = Api::<SecretStore>::namespaced(ctx.client.clone(), &ns);
                 reconcile(api, &*s, &s.spec.aws, s.status.as_ref(), id, Some(ns), ctx).await
             },
@@ -63,11 +56,7 @@ pub async fn run_cluster_stores(
         .graceful_shutdown_on(shutdown)
         .run(
             |s: Arc<ClusterSecretStore>, ctx: Arc<Context>| async move {
-                let id = StoreId {
-                    kind: StoreKind::ClusterSecretStore,
-                    namespace: None,
-                    name: s.name_any(),
-                };
+                let id = StoreId { kind: StoreKind::ClusterSecretStore, namespace: None, name: s.name_any() };
                 let api = Api::<ClusterSecretStore>::all(ctx.client.clone());
                 reconcile(api, &*s, &s.spec.aws, s.status.as_ref(), id, None, ctx).await
             },
@@ -99,33 +88,18 @@ where
     ctx.metrics.reconcile(K::kind(&()).as_ref());
     let outcome = validate(&ctx, &id, aws, cred_ns.as_deref()).await;
     let (reason, message) = match &outcome {
-        Ok(()) => (
-            Reason::Valid,
-            "credentials resolve and AWS answers".to_string(),
-        ),
+        Ok(()) => (Reason::Valid, "credentials resolve and AWS answers".to_string()),
         Err(e) => (e.reason(), e.to_string()),
     };
     let previous = status.cloned().unwrap_or_default();
     let generation = store.meta().generation;
     let next = SecretStoreStatus {
         observed_generation: generation,
-        conditions: status::set_ready(
-            &previous.conditions,
-            reason,
-            &message,
-            generation,
-            Time(jiff::Timestamp::now()),
-        ),
+        conditions: status::set_ready(&previous.conditions, reason, &message, generation, Time(jiff::Timestamp::now())),
     };
     if next != previous {
-        let patch =
-            json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": next});
-        api.patch_status(
-            &store.name_any(),
-            &PatchParams::apply(crate::MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": next});
+        api.patch_status(&store.name_any(), &PatchParams::apply(crate::MANAGER).force(), &Patch::Apply(&patch)).await?;
     }
     let key = id.to_string();
     Ok(match outcome {
@@ -138,17 +112,11 @@ where
     })
 }
 
-async fn validate(
-    ctx: &Context,
-    id: &StoreId,
-    aws: &AwsProvider,
-    cred_ns: Option<&str>,
-) -> Result<()> {
+async fn validate(ctx: &Context, id: &StoreId, aws: &AwsProvider, cred_ns: Option<&str>) -> Result<()> {
     let client = ctx.store_client(id, aws, cred_ns).await?;
     let r = client.sts.get_caller_identity().send().await;
     let err = r.as_ref().err().map(|e| classify(e, ""));
-    ctx.metrics
-        .aws_call(&id.to_string(), "GetCallerIdentity", err.as_ref());
+    ctx.metrics.aws_call(&id.to_string(), "GetCallerIdentity", err.as_ref());
     match err {
         None => Ok(()),
         Some(e) => Err(e),

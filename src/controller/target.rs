@@ -17,33 +17,18 @@ pub const OWNER_ANNOTATION: &str = "lockstep.dev/external-secret";
 /// Whether an existing Secret was written by this ExternalSecret.
 pub fn is_ours(secret: &Secret, es: &ExternalSecret) -> bool {
     let meta = &secret.metadata;
-    let labelled = meta
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY_LABEL))
-        .map(String::as_str)
-        == Some(MANAGER);
-    let named = meta
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(OWNER_ANNOTATION))
-        == es.metadata.name.as_ref();
+    let labelled = meta.labels.as_ref().and_then(|l| l.get(MANAGED_BY_LABEL)).map(String::as_str) == Some(MANAGER);
+    let named = meta.annotations.as_ref().and_then(|a| a.get(OWNER_ANNOTATION)) == es.metadata.name.as_ref();
     let foreign_controller = meta.owner_references.iter().flatten().any(|o| {
         o.controller == Some(true)
-            && (o.kind != "ExternalSecret"
-                || o.name.as_str() != es.metadata.name.as_deref().unwrap_or_default())
+            && (o.kind != "ExternalSecret" || o.name.as_str() != es.metadata.name.as_deref().unwrap_or_default())
     });
     labelled && named && !foreign_controller
 }
 
 /// "key=versionId,..." for the versions annotation: ids only, never values.
 pub fn versions_annotation(desired: &Desired) -> String {
-    desired
-        .sources
-        .iter()
-        .map(|s| format!("{}={}", s.key, s.version_id))
-        .collect::<Vec<_>>()
-        .join(",")
+    desired.sources.iter().map(|s| format!("{}={}", s.key, s.version_id)).collect::<Vec<_>>().join(",")
 }
 
 /// The labels and annotations the Secret must carry.
@@ -55,27 +40,15 @@ fn metadata_maps(
     let mut labels = BTreeMap::new();
     let mut annotations = BTreeMap::new();
     if !merge {
-        if let Some(meta) = es
-            .spec
-            .target
-            .template
-            .as_ref()
-            .and_then(|t| t.metadata.as_ref())
-        {
+        if let Some(meta) = es.spec.target.template.as_ref().and_then(|t| t.metadata.as_ref()) {
             labels.extend(meta.labels.clone());
             annotations.extend(meta.annotations.clone());
         }
         labels.insert(MANAGED_BY_LABEL.into(), MANAGER.into());
-        annotations.insert(
-            OWNER_ANNOTATION.into(),
-            es.metadata.name.clone().unwrap_or_default(),
-        );
+        annotations.insert(OWNER_ANNOTATION.into(), es.metadata.name.clone().unwrap_or_default());
     }
     annotations.insert(DATA_HASH_ANNOTATION.into(), desired.hash.clone());
-    annotations.insert(
-        SOURCE_VERSIONS_ANNOTATION.into(),
-        versions_annotation(desired),
-    );
+    annotations.insert(SOURCE_VERSIONS_ANNOTATION.into(), versions_annotation(desired));
     (labels, annotations)
 }
 
@@ -84,19 +57,11 @@ pub fn up_to_date(existing: &Secret, es: &ExternalSecret, desired: &Desired) -> 
     let merge = es.spec.target.creation_policy == CreationPolicy::Merge;
     let (labels, annotations) = metadata_maps(es, desired, merge);
     let has_all = |want: &BTreeMap<String, String>, have: &Option<BTreeMap<String, String>>| {
-        want.iter()
-            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
+        want.iter().all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
     };
     let owner_ok = es.spec.target.creation_policy != CreationPolicy::Owner
-        || existing
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| Some(&o.uid) == es.metadata.uid.as_ref());
-    has_all(&labels, &existing.metadata.labels)
-        && has_all(&annotations, &existing.metadata.annotations)
-        && owner_ok
+        || existing.metadata.owner_references.iter().flatten().any(|o| Some(&o.uid) == es.metadata.uid.as_ref());
+    has_all(&labels, &existing.metadata.labels) && has_all(&annotations, &existing.metadata.annotations) && owner_ok
 }
 
 /// The Secret to server-side apply with field manager `lockstep`.
@@ -105,11 +70,7 @@ pub fn build(es: &ExternalSecret, namespace: &str, desired: &Desired) -> Value {
     let merge = policy == CreationPolicy::Merge;
     let (labels, annotations) = metadata_maps(es, desired, merge);
     let b64 = base64::engine::general_purpose::STANDARD;
-    let data: BTreeMap<&String, String> = desired
-        .data
-        .iter()
-        .map(|(k, v)| (k, b64.encode(v.expose())))
-        .collect();
+    let data: BTreeMap<&String, String> = desired.data.iter().map(|(k, v)| (k, b64.encode(v.expose()))).collect();
     let mut metadata = json!({
         "name": es.target_name(),
         "namespace": namespace,
@@ -130,13 +91,7 @@ pub fn build(es: &ExternalSecret, namespace: &str, desired: &Desired) -> Value {
         "data": data,
     });
     if !merge {
-        let type_ = es
-            .spec
-            .target
-            .template
-            .as_ref()
-            .and_then(|t| t.type_.clone())
-            .unwrap_or_else(|| "Opaque".into());
+        let type_ = es.spec.target.template.as_ref().and_then(|t| t.type_.clone()).unwrap_or_else(|| "Opaque".into());
         secret["type"] = json!(type_);
         if es.spec.target.immutable {
             secret["immutable"] = json!(true);
@@ -162,18 +117,11 @@ mod tests {
 
     fn desired() -> Desired {
         let mut data = BTreeMap::new();
-        data.insert(
-            "password".to_string(),
-            SecretBytes::from("s3cret".to_string()),
-        );
+        data.insert("password".to_string(), SecretBytes::from("s3cret".to_string()));
         Desired {
             hash: crate::render::hash(&data),
             data,
-            sources: vec![SourceStatus {
-                key: "db".into(),
-                version_id: "v1".into(),
-                ..Default::default()
-            }],
+            sources: vec![SourceStatus { key: "db".into(), version_id: "v1".into(), ..Default::default() }],
         }
     }
 
@@ -183,10 +131,7 @@ mod tests {
         assert_eq!(s["metadata"]["ownerReferences"][0]["uid"], "uid-1");
         assert_eq!(s["metadata"]["ownerReferences"][0]["controller"], true);
         assert_eq!(s["metadata"]["labels"][MANAGED_BY_LABEL], MANAGER);
-        assert_eq!(
-            s["metadata"]["annotations"][SOURCE_VERSIONS_ANNOTATION],
-            "db=v1"
-        );
+        assert_eq!(s["metadata"]["annotations"][SOURCE_VERSIONS_ANNOTATION], "db=v1");
         assert_eq!(s["type"], "Opaque");
         assert_eq!(s["data"]["password"], "czNjcmV0");
         let shown = s.to_string();
@@ -200,30 +145,18 @@ mod tests {
         let s = build(&es(CreationPolicy::Merge), "ns", &desired());
         assert!(s["metadata"].get("labels").is_none());
         assert!(s.get("type").is_none());
-        assert!(
-            s["metadata"]["annotations"]
-                .get(DATA_HASH_ANNOTATION)
-                .is_some()
-        );
+        assert!(s["metadata"]["annotations"].get(DATA_HASH_ANNOTATION).is_some());
     }
 
     #[test]
     fn ownership() {
         let e = es(CreationPolicy::Owner);
-        let mut secret = Secret {
-            metadata: ObjectMeta::default(),
-            ..Default::default()
-        };
+        let mut secret = Secret { metadata: ObjectMeta::default(), ..Default::default() };
         assert!(!is_ours(&secret, &e), "an unlabelled Secret is not ours");
         secret.metadata.labels = Some([(MANAGED_BY_LABEL.to_string(), MANAGER.to_string())].into());
-        secret.metadata.annotations =
-            Some([(OWNER_ANNOTATION.to_string(), "other".to_string())].into());
-        assert!(
-            !is_ours(&secret, &e),
-            "another ExternalSecret's Secret is not ours"
-        );
-        secret.metadata.annotations =
-            Some([(OWNER_ANNOTATION.to_string(), "app".to_string())].into());
+        secret.metadata.annotations = Some([(OWNER_ANNOTATION.to_string(), "other".to_string())].into());
+        assert!(!is_ours(&secret, &e), "another ExternalSecret's Secret is not ours");
+        secret.metadata.annotations = Some([(OWNER_ANNOTATION.to_string(), "app".to_string())].into());
         assert!(is_ours(&secret, &e));
         secret.metadata.owner_references = Some(vec![OwnerReference {
             kind: "Deployment".into(),
@@ -231,10 +164,7 @@ mod tests {
             controller: Some(true),
             ..Default::default()
         }]);
-        assert!(
-            !is_ours(&secret, &e),
-            "a Secret controlled by something else is not ours"
-        );
+        assert!(!is_ours(&secret, &e), "a Secret controlled by something else is not ours");
     }
 
     #[test]

@@ -20,22 +20,13 @@ pub async fn install_crds(kube: &Client) -> anyhow::Result<()> {
     let api = Api::<CustomResourceDefinition>::all(kube.clone());
     for crd in lockstep::api::crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(
-            &name,
-            &PatchParams::apply("lockstep-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
+        api.patch(&name, &PatchParams::apply("lockstep-tests").force(), &Patch::Apply(&crd)).await?;
         eventually(WAIT, "CRD established", || {
             let api = api.clone();
             let name = name.clone();
             async move {
                 let c = api.get(&name).await.ok()?;
-                let ok = c
-                    .status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
+                let ok = c.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
                 ok.then_some(())
             }
         })
@@ -55,19 +46,11 @@ impl Operator {
     /// Start `lockstep run` watching one namespace (ClusterSecretStores are still resolved).
     pub fn start(namespace: Option<&str>, extra_env: &[(&str, &str)]) -> anyhow::Result<Operator> {
         let rig = Rig::get();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let metrics_addr = format!("127.0.0.1:{port}");
-        let log = rig
-            .dir
-            .join(format!("operator-{}.log", lockstep_rig::unique()));
+        let log = rig.dir.join(format!("operator-{}.log", lockstep_rig::unique()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockstep"));
-        cmd.arg("run")
-            .arg("--metrics-addr")
-            .arg(&metrics_addr)
-            .arg("--log-level")
-            .arg("lockstep=debug,info");
+        cmd.arg("run").arg("--metrics-addr").arg(&metrics_addr).arg("--log-level").arg("lockstep=debug,info");
         if let Some(ns) = namespace {
             cmd.arg("--namespace").arg(ns);
         }
@@ -78,11 +61,7 @@ impl Operator {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log)?));
-        Ok(Operator {
-            child: cmd.spawn()?,
-            log,
-            metrics_addr,
-        })
+        Ok(Operator { child: cmd.spawn()?, log, metrics_addr })
     }
 
     pub fn logs(&self) -> String {
@@ -181,23 +160,15 @@ impl World {
     /// Wait until the ExternalSecret's Ready reason is `reason`; returns the message.
     pub async fn wait_reason(&self, name: &str, reason: &str) -> anyhow::Result<String> {
         let api = self.externalsecrets();
-        let r = eventually(
-            WAIT,
-            &format!("ExternalSecret {name} reason {reason}"),
-            || {
-                let api = api.clone();
-                async move {
-                    let es = api.get(name).await.ok()?;
-                    let generation = es.metadata.generation;
-                    let c = es
-                        .status?
-                        .conditions
-                        .into_iter()
-                        .find(|c| c.type_ == "Ready")?;
-                    (c.reason == reason && c.observed_generation == generation).then_some(c.message)
-                }
-            },
-        )
+        let r = eventually(WAIT, &format!("ExternalSecret {name} reason {reason}"), || {
+            let api = api.clone();
+            async move {
+                let es = api.get(name).await.ok()?;
+                let generation = es.metadata.generation;
+                let c = es.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+                (c.reason == reason && c.observed_generation == generation).then_some(c.message)
+            }
+        })
         .await;
         if r.is_err() {
             let now = api.get(name).await.ok().and_then(|e| e.status);
@@ -226,24 +197,14 @@ impl World {
 
     pub async fn create_aws(&self, short: &str, value: &str) -> anyhow::Result<String> {
         let name = self.aws_name(short);
-        self.env
-            .aws
-            .create_secret()
-            .name(&name)
-            .secret_string(value)
-            .send()
-            .await?;
+        self.env.aws.create_secret().name(&name).secret_string(value).send().await?;
         Ok(name)
     }
 
     pub async fn plain_secret(&self, name: &str, data: &[(&str, &str)]) -> anyhow::Result<()> {
         let mut s = Secret::default();
         s.metadata.name = Some(name.into());
-        s.data = Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                .collect(),
-        );
+        s.data = Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect());
         self.secrets().create(&PostParams::default(), &s).await?;
         Ok(())
     }
@@ -252,25 +213,15 @@ impl World {
 pub async fn apply(kube: &Client, ns: Option<&str>, obj: Value) -> anyhow::Result<()> {
     let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_string();
     let kind = obj["kind"].as_str().unwrap_or_default().to_string();
-    let name = obj["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
     let gvk = kube::core::GroupVersionKind::gvk(group, version, &kind);
     let (ar, caps) = kube::discovery::pinned_kind(kube, &gvk).await?;
     let api: Api<kube::core::DynamicObject> = match (ns, caps.scope) {
-        (Some(ns), kube::discovery::Scope::Namespaced) => {
-            Api::namespaced_with(kube.clone(), ns, &ar)
-        }
+        (Some(ns), kube::discovery::Scope::Namespaced) => Api::namespaced_with(kube.clone(), ns, &ar),
         _ => Api::all_with(kube.clone(), &ar),
     };
-    api.patch(
-        &name,
-        &PatchParams::apply("lockstep-tests").force(),
-        &Patch::Apply(&obj),
-    )
-    .await?;
+    api.patch(&name, &PatchParams::apply("lockstep-tests").force(), &Patch::Apply(&obj)).await?;
     Ok(())
 }
 
@@ -286,11 +237,7 @@ pub fn merge(a: &mut Value, b: Value) {
 }
 
 pub fn text(s: &Secret, key: &str) -> String {
-    s.data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|b| String::from_utf8_lossy(&b.0).to_string())
-        .unwrap_or_default()
+    s.data.as_ref().and_then(|d| d.get(key)).map(|b| String::from_utf8_lossy(&b.0).to_string()).unwrap_or_default()
 }
 
 /// GET a path from a loopback HTTP server; returns the body.
@@ -299,10 +246,7 @@ pub fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     anyhow::ensure!(addr.starts_with("127."), "loopback only: {addr}");
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)

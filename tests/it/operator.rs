@@ -18,12 +18,7 @@ async fn syncs_properties_and_follows_a_rotation() -> anyhow::Result<()> {
     let w = World::new("sync").await?;
     let endpoint = Rig::get().emulator.endpoint.clone();
     w.store("aws", &endpoint, json!({})).await?;
-    let db = w
-        .create_aws(
-            "db",
-            r#"{"username":"app","password":"pw1","conn":{"host":"h1"},"a.b":"dotted"}"#,
-        )
-        .await?;
+    let db = w.create_aws("db", r#"{"username":"app","password":"pw1","conn":{"host":"h1"},"a.b":"dotted"}"#).await?;
     w.external_secret(
         "db",
         es_spec(json!([
@@ -40,34 +35,19 @@ async fn syncs_properties_and_follows_a_rotation() -> anyhow::Result<()> {
     assert_eq!(text(&s, "dotted"), "dotted");
     assert!(text(&s, "whole").contains("\"username\""));
     let labels = s.labels();
-    assert_eq!(
-        labels
-            .get("app.kubernetes.io/managed-by")
-            .map(String::as_str),
-        Some("lockstep")
-    );
-    let owner = s
-        .owner_references()
-        .first()
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("no owner"))?;
+    assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("lockstep"));
+    let owner = s.owner_references().first().cloned().ok_or_else(|| anyhow::anyhow!("no owner"))?;
     assert_eq!(owner.kind, "ExternalSecret");
     assert_eq!(owner.controller, Some(true));
     let ann = s.annotations();
     assert_eq!(ann.get("lockstep.dev/data-hash").map(String::len), Some(64));
-    assert!(
-        ann.get("lockstep.dev/source-versions")
-            .is_some_and(|v| v.contains(&db))
-    );
+    assert!(ann.get("lockstep.dev/source-versions").is_some_and(|v| v.contains(&db)));
 
     let es = w.externalsecrets().get("db").await?;
     let status = es.status.clone().unwrap_or_default();
     assert_eq!(status.observed_generation, es.metadata.generation);
     assert_eq!(status.sources.len(), 1);
-    assert_eq!(
-        status.sources[0].version_stage.as_deref(),
-        Some("AWSCURRENT")
-    );
+    assert_eq!(status.sources[0].version_stage.as_deref(), Some("AWSCURRENT"));
     assert!(status.synced_resource_version.is_some());
 
     // Rotation: a new AWSCURRENT reaches the Secret.
@@ -86,10 +66,7 @@ async fn syncs_properties_and_follows_a_rotation() -> anyhow::Result<()> {
         let events = events.clone();
         async move {
             let list = events.list(&ListParams::default()).await.ok()?;
-            list.items
-                .iter()
-                .any(|e| e.reason.as_deref() == Some("SecretSynced"))
-                .then_some(())
+            list.items.iter().any(|e| e.reason.as_deref() == Some("SecretSynced")).then_some(())
         }
     })
     .await?;
@@ -97,10 +74,7 @@ async fn syncs_properties_and_follows_a_rotation() -> anyhow::Result<()> {
     // Metrics count the AWS calls and hold no value.
     let metrics = http_get(&w.operator.metrics_addr, "/metrics")?;
     assert!(metrics.contains("lockstep_aws_calls_total{"), "{metrics}");
-    assert!(
-        metrics.contains("operation=\"GetSecretValue\""),
-        "{metrics}"
-    );
+    assert!(metrics.contains("operation=\"GetSecretValue\""), "{metrics}");
     assert!(!metrics.contains("pw1") && !metrics.contains("pw2"));
     assert!(http_get(&w.operator.metrics_addr, "/readyz")?.contains("ok"));
     Ok(())
@@ -109,28 +83,13 @@ async fn syncs_properties_and_follows_a_rotation() -> anyhow::Result<()> {
 #[tokio::test]
 async fn extract_binary_and_explicit_versions() -> anyhow::Result<()> {
     let w = World::new("extract").await?;
-    w.store("aws", &Rig::get().emulator.endpoint, json!({}))
-        .await?;
-    let cfg = w
-        .create_aws("cfg", r#"{"user":"u","port":5432,"nested":{"k":true}}"#)
-        .await?;
+    w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
+    let cfg = w.create_aws("cfg", r#"{"user":"u","port":5432,"nested":{"k":true}}"#).await?;
     let bin = w.aws_name("bin");
-    let created = w
-        .env
-        .aws
-        .create_secret()
-        .name(&bin)
-        .secret_binary(Blob::new(vec![0u8, 159, 146, 150, 255]))
-        .send()
-        .await?;
+    let created =
+        w.env.aws.create_secret().name(&bin).secret_binary(Blob::new(vec![0u8, 159, 146, 150, 255])).send().await?;
     let first_version = created.version_id().unwrap_or_default().to_string();
-    w.env
-        .aws
-        .put_secret_value()
-        .secret_id(&bin)
-        .secret_binary(Blob::new(vec![1u8, 2, 3]))
-        .send()
-        .await?;
+    w.env.aws.put_secret_value().secret_id(&bin).secret_binary(Blob::new(vec![1u8, 2, 3])).send().await?;
     w.external_secret(
         "mix",
         json!({
@@ -160,8 +119,7 @@ async fn extract_binary_and_explicit_versions() -> anyhow::Result<()> {
 #[tokio::test]
 async fn creation_policies() -> anyhow::Result<()> {
     let w = World::new("policy").await?;
-    w.store("aws", &Rig::get().emulator.endpoint, json!({}))
-        .await?;
+    w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
     let src = w.create_aws("src", r#"{"k":"v"}"#).await?;
     let spec = |name: &str, policy: &str| {
         json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
@@ -173,20 +131,13 @@ async fn creation_policies() -> anyhow::Result<()> {
     w.plain_secret("taken", &[("mine", "keep")]).await?;
     w.external_secret("owner", spec("taken", "Owner")).await?;
     let msg = w.wait_reason("owner", "TargetConflict").await?;
-    assert!(
-        msg.contains("taken") && msg.contains("not managed"),
-        "{msg}"
-    );
+    assert!(msg.contains("taken") && msg.contains("not managed"), "{msg}");
     let s = w.secrets().get("taken").await?;
     assert_eq!(text(&s, "mine"), "keep");
-    assert!(
-        !s.data.unwrap_or_default().contains_key("k"),
-        "the conflicting Secret must stay untouched"
-    );
+    assert!(!s.data.unwrap_or_default().contains_key("k"), "the conflicting Secret must stay untouched");
 
     // Orphan: written without an owner reference.
-    w.external_secret("orphan", spec("orphaned", "Orphan"))
-        .await?;
+    w.external_secret("orphan", spec("orphaned", "Orphan")).await?;
     w.wait_reason("orphan", "SecretSynced").await?;
     let s = w.wait_value("orphaned", "k", "v").await?;
     assert!(s.owner_references().is_empty());
@@ -199,8 +150,7 @@ async fn creation_policies() -> anyhow::Result<()> {
     assert_eq!(text(&s, "other"), "stays");
 
     // Merge into nothing is a clear conflict.
-    w.external_secret("merge-missing", spec("absent", "Merge"))
-        .await?;
+    w.external_secret("merge-missing", spec("absent", "Merge")).await?;
     let msg = w.wait_reason("merge-missing", "TargetConflict").await?;
     assert!(msg.contains("Merge"), "{msg}");
 
@@ -214,8 +164,7 @@ async fn creation_policies() -> anyhow::Result<()> {
 #[tokio::test]
 async fn deletion_policies() -> anyhow::Result<()> {
     let w = World::new("deletion").await?;
-    w.store("aws", &Rig::get().emulator.endpoint, json!({}))
-        .await?;
+    w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
     for policy in ["Retain", "Delete"] {
         let src = w.create_aws(&format!("gone-{policy}"), "v").await?;
         let name = policy.to_lowercase();
@@ -227,13 +176,7 @@ async fn deletion_policies() -> anyhow::Result<()> {
         )
         .await?;
         w.wait_value(&name, "k", "v").await?;
-        w.env
-            .aws
-            .delete_secret()
-            .secret_id(&src)
-            .force_delete_without_recovery(true)
-            .send()
-            .await?;
+        w.env.aws.delete_secret().secret_id(&src).force_delete_without_recovery(true).send().await?;
         w.wait_reason(&name, "SecretNotFound").await?;
     }
     // Retain keeps the Secret as it was; Delete removes it.
@@ -242,14 +185,7 @@ async fn deletion_policies() -> anyhow::Result<()> {
     let secrets = w.secrets();
     eventually(WAIT, "Secret deleted by deletionPolicy Delete", || {
         let secrets = secrets.clone();
-        async move {
-            secrets
-                .get_opt("delete")
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        }
+        async move { secrets.get_opt("delete").await.ok()?.is_none().then_some(()) }
     })
     .await?;
     Ok(())
@@ -261,19 +197,12 @@ async fn failures_keep_the_secret_and_say_why() -> anyhow::Result<()> {
     let rig = Rig::get();
     w.store("aws", &rig.emulator.endpoint, json!({})).await?;
     let src = w.create_aws("src", r#"{"password":"good"}"#).await?;
-    w.external_secret(
-        "es",
-        es_spec(json!([{"secretKey": "p", "remoteRef": {"key": src, "property": "password"}}])),
-    )
-    .await?;
+    w.external_secret("es", es_spec(json!([{"secretKey": "p", "remoteRef": {"key": src, "property": "password"}}])))
+        .await?;
     w.wait_value("es", "p", "good").await?;
 
     let cases: Vec<(&str, serde_json::Value, &str)> = vec![
-        (
-            "missing secret",
-            json!([{"secretKey": "p", "remoteRef": {"key": w.aws_name("nope")}}]),
-            "SecretNotFound",
-        ),
+        ("missing secret", json!([{"secretKey": "p", "remoteRef": {"key": w.aws_name("nope")}}]), "SecretNotFound"),
         (
             "missing property",
             json!([{"secretKey": "p", "remoteRef": {"key": src, "property": "nope"}}]),
@@ -282,53 +211,27 @@ async fn failures_keep_the_secret_and_say_why() -> anyhow::Result<()> {
     ];
     for (what, data, reason) in cases {
         w.external_secret("es", es_spec(data)).await?;
-        let msg = w
-            .wait_reason("es", reason)
-            .await
-            .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
-        assert!(
-            !msg.contains("good"),
-            "{what}: message leaks the value: {msg}"
-        );
-        assert_eq!(
-            text(&w.secrets().get("es").await?, "p"),
-            "good",
-            "{what}: the Secret must stay as it was"
-        );
+        let msg = w.wait_reason("es", reason).await.map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+        assert!(!msg.contains("good"), "{what}: message leaks the value: {msg}");
+        assert_eq!(text(&w.secrets().get("es").await?, "p"), "good", "{what}: the Secret must stay as it was");
     }
 
     // A non-JSON value where a property is asked.
     let plain = w.create_aws("plain", "not json good").await?;
-    w.external_secret(
-        "es",
-        es_spec(json!([{"secretKey": "p", "remoteRef": {"key": plain, "property": "x"}}])),
-    )
-    .await?;
+    w.external_secret("es", es_spec(json!([{"secretKey": "p", "remoteRef": {"key": plain, "property": "x"}}]))).await?;
     let msg = w.wait_reason("es", "InvalidValue").await?;
     assert!(msg.contains("not JSON") && !msg.contains("good"), "{msg}");
 
     // Scheduled for deletion.
     let doomed = w.create_aws("doomed", "v").await?;
-    w.env
-        .aws
-        .delete_secret()
-        .secret_id(&doomed)
-        .recovery_window_in_days(7)
-        .send()
-        .await?;
-    w.external_secret(
-        "es",
-        es_spec(json!([{"secretKey": "p", "remoteRef": {"key": doomed}}])),
-    )
-    .await?;
+    w.env.aws.delete_secret().secret_id(&doomed).recovery_window_in_days(7).send().await?;
+    w.external_secret("es", es_spec(json!([{"secretKey": "p", "remoteRef": {"key": doomed}}]))).await?;
     let msg = w.wait_reason("es", "SecretNotFound").await?;
     assert!(msg.contains("scheduled for deletion"), "{msg}");
 
     // Too large: 20 keys of 60 KB each.
     let big = w.create_aws("big", &"x".repeat(60_000)).await?;
-    let data: Vec<_> = (0..20)
-        .map(|i| json!({"secretKey": format!("k{i}"), "remoteRef": {"key": big}}))
-        .collect();
+    let data: Vec<_> = (0..20).map(|i| json!({"secretKey": format!("k{i}"), "remoteRef": {"key": big}})).collect();
     w.external_secret("es", es_spec(json!(data))).await?;
     w.wait_reason("es", "TargetTooLarge").await?;
 
@@ -347,7 +250,8 @@ async fn failures_keep_the_secret_and_say_why() -> anyhow::Result<()> {
     w.apply(json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": "half"},
         "spec": {"aws": {"region": "us-east-1", "endpoint": rig.emulator.endpoint, "auth": {"secretRef": {
             "accessKeyIDSecretRef": {"name": "half-creds", "key": "access-key-id"},
-            "secretAccessKeySecretRef": {"name": "half-creds", "key": "secret-access-key"}}}}}})).await?;
+            "secretAccessKeySecretRef": {"name": "half-creds", "key": "secret-access-key"}}}}}}))
+        .await?;
     w.external_secret(
         "es",
         json!({"secretStoreRef": {"name": "half"}, "refreshInterval": "1s",
@@ -384,10 +288,7 @@ async fn failures_keep_the_secret_and_say_why() -> anyhow::Result<()> {
     w.wait_reason("es", "SecretSynced").await?;
     assert_eq!(text(&w.secrets().get("es").await?, "p"), "good");
 
-    assert!(
-        !w.operator.logs().contains("good"),
-        "the operator log must not hold a secret value"
-    );
+    assert!(!w.operator.logs().contains("good"), "the operator log must not hold a secret value");
     Ok(())
 }
 
@@ -402,10 +303,7 @@ async fn cluster_store_conditions() -> anyhow::Result<()> {
     w.creds().await?;
     for (name, conditions) in [
         (&allowed, json!([{"namespaces": [w.ns()]}])),
-        (
-            &denied,
-            json!([{"namespaceSelector": {"matchLabels": {"tenant": "other"}}}]),
-        ),
+        (&denied, json!([{"namespaceSelector": {"matchLabels": {"tenant": "other"}}}])),
     ] {
         apply(&w.env.kube, None, json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "ClusterSecretStore",
             "metadata": {"name": name},
@@ -415,8 +313,12 @@ async fn cluster_store_conditions() -> anyhow::Result<()> {
                     "secretAccessKeySecretRef": {"name": "aws-creds", "key": "secret-access-key", "namespace": creds_ns}}}}}})).await?;
     }
     for (es, store) in [("ok", &allowed), ("no", &denied)] {
-        w.external_secret(es, json!({"secretStoreRef": {"name": store, "kind": "ClusterSecretStore"}, "refreshInterval": "1s",
-            "data": [{"secretKey": "k", "remoteRef": {"key": src}}]})).await?;
+        w.external_secret(
+            es,
+            json!({"secretStoreRef": {"name": store, "kind": "ClusterSecretStore"}, "refreshInterval": "1s",
+            "data": [{"secretKey": "k", "remoteRef": {"key": src}}]}),
+        )
+        .await?;
     }
     w.wait_value("ok", "k", "v").await?;
     let msg = w.wait_reason("no", "StoreNotAllowed").await?;
@@ -424,11 +326,7 @@ async fn cluster_store_conditions() -> anyhow::Result<()> {
 
     // Labelling the namespace admits it.
     Api::<Namespace>::all(w.env.kube.clone())
-        .patch(
-            w.ns(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"tenant": "other"}}})),
-        )
+        .patch(w.ns(), &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"tenant": "other"}}})))
         .await?;
     w.wait_value("no", "k", "v").await?;
     Ok(())
@@ -437,24 +335,11 @@ async fn cluster_store_conditions() -> anyhow::Result<()> {
 #[tokio::test]
 async fn assume_role_goes_to_the_configured_endpoint() -> anyhow::Result<()> {
     let w = World::new("role").await?;
-    let emu = Emulator::start(
-        &Rig::get()
-            .dir
-            .join(format!("emu-{}", lockstep_rig::unique())),
-    )?;
-    emu.client()
-        .create_secret()
-        .name("team/db")
-        .secret_string("v")
-        .send()
-        .await?;
+    let emu = Emulator::start(&Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    emu.client().create_secret().name("team/db").secret_string("v").send().await?;
     emu.start_recording()?;
-    w.store(
-        "aws",
-        &emu.endpoint,
-        json!({"role": "arn:aws:iam::123456789012:role/reader", "externalID": "ext"}),
-    )
-    .await?;
+    w.store("aws", &emu.endpoint, json!({"role": "arn:aws:iam::123456789012:role/reader", "externalID": "ext"}))
+        .await?;
     w.external_secret(
         "es",
         json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1h",
@@ -467,38 +352,21 @@ async fn assume_role_goes_to_the_configured_endpoint() -> anyhow::Result<()> {
         let store = store.clone();
         async move {
             let s = store.get("aws").await.ok()?;
-            s.status?
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-                .then_some(())
+            s.status?.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
         }
     })
     .await?;
     let calls = emu.stop_recording()?;
-    assert!(
-        calls.get("AssumeRole").copied().unwrap_or(0) >= 1,
-        "STS AssumeRole must reach the emulator: {calls:?}"
-    );
-    assert!(
-        calls.get("GetCallerIdentity").copied().unwrap_or(0) >= 1,
-        "{calls:?}"
-    );
+    assert!(calls.get("AssumeRole").copied().unwrap_or(0) >= 1, "STS AssumeRole must reach the emulator: {calls:?}");
+    assert!(calls.get("GetCallerIdentity").copied().unwrap_or(0) >= 1, "{calls:?}");
     Ok(())
 }
 
 #[tokio::test]
 async fn ambient_web_identity_uses_the_store_endpoint_for_sts() -> anyhow::Result<()> {
-    let dir = Rig::get()
-        .dir
-        .join(format!("emu-{}", lockstep_rig::unique()));
+    let dir = Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique()));
     let emu = Emulator::start(&dir)?;
-    emu.client()
-        .create_secret()
-        .name("irsa/db")
-        .secret_string("v")
-        .send()
-        .await?;
+    emu.client().create_secret().name("irsa/db").secret_string("v").send().await?;
     let token = dir.join("token");
     std::fs::write(&token, "projected-service-account-token")?;
     let token = token.to_string_lossy().to_string();
@@ -513,7 +381,8 @@ async fn ambient_web_identity_uses_the_store_endpoint_for_sts() -> anyhow::Resul
     .await?;
     emu.start_recording()?;
     w.apply(json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": "aws"},
-        "spec": {"aws": {"region": "us-east-1", "endpoint": emu.endpoint}}})).await?;
+        "spec": {"aws": {"region": "us-east-1", "endpoint": emu.endpoint}}}))
+        .await?;
     w.external_secret(
         "es",
         json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1h",
@@ -522,10 +391,7 @@ async fn ambient_web_identity_uses_the_store_endpoint_for_sts() -> anyhow::Resul
     .await?;
     w.wait_value("es", "k", "v").await?;
     let calls = emu.stop_recording()?;
-    assert!(
-        calls.get("AssumeRoleWithWebIdentity").copied().unwrap_or(0) >= 1,
-        "{calls:?}"
-    );
+    assert!(calls.get("AssumeRoleWithWebIdentity").copied().unwrap_or(0) >= 1, "{calls:?}");
     Ok(())
 }
 
@@ -542,10 +408,7 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
             json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "bad key", "remoteRef": {"key": "a"}}]}),
             "must be a valid Secret key",
         ),
-        (
-            json!({"secretStoreRef": {"name": "s"}}),
-            "at least one entry in data or dataFrom",
-        ),
+        (json!({"secretStoreRef": {"name": "s"}}), "at least one entry in data or dataFrom"),
         (
             json!({"secretStoreRef": {"name": "s"}, "refreshInterval": "soon", "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
             "refreshInterval must be a duration",
@@ -573,14 +436,8 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
         assert!(err.contains(want), "case {i}: want {want:?} in {err:?}");
     }
     let stores = [
-        (
-            json!({"aws": {"region": "mars"}}),
-            "aws.region must be an AWS region",
-        ),
-        (
-            json!({"aws": {"region": "us-east-1", "role": "reader"}}),
-            "aws.role must be an IAM role ARN",
-        ),
+        (json!({"aws": {"region": "mars"}}), "aws.region must be an AWS region"),
+        (json!({"aws": {"region": "us-east-1", "role": "reader"}}), "aws.role must be an IAM role ARN"),
         (
             json!({"aws": {"region": "us-east-1", "auth": {"secretRef": {
             "accessKeyIDSecretRef": {"name": "c", "key": "a", "namespace": "elsewhere"},
@@ -599,10 +456,54 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-        assert!(
-            err.contains(want),
-            "store case {i}: want {want:?} in {err:?}"
-        );
+        assert!(err.contains(want), "store case {i}: want {want:?} in {err:?}");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn rollout_restart_once_per_burst_and_never_on_first_sync() -> anyhow::Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let w = World::with_env("restart", &[("LOCKSTEP_RESTART_DEBOUNCE_SECONDS", "3")]).await?;
+    w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
+    w.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"},
+        "spec": {"selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}},
+                              "spec": {"containers": [{"name": "c", "image": "example.invalid/app:1"}]}}}}))
+        .await?;
+    let src = w.create_aws("env", "v1").await?;
+    w.external_secret(
+        "es",
+        json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
+        "rolloutRestartTargets": [{"kind": "Deployment", "name": "api"}],
+        "data": [{"secretKey": "k", "remoteRef": {"key": src}}]}),
+    )
+    .await?;
+    w.wait_value("es", "k", "v1").await?;
+    let deployments = Api::<Deployment>::namespaced(w.env.kube.clone(), w.ns());
+    let restarted_for = |d: &Deployment| {
+        d.spec.template.metadata.as_ref()?.annotations.as_ref()?.get("lockstep.dev/restarted-for").cloned()
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let d0 = deployments.get("api").await?;
+    assert_eq!(restarted_for(&d0), None, "no restart on the first sync");
+    let g0 = d0.metadata.generation.unwrap_or_default();
+
+    // A burst of two changes inside the quiet period.
+    w.env.aws.put_secret_value().secret_id(&src).secret_string("v2").send().await?;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    w.env.aws.put_secret_value().secret_id(&src).secret_string("v3").send().await?;
+    let s = w.wait_value("es", "k", "v3").await?;
+    let hash = s.annotations().get("lockstep.dev/data-hash").cloned().unwrap_or_default();
+    let d = deployments.clone();
+    eventually(WAIT, "restart annotation", || {
+        let d = d.clone();
+        let hash = hash.clone();
+        async move { (restarted_for(&d.get("api").await.ok()?)? == hash).then_some(()) }
+    })
+    .await?;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let g1 = deployments.get("api").await?.metadata.generation.unwrap_or_default();
+    assert_eq!(g1, g0 + 1, "exactly one restart for the burst");
     Ok(())
 }

@@ -15,10 +15,7 @@ async fn secret_round_trips_through_the_apiserver() -> anyhow::Result<()> {
     s.data = Some([("k".to_string(), ByteString(b"v".to_vec()))].into());
     api.create(&PostParams::default(), &s).await?;
     let back = api.get("round-trip").await?;
-    assert_eq!(
-        back.data.and_then(|d| d.get("k").cloned()),
-        Some(ByteString(b"v".to_vec()))
-    );
+    assert_eq!(back.data.and_then(|d| d.get("k").cloned()), Some(ByteString(b"v".to_vec())));
     Ok(())
 }
 
@@ -36,19 +33,8 @@ async fn apiserver_reports_the_pinned_release() -> anyhow::Result<()> {
 async fn secret_round_trips_through_the_emulator() -> anyhow::Result<()> {
     let env = Rig::get().test_env("smoke").await?;
     let name = format!("{}/db", env.ns);
-    env.aws
-        .create_secret()
-        .name(&name)
-        .secret_string(r#"{"password":"p"}"#)
-        .send()
-        .await?;
-    let out = env
-        .aws
-        .get_secret_value()
-        .secret_id(&name)
-        .version_stage("AWSCURRENT")
-        .send()
-        .await?;
+    env.aws.create_secret().name(&name).secret_string(r#"{"password":"p"}"#).send().await?;
+    let out = env.aws.get_secret_value().secret_id(&name).version_stage("AWSCURRENT").send().await?;
     assert_eq!(out.secret_string(), Some(r#"{"password":"p"}"#));
     assert!(out.version_id().is_some());
     Ok(())
@@ -59,10 +45,7 @@ async fn rbac_denies_an_unprivileged_user() -> anyhow::Result<()> {
     let rig = Rig::get();
     let env = rig.test_env("smoke").await?;
     let nobody = rig.kube_with_token(&rig.nobody_token()?).await?;
-    let err = Api::<Secret>::namespaced(nobody, &env.ns)
-        .list(&Default::default())
-        .await
-        .err();
+    let err = Api::<Secret>::namespaced(nobody, &env.ns).list(&Default::default()).await.err();
     match err {
         Some(kube::Error::Api(e)) => assert_eq!(e.code, 403, "{e:?}"),
         other => panic!("expected 403 Forbidden, got {other:?}"),
@@ -72,23 +55,13 @@ async fn rbac_denies_an_unprivileged_user() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn recorder_counts_calls_on_a_dedicated_emulator() -> anyhow::Result<()> {
-    let dir = Rig::get()
-        .dir
-        .join(format!("emu-{}", lockstep_rig::unique()));
+    let dir = Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique()));
     let emu = lockstep_rig::Emulator::start(&dir)?;
     let aws = emu.client();
     emu.start_recording()?;
-    aws.create_secret()
-        .name("counted")
-        .secret_string("x")
-        .send()
-        .await?;
+    aws.create_secret().name("counted").secret_string("x").send().await?;
     for _ in 0..3 {
-        aws.get_secret_value()
-            .secret_id("counted")
-            .version_stage("AWSCURRENT")
-            .send()
-            .await?;
+        aws.get_secret_value().secret_id("counted").version_stage("AWSCURRENT").send().await?;
     }
     let calls = emu.stop_recording()?;
     assert_eq!(calls.get("GetSecretValue"), Some(&3), "{calls:?}");

@@ -25,17 +25,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap_or_else(|_| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
 }
 
 /// Where `make tools` installs the rig's binaries (override with `LOCKSTEP_TOOLS`).
 pub fn tools_dir() -> PathBuf {
-    std::env::var_os("LOCKSTEP_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".tools"))
+    std::env::var_os("LOCKSTEP_TOOLS").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".tools"))
 }
 
 /// A child process that stops when this value drops or the test binary exits.
@@ -52,9 +47,7 @@ impl Proc {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file));
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {what}: run `make tools`"))?;
+        let mut child = cmd.spawn().with_context(|| format!("cannot start {what}: run `make tools`"))?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().context("no stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -74,19 +67,9 @@ impl Proc {
             Err(_) => {
                 proc.stop();
                 let tail = std::fs::read_to_string(log).unwrap_or_default();
-                let tail: String = tail
-                    .lines()
-                    .rev()
-                    .take(30)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                bail!(
-                    "{what} did not become ready within {START_TIMEOUT:?}; its log ({}):\n{tail}",
-                    log.display()
-                )
+                let tail: String =
+                    tail.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                bail!("{what} did not become ready within {START_TIMEOUT:?}; its log ({}):\n{tail}", log.display())
             }
         }
     }
@@ -128,15 +111,8 @@ impl Emulator {
             .arg("0")
             .env("MOTO_RECORDER_FILEPATH", dir.join("recording.jsonl"))
             .current_dir(dir);
-        let (proc, endpoint) = Proc::start(
-            cmd,
-            &dir.join("moto.log"),
-            "moto (tests/support/moto_rig.py)",
-        )?;
-        Ok(Emulator {
-            _proc: proc,
-            endpoint,
-        })
+        let (proc, endpoint) = Proc::start(cmd, &dir.join("moto.log"), "moto (tests/support/moto_rig.py)")?;
+        Ok(Emulator { _proc: proc, endpoint })
     }
 
     /// A Secrets Manager client for this emulator (region us-east-1, moto's test keys).
@@ -181,10 +157,7 @@ pub fn count_operations(jsonl: &str) -> BTreeMap<String, usize> {
         };
         let target = v["headers"]
             .as_object()
-            .and_then(|h| {
-                h.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
-            })
+            .and_then(|h| h.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target")))
             .and_then(|(_, v)| v.as_str())
             .and_then(|t| t.rsplit('.').next())
             .map(String::from);
@@ -192,16 +165,12 @@ pub fn count_operations(jsonl: &str) -> BTreeMap<String, usize> {
             let raw = v["body"].as_str().unwrap_or_default();
             let body = if v["body_encoded"].as_bool() == Some(true) {
                 use base64::Engine;
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(raw)
-                    .unwrap_or_default();
+                let bytes = base64::engine::general_purpose::STANDARD.decode(raw).unwrap_or_default();
                 String::from_utf8_lossy(&bytes).to_string()
             } else {
                 raw.to_string()
             };
-            body.split('&')
-                .find_map(|kv| kv.strip_prefix("Action="))
-                .map(String::from)
+            body.split('&').find_map(|kv| kv.strip_prefix("Action=")).map(String::from)
         });
         if let Some(op) = op {
             *out.entry(op).or_insert(0) += 1;
@@ -227,15 +196,9 @@ fn http(endpoint: &str, method: &str, path: &str, body: &str) -> anyhow::Result<
     s.read_to_string(&mut resp)?;
     let (head, rest) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
     if !head.starts_with("HTTP/1.1 2") && !head.starts_with("HTTP/1.0 2") {
-        bail!(
-            "{method} {path}: {}",
-            head.lines().next().unwrap_or_default()
-        );
+        bail!("{method} {path}: {}", head.lines().next().unwrap_or_default());
     }
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         return Ok(dechunk(rest));
     }
     Ok(rest.to_string())
@@ -307,14 +270,8 @@ impl Rig {
             let d = dir.join("moto");
             move || Emulator::start(&d)
         });
-        let (cp, kubeconfig) = Proc::start(
-            cmd,
-            &dir.join("control-plane.log"),
-            "kube-apiserver (tests/support)",
-        )?;
-        let emulator = emu
-            .join()
-            .map_err(|_| anyhow::anyhow!("emulator thread panicked"))??;
+        let (cp, kubeconfig) = Proc::start(cmd, &dir.join("control-plane.log"), "kube-apiserver (tests/support)")?;
+        let emulator = emu.join().map_err(|_| anyhow::anyhow!("emulator thread panicked"))??;
         let startup = t0.elapsed();
         let _ = writeln!(
             std::io::stderr(),
@@ -322,13 +279,7 @@ impl Rig {
             startup.as_secs_f64(),
             dir.display()
         );
-        Ok(Rig {
-            _control_plane: Mutex::new(cp),
-            emulator,
-            dir,
-            kubeconfig: PathBuf::from(kubeconfig),
-            startup,
-        })
+        Ok(Rig { _control_plane: Mutex::new(cp), emulator, dir, kubeconfig: PathBuf::from(kubeconfig), startup })
     }
 
     /// A client with the admin token.
@@ -352,9 +303,7 @@ impl Rig {
 
     /// The static token of user `nobody` (no groups, no RBAC bindings).
     pub fn nobody_token(&self) -> anyhow::Result<String> {
-        Ok(std::fs::read_to_string(self.dir.join("nobody.token"))?
-            .trim()
-            .to_string())
+        Ok(std::fs::read_to_string(self.dir.join("nobody.token"))?.trim().to_string())
     }
 
     /// A fresh namespace for one test, with clients for both APIs.
@@ -362,20 +311,11 @@ impl Rig {
         let kube = self.kube().await?;
         let name = format!("{prefix}-{}", unique());
         let ns = Namespace {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
+            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
             ..Default::default()
         };
-        Api::<Namespace>::all(kube.clone())
-            .create(&PostParams::default(), &ns)
-            .await?;
-        Ok(TestEnv {
-            kube,
-            aws: self.emulator.client(),
-            ns: name,
-        })
+        Api::<Namespace>::all(kube.clone()).create(&PostParams::default(), &ns).await?;
+        Ok(TestEnv { kube, aws: self.emulator.client(), ns: name })
     }
 }
 
@@ -394,10 +334,7 @@ pub fn unique() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{:x}{n}", (t ^ std::process::id()) & 0xfffff)
 }
 
@@ -408,9 +345,7 @@ fn remove_stale_dirs() {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        let stale = name
-            .strip_prefix("lockstep-rig-")
-            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        let stale = name.strip_prefix("lockstep-rig-").is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
         if stale {
             let _ = std::fs::remove_dir_all(e.path());
         }
@@ -457,10 +392,7 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Listen on a free loopback port and forward to `upstream` (an `http://127.x` endpoint).
     pub fn start(upstream: &str) -> anyhow::Result<FaultProxy> {
-        let upstream = upstream
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
+        let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_string();
         if !upstream.starts_with("127.") {
             bail!("refusing a non-loopback upstream: {upstream}");
         }
@@ -484,11 +416,7 @@ impl FaultProxy {
                 }
             }
         });
-        Ok(FaultProxy {
-            endpoint,
-            mode,
-            stop,
-        })
+        Ok(FaultProxy { endpoint, mode, stop })
     }
 
     /// Change what happens to the next requests.
@@ -522,11 +450,7 @@ fn proxy_one(mut conn: TcpStream, upstream: &str, fault: Fault) -> anyhow::Resul
     let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
     let len: usize = head
         .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap_or(0))
-        })
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
         .unwrap_or(0);
     while buf.len() < header_end + len {
         let n = conn.read(&mut chunk)?;
@@ -543,15 +467,10 @@ fn proxy_one(mut conn: TcpStream, upstream: &str, fault: Fault) -> anyhow::Resul
         )
     };
     match fault {
-        Fault::Throttle => {
-            conn.write_all(canned("ThrottlingException", "Rate exceeded").as_bytes())?
-        }
+        Fault::Throttle => conn.write_all(canned("ThrottlingException", "Rate exceeded").as_bytes())?,
         Fault::Deny => conn.write_all(
-            canned(
-                "AccessDeniedException",
-                "User is not authorized to perform: secretsmanager:GetSecretValue",
-            )
-            .as_bytes(),
+            canned("AccessDeniedException", "User is not authorized to perform: secretsmanager:GetSecretValue")
+                .as_bytes(),
         )?,
         Fault::Pass => {
             let mut up = TcpStream::connect(upstream)?;
