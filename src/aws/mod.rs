@@ -4,6 +4,7 @@
 mod client;
 mod errors;
 mod fetch;
+pub mod metadata;
 mod web_identity;
 
 pub use client::{StaticKeys, StoreClient, StoreConfig};

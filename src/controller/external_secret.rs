@@ -17,16 +17,19 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::{Context, target};
-use crate::api::{CreationPolicy, DeletionPolicy, ExternalSecret, ExternalSecretStatus, SecretStore, StoreKind};
+use crate::api::{
+    CreationPolicy, DeletionPolicy, ExternalSecret, ExternalSecretStatus, SecretStore, SourceStatus, StoreKind,
+};
 use crate::aws::get_secret_value;
 use crate::error::{Error, Result};
-use crate::render::{self, Desired};
+use crate::render::{self, VersionSel};
 use crate::status::{self, Reason};
 use crate::{MANAGED_BY_LABEL, MANAGER};
 
 /// What a successful sync leaves behind.
 struct Synced {
-    desired: Desired,
+    sources: Vec<SourceStatus>,
+    hash: String,
     resource_version: Option<String>,
     /// The Secret existed with other data (so this is not the first sync).
     data_changed: bool,
@@ -66,6 +69,11 @@ pub async fn run(
                 .map(|es| ObjectRef::from_obj(&*es))
                 .collect::<Vec<_>>()
         })
+        .reconcile_on(futures::stream::unfold(ctx.take_triggers(), |rx| async move {
+            let mut rx = rx?;
+            let next = rx.recv().await?;
+            Some((next, Some(rx)))
+        }))
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -88,7 +96,7 @@ async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action>
     ctx.metrics.reconcile("ExternalSecret");
     let refresh = es.spec.refresh().map_err(Error::InvalidValue);
     let outcome = match &refresh {
-        Ok(_) => sync(&es, &ctx).await,
+        Ok(refresh) => sync(&es, &ctx, *refresh).await,
         Err(e) => Err(Error::InvalidValue(e.to_string())),
     };
     let refresh = refresh.ok().flatten();
@@ -97,7 +105,7 @@ async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action>
     let mut next = previous.clone();
     let (reason, message) = match &outcome {
         Ok(synced) => {
-            next.sources = synced.desired.sources.clone();
+            next.sources = synced.sources.clone();
             if synced.resource_version.is_some() {
                 next.synced_resource_version = synced.resource_version.clone();
             }
@@ -179,25 +187,45 @@ async fn publish_event(es: &ExternalSecret, ctx: &Context, type_: EventType, rea
     }
 }
 
-async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Synced> {
+async fn sync(es: &ExternalSecret, ctx: &Context, refresh: Option<Duration>) -> Result<Synced> {
     let ns = es.namespace().unwrap_or_default();
     let sref = &es.spec.secret_store_ref;
     let store = ctx.resolve_store(&ns, sref.kind, &sref.name).await?;
 
     let sources = render::sources(&es.spec);
+    if let Some(refresh) = refresh {
+        ctx.pollers.watch(&store.id, &store.client, ObjectRef::from_obj(es), refresh, &sources);
+    }
+
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
+    if let Some(unchanged) = unchanged(es, ctx, &store.id, &sources, &secrets).await? {
+        return Ok(unchanged);
+    }
+
     let results = futures::future::join_all(sources.iter().map(|s| {
         let sm = store.client.sm.clone();
-        let metrics = ctx.metrics.clone();
-        let store_id = store.id.to_string();
+        let store_id = &store.id;
         async move {
-            let r = get_secret_value(&sm, s).await;
-            metrics.aws_call(&store_id, "GetSecretValue", r.as_ref().err());
-            r
+            let current = match &s.version {
+                VersionSel::Stage(stage) => ctx.pollers.current(store_id, &s.key, stage),
+                VersionSel::Id(_) => None,
+            };
+            let fetched = ctx
+                .values
+                .get(store_id, s, current.as_deref(), || async {
+                    let r = get_secret_value(&sm, s).await;
+                    ctx.metrics.aws_call(&store_id.to_string(), "GetSecretValue", r.as_ref().err());
+                    r
+                })
+                .await;
+            if let Ok(f) = &fetched {
+                ctx.pollers.seed(store_id, s, f);
+            }
+            fetched
         }
     }))
     .await;
 
-    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
     let target_name = es.target_name().to_string();
 
     let all_gone = !results.is_empty() && results.iter().all(|r| matches!(r, Err(Error::SecretNotFound { .. })));
@@ -218,7 +246,12 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Synced> {
 
     let policy = es.spec.target.creation_policy;
     if policy == CreationPolicy::None {
-        return Ok(Synced { desired, resource_version: None, data_changed: false });
+        return Ok(Synced {
+            sources: desired.sources,
+            hash: desired.hash,
+            resource_version: None,
+            data_changed: false,
+        });
     }
     let existing = secrets.get_opt(&target_name).await?;
     match (&existing, policy) {
@@ -236,7 +269,12 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Synced> {
     }
     if let Some(s) = &existing {
         if target::up_to_date(s, es, &desired) {
-            return Ok(Synced { desired, resource_version: s.metadata.resource_version.clone(), data_changed: false });
+            return Ok(Synced {
+                sources: desired.sources,
+                hash: desired.hash,
+                resource_version: s.metadata.resource_version.clone(),
+                data_changed: false,
+            });
         }
         if s.immutable == Some(true) {
             return Err(Error::TargetConflict(format!(
@@ -252,7 +290,12 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Synced> {
     let patch = target::build(es, &ns, &desired);
     let written = secrets.patch(&target_name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
     info!(secret = %target_name, "applied Secret");
-    Ok(Synced { desired, resource_version: written.metadata.resource_version, data_changed })
+    Ok(Synced {
+        sources: desired.sources,
+        hash: desired.hash,
+        resource_version: written.metadata.resource_version,
+        data_changed,
+    })
 }
 
 /// Debounced rollout restarts after a data change. Returns when to look again while a restart
@@ -270,7 +313,7 @@ async fn rollout_restarts(es: &ExternalSecret, ctx: &Context, key: &str, synced:
         return Some(wait);
     }
     let ns = es.namespace().unwrap_or_default();
-    match super::restart::restart(&ctx.client, &ns, targets, &synced.desired.hash).await {
+    match super::restart::restart(&ctx.client, &ns, targets, &synced.hash).await {
         Ok(()) => {
             info!(targets = targets.len(), "rollout restart after a data change");
             let note = "restarted the rolloutRestartTargets after a data change";
@@ -282,4 +325,53 @@ async fn rollout_restarts(es: &ExternalSecret, ctx: &Context, key: &str, synced:
         }
     }
     None
+}
+
+/// The fast path of a refresh: nothing changed since the last sync (same generation, every source
+/// still at the version that is live, the Secret intact), so no value is fetched.
+async fn unchanged(
+    es: &ExternalSecret,
+    ctx: &Context,
+    store: &super::StoreId,
+    sources: &[render::SourceKey],
+    secrets: &Api<Secret>,
+) -> Result<Option<Synced>> {
+    let Some(status) = es.status.as_ref() else { return Ok(None) };
+    let policy = es.spec.target.creation_policy;
+    if !matches!(policy, CreationPolicy::Owner | CreationPolicy::Orphan)
+        || status.observed_generation != es.metadata.generation
+        || status::ready_reason(&status.conditions) != Some(Reason::SecretSynced.as_str())
+        || status.sources.len() != sources.len()
+    {
+        return Ok(None);
+    }
+    for s in sources {
+        let live = status.sources.iter().find(|l| {
+            l.key == s.key
+                && match &s.version {
+                    VersionSel::Stage(stage) => l.version_stage.as_deref() == Some(stage.as_str()),
+                    VersionSel::Id(id) => l.version_stage.is_none() && &l.version_id == id,
+                }
+        });
+        let Some(live) = live else { return Ok(None) };
+        if let VersionSel::Stage(stage) = &s.version
+            && ctx.pollers.current(store, &s.key, stage).as_deref() != Some(live.version_id.as_str())
+        {
+            return Ok(None);
+        }
+    }
+    let Some(secret) = secrets.get_opt(es.target_name()).await? else { return Ok(None) };
+    let annotations = secret.metadata.annotations.clone().unwrap_or_default();
+    let data: std::collections::BTreeMap<String, crate::value::SecretBytes> =
+        secret.data.iter().flatten().map(|(k, v)| (k.clone(), crate::value::SecretBytes::new(v.0.clone()))).collect();
+    let hash = render::hash(&data);
+    let intact = target::is_ours(&secret, es)
+        && annotations.get(crate::DATA_HASH_ANNOTATION) == Some(&hash)
+        && annotations.get(crate::SOURCE_VERSIONS_ANNOTATION) == Some(&target::versions_annotation(&status.sources));
+    Ok(intact.then(|| Synced {
+        sources: status.sources.clone(),
+        hash,
+        resource_version: secret.metadata.resource_version.clone(),
+        data_changed: false,
+    }))
 }

@@ -1,6 +1,7 @@
 //! The controllers: ExternalSecrets (write Secrets) and stores (validate access).
 
 mod external_secret;
+mod poller;
 pub mod restart;
 mod store;
 pub mod target;
@@ -35,6 +36,13 @@ pub struct Context {
     pub restart_debounce: Duration,
     /// Data changes waiting for their rollout restart.
     pub restarts: restart::Debouncer,
+    /// Change detection per store.
+    pub pollers: Arc<poller::Pollers>,
+    /// Values shared between ExternalSecrets.
+    pub values: poller::ValueCache,
+    triggers: Mutex<
+        Option<tokio::sync::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<crate::api::ExternalSecret>>>,
+    >,
     clients: Mutex<HashMap<StoreId, (StoreConfig, StoreClient)>>,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -71,7 +79,11 @@ impl Context {
     /// A context for a controller process.
     pub fn new(client: Client, metrics: Arc<Metrics>, namespace: Option<String>, restart_debounce: Duration) -> Self {
         let reporter = Reporter { controller: crate::MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         Self {
+            pollers: poller::Pollers::new(tx, metrics.clone()),
+            values: poller::ValueCache::default(),
+            triggers: Mutex::new(Some(rx)),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
@@ -81,6 +93,14 @@ impl Context {
             clients: Mutex::default(),
             failures: Mutex::default(),
         }
+    }
+
+    /// The stream of ExternalSecrets whose sources changed (taken once, by the controller).
+    pub fn take_triggers(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<crate::api::ExternalSecret>>>
+    {
+        self.triggers.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Backoff for the n-th consecutive transient failure of an object: 2s, 4s, ... capped at 5 min,

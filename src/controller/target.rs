@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
 use serde_json::{Value, json};
 
-use crate::api::{CreationPolicy, ExternalSecret};
+use crate::api::{CreationPolicy, ExternalSecret, SourceStatus};
 use crate::render::Desired;
 use crate::{DATA_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGER, SOURCE_VERSIONS_ANNOTATION};
 
@@ -27,8 +27,8 @@ pub fn is_ours(secret: &Secret, es: &ExternalSecret) -> bool {
 }
 
 /// "key=versionId,..." for the versions annotation: ids only, never values.
-pub fn versions_annotation(desired: &Desired) -> String {
-    desired.sources.iter().map(|s| format!("{}={}", s.key, s.version_id)).collect::<Vec<_>>().join(",")
+pub fn versions_annotation(sources: &[SourceStatus]) -> String {
+    sources.iter().map(|s| format!("{}={}", s.key, s.version_id)).collect::<Vec<_>>().join(",")
 }
 
 /// The labels and annotations the Secret must carry.
@@ -48,7 +48,7 @@ fn metadata_maps(
         annotations.insert(OWNER_ANNOTATION.into(), es.metadata.name.clone().unwrap_or_default());
     }
     annotations.insert(DATA_HASH_ANNOTATION.into(), desired.hash.clone());
-    annotations.insert(SOURCE_VERSIONS_ANNOTATION.into(), versions_annotation(desired));
+    annotations.insert(SOURCE_VERSIONS_ANNOTATION.into(), versions_annotation(&desired.sources));
     (labels, annotations)
 }
 
@@ -103,7 +103,7 @@ pub fn build(es: &ExternalSecret, namespace: &str, desired: &Desired) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ExternalSecretSpec, SourceStatus};
+    use crate::api::ExternalSecretSpec;
     use crate::value::SecretBytes;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 

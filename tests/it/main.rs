@@ -3,4 +3,5 @@
 
 mod common;
 mod operator;
+mod rotation;
 mod smoke;

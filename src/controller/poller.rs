@@ -1,0 +1,267 @@
+//! Change detection per store: one poller keeps the change metadata of every AWS secret that some
+//! ExternalSecret references, refreshes it with the fewest calls (DescribeSecret for few secrets,
+//! ListSecrets pages of 100 for many, chosen by the page count last measured), and triggers only the
+//! ExternalSecrets whose sources moved to a new version id, at most once per their refreshInterval.
+//!
+//! Fetched values are shared through [`ValueCache`]: one GetSecretValue per (store, secret,
+//! version) for every ExternalSecret that needs it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::{OnceCell, mpsc};
+use tracing::{debug, warn};
+
+use super::StoreId;
+use crate::api::ExternalSecret;
+use crate::aws::StoreClient;
+use crate::aws::metadata::{self, SecretMeta};
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::render::{Fetched, SourceKey, VersionSel};
+
+/// How long a fetched value may be shared before it is dropped from memory.
+const VALUE_TTL: Duration = Duration::from_secs(60);
+/// The shortest poll interval.
+const MIN_POLL: Duration = Duration::from_secs(1);
+
+type EsRef = ObjectRef<ExternalSecret>;
+
+struct RefState {
+    stages: BTreeSet<String>,
+    refresh: Duration,
+    expires: Instant,
+    last_trigger: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Watched {
+    meta: Option<SecretMeta>,
+    refs: HashMap<EsRef, RefState>,
+}
+
+struct StoreState {
+    client: StoreClient,
+    watched: HashMap<String, Watched>,
+    /// ListSecrets pages a full poll took last time.
+    list_pages: Option<u32>,
+    running: bool,
+}
+
+/// The pollers of every store, and the channel that triggers ExternalSecrets.
+pub struct Pollers {
+    stores: Mutex<HashMap<StoreId, Arc<Mutex<StoreState>>>>,
+    trigger: mpsc::UnboundedSender<EsRef>,
+    metrics: Arc<Metrics>,
+}
+
+impl Pollers {
+    /// Pollers that send triggered ExternalSecrets into `trigger`.
+    pub fn new(trigger: mpsc::UnboundedSender<EsRef>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self { stores: Mutex::default(), trigger, metrics })
+    }
+
+    /// Register (or refresh) what an ExternalSecret reads; starts the store's poll loop if needed.
+    pub fn watch(
+        self: &Arc<Self>,
+        store: &StoreId,
+        client: &StoreClient,
+        es: EsRef,
+        refresh: Duration,
+        sources: &[SourceKey],
+    ) {
+        let state = {
+            let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+            stores
+                .entry(store.clone())
+                .or_insert_with(|| {
+                    Arc::new(Mutex::new(StoreState {
+                        client: client.clone(),
+                        watched: HashMap::new(),
+                        list_pages: None,
+                        running: false,
+                    }))
+                })
+                .clone()
+        };
+        let start = {
+            let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+            st.client = client.clone();
+            let expires = Instant::now() + refresh * 2 + Duration::from_secs(30);
+            for w in st.watched.values_mut() {
+                w.refs.remove(&es);
+            }
+            for s in sources {
+                let VersionSel::Stage(stage) = &s.version else { continue };
+                let w = st.watched.entry(s.key.clone()).or_default();
+                let r = w.refs.entry(es.clone()).or_insert_with(|| RefState {
+                    stages: BTreeSet::new(),
+                    refresh,
+                    expires,
+                    last_trigger: None,
+                });
+                r.stages.insert(stage.clone());
+                r.refresh = refresh;
+                r.expires = expires;
+            }
+            st.watched.retain(|_, w| !w.refs.is_empty());
+            let start = !st.running && !st.watched.is_empty();
+            st.running |= start;
+            start
+        };
+        if start {
+            let this = self.clone();
+            let id = store.clone();
+            tokio::spawn(async move { this.poll_loop(id, state).await });
+        }
+    }
+
+    /// The version id that holds `stage` of `key`, as last seen.
+    pub fn current(&self, store: &StoreId, key: &str, stage: &str) -> Option<String> {
+        let state = self.stores.lock().unwrap_or_else(|e| e.into_inner()).get(store)?.clone();
+        let st = state.lock().unwrap_or_else(|e| e.into_inner());
+        st.watched.get(key)?.meta.as_ref()?.stages.get(stage).cloned()
+    }
+
+    /// Learn from a GetSecretValue answer which version holds a stage (saves a poll).
+    pub fn seed(&self, store: &StoreId, source: &SourceKey, fetched: &Fetched) {
+        let VersionSel::Stage(stage) = &source.version else { return };
+        let Some(state) = self.stores.lock().unwrap_or_else(|e| e.into_inner()).get(store).cloned() else { return };
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = st.watched.get_mut(&source.key) {
+            let meta = w.meta.get_or_insert_with(SecretMeta::default);
+            meta.stages.entry(stage.clone()).or_insert_with(|| fetched.version_id.clone());
+        }
+    }
+
+    async fn poll_loop(self: Arc<Self>, id: StoreId, state: Arc<Mutex<StoreState>>) {
+        loop {
+            let interval = {
+                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                for w in st.watched.values_mut() {
+                    w.refs.retain(|_, r| r.expires > now);
+                }
+                st.watched.retain(|_, w| !w.refs.is_empty());
+                let min = st.watched.values().flat_map(|w| w.refs.values()).map(|r| r.refresh).min();
+                match min {
+                    Some(m) => m.max(MIN_POLL),
+                    None => {
+                        st.running = false;
+                        return;
+                    }
+                }
+            };
+            tokio::time::sleep(interval).await;
+            if let Err(e) = self.poll_once(&id, &state).await {
+                warn!(store = %id, error = %e, "polling change metadata failed");
+            }
+        }
+    }
+
+    async fn poll_once(&self, id: &StoreId, state: &Arc<Mutex<StoreState>>) -> Result<()> {
+        let (client, keys, list_pages) = {
+            let st = state.lock().unwrap_or_else(|e| e.into_inner());
+            (st.client.clone(), st.watched.keys().cloned().collect::<Vec<_>>(), st.list_pages)
+        };
+        let n = keys.len() as u32;
+        let pages = list_pages.unwrap_or(n.div_ceil(100).max(1));
+        let store = id.to_string();
+        let mut fresh: HashMap<String, Option<SecretMeta>> = HashMap::new();
+        if n <= pages {
+            for key in &keys {
+                let r = metadata::describe(&client.sm, key).await;
+                self.metrics.aws_call(&store, "DescribeSecret", r.as_ref().err());
+                fresh.insert(key.clone(), r?);
+            }
+        } else {
+            let prefix = metadata::common_prefix(keys.iter().map(String::as_str));
+            let r = metadata::list(&client.sm, &prefix).await;
+            let (all, calls) = match r {
+                Ok(v) => v,
+                Err(e) => {
+                    self.metrics.aws_call(&store, "ListSecrets", Some(&e));
+                    return Err(e);
+                }
+            };
+            for _ in 0..calls {
+                self.metrics.aws_call(&store, "ListSecrets", None);
+            }
+            state.lock().unwrap_or_else(|e| e.into_inner()).list_pages = Some(calls);
+            for key in &keys {
+                fresh.insert(key.clone(), all.iter().find(|m| m.is_named(key)).cloned());
+            }
+        }
+
+        let now = Instant::now();
+        let mut triggers = Vec::new();
+        {
+            let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+            for (key, new) in fresh {
+                let Some(w) = st.watched.get_mut(&key) else { continue };
+                let old = w.meta.take();
+                for (es, r) in w.refs.iter_mut() {
+                    let moved = match (&old, &new) {
+                        (Some(o), Some(n)) => r.stages.iter().any(|s| o.stages.get(s) != n.stages.get(s)),
+                        (Some(_), None) => true,
+                        (None, Some(_)) | (None, None) => false,
+                    };
+                    let allowed = r.last_trigger.is_none_or(|t| now.duration_since(t) >= r.refresh);
+                    if moved && allowed {
+                        r.last_trigger = Some(now);
+                        triggers.push(es.clone());
+                    }
+                }
+                w.meta = new;
+            }
+        }
+        for es in triggers {
+            debug!(store = %id, externalsecret = %es, "source changed");
+            let _ = self.trigger.send(es);
+        }
+        Ok(())
+    }
+}
+
+/// Values fetched once per (store, secret, version) and shared while they are fresh.
+#[derive(Default)]
+pub struct ValueCache {
+    entries: Mutex<HashMap<(StoreId, SourceKey), SharedValue>>,
+}
+
+/// When a value was first asked for, and the value once fetched.
+type SharedValue = (Instant, Arc<OnceCell<Fetched>>);
+
+impl ValueCache {
+    /// The value of `source`, fetched with `fetch` unless a fresh one is held or in flight. For a
+    /// stage, a held value is reused only while `current` (the version the poller last saw behind
+    /// the stage) confirms it; a version id never changes its value.
+    pub async fn get<F, Fut>(
+        &self,
+        store: &StoreId,
+        source: &SourceKey,
+        current: Option<&str>,
+        fetch: F,
+    ) -> Result<Fetched>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Fetched>>,
+    {
+        let cell = {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            entries.retain(|_, (at, _)| at.elapsed() < VALUE_TTL);
+            let key = (store.clone(), source.clone());
+            let by_stage = matches!(source.version, VersionSel::Stage(_));
+            let stale = entries.get(&key).is_some_and(|(_, cell)| {
+                cell.get().is_some_and(|f| by_stage && current != Some(f.version_id.as_str()))
+            });
+            if stale {
+                entries.remove(&key);
+            }
+            entries.entry(key).or_insert_with(|| (Instant::now(), Arc::new(OnceCell::new()))).1.clone()
+        };
+        cell.get_or_try_init(fetch).await.cloned()
+    }
+}
