@@ -45,6 +45,12 @@ struct RunArgs {
     /// Quiet period, in seconds, after the last data change before rolloutRestartTargets restart.
     #[arg(long, default_value_t = 5, env = "LOCKSTEP_RESTART_DEBOUNCE_SECONDS")]
     restart_debounce_seconds: u64,
+    /// AWS calls per second per store (client-side limit).
+    #[arg(long, default_value_t = 20.0, env = "LOCKSTEP_AWS_QPS")]
+    aws_qps: f64,
+    /// AWS calls a store may make at once above --aws-qps.
+    #[arg(long, default_value_t = 40, env = "LOCKSTEP_AWS_BURST")]
+    aws_burst: u32,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LOCKSTEP_LOG_FORMAT")]
     log_format: LogFormat,
@@ -97,6 +103,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics.clone(),
         args.namespace.clone(),
         std::time::Duration::from_secs(args.restart_debounce_seconds),
+        (args.aws_qps, args.aws_burst),
     ));
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);

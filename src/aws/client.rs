@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig, sts::AssumeRoleProvider, timeout::TimeoutConfig};
@@ -62,12 +63,14 @@ pub struct StoreClient {
     pub sm: aws_sdk_secretsmanager::Client,
     /// STS (for the store's validation call), on the same credentials.
     pub sts: aws_sdk_sts::Client,
+    /// The store's client-side rate limit; every call takes a token first.
+    pub limit: Arc<super::limit::RateLimiter>,
 }
 
 impl StoreClient {
     /// Build the clients: credentials (static or ambient), then AssumeRole on top if asked, with
     /// STS calls sent to the configured endpoint.
-    pub async fn build(cfg: &StoreConfig) -> Result<Self> {
+    pub async fn build(cfg: &StoreConfig, limit: Arc<super::limit::RateLimiter>) -> Result<Self> {
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(3))
             .operation_attempt_timeout(Duration::from_secs(10))
@@ -128,6 +131,7 @@ impl StoreClient {
         Ok(Self {
             sm: aws_sdk_secretsmanager::Client::from_conf(sm.build()),
             sts: aws_sdk_sts::Client::from_conf(sts.build()),
+            limit,
         })
     }
 }

@@ -67,7 +67,11 @@ pub async fn describe(sm: &aws_sdk_secretsmanager::Client, key: &str) -> Result<
 
 /// Every secret whose name starts with `prefix` (all when empty), page by page (100 a page).
 /// Returns the secrets and the number of calls made.
-pub async fn list(sm: &aws_sdk_secretsmanager::Client, prefix: &str) -> Result<(Vec<SecretMeta>, u32)> {
+pub async fn list(
+    sm: &aws_sdk_secretsmanager::Client,
+    limit: &super::limit::RateLimiter,
+    prefix: &str,
+) -> Result<(Vec<SecretMeta>, u32)> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     let mut calls = 0u32;
@@ -77,6 +81,7 @@ pub async fn list(sm: &aws_sdk_secretsmanager::Client, prefix: &str) -> Result<(
             req = req.filters(Filter::builder().key(FilterNameStringType::Name).values(prefix).build());
         }
         calls += 1;
+        limit.acquire().await;
         let page = req.send().await.map_err(|e| classify(&e, "ListSecrets"))?;
         for s in page.secret_list() {
             if s.deleted_date().is_none() {

@@ -4,6 +4,7 @@
 mod client;
 mod errors;
 mod fetch;
+pub mod limit;
 pub mod metadata;
 mod web_identity;
 

@@ -204,6 +204,7 @@ async fn sync(es: &ExternalSecret, ctx: &Context, refresh: Option<Duration>) -> 
 
     let results = futures::future::join_all(sources.iter().map(|s| {
         let sm = store.client.sm.clone();
+        let limit = store.client.limit.clone();
         let store_id = &store.id;
         async move {
             let current = match &s.version {
@@ -213,6 +214,7 @@ async fn sync(es: &ExternalSecret, ctx: &Context, refresh: Option<Duration>) -> 
             let fetched = ctx
                 .values
                 .get(store_id, s, current.as_deref(), || async {
+                    limit.acquire().await;
                     let r = get_secret_value(&sm, s).await;
                     ctx.metrics.aws_call(&store_id.to_string(), "GetSecretValue", r.as_ref().err());
                     r

@@ -34,6 +34,9 @@ pub struct Context {
     pub namespace: Option<String>,
     /// Quiet period after the last data change before rollout restarts run.
     pub restart_debounce: Duration,
+    /// AWS calls per second per store, and the burst allowed.
+    pub aws_rate: (f64, u32),
+    limits: Mutex<HashMap<StoreId, Arc<crate::aws::limit::RateLimiter>>>,
     /// Data changes waiting for their rollout restart.
     pub restarts: restart::Debouncer,
     /// Change detection per store.
@@ -77,7 +80,13 @@ pub struct ResolvedStore {
 
 impl Context {
     /// A context for a controller process.
-    pub fn new(client: Client, metrics: Arc<Metrics>, namespace: Option<String>, restart_debounce: Duration) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        namespace: Option<String>,
+        restart_debounce: Duration,
+        aws_rate: (f64, u32),
+    ) -> Self {
         let reporter = Reporter { controller: crate::MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         Self {
@@ -89,6 +98,8 @@ impl Context {
             metrics,
             namespace,
             restart_debounce,
+            aws_rate,
+            limits: Mutex::default(),
             restarts: restart::Debouncer::default(),
             clients: Mutex::default(),
             failures: Mutex::default(),
@@ -145,7 +156,14 @@ impl Context {
         {
             return Ok(client.clone());
         }
-        let client = StoreClient::build(&cfg).await?;
+        let limit = self
+            .limits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(crate::aws::limit::RateLimiter::new(self.aws_rate.0, self.aws_rate.1)))
+            .clone();
+        let client = StoreClient::build(&cfg, limit).await?;
         self.clients.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), (cfg, client.clone()));
         Ok(client)
     }

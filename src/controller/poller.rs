@@ -172,13 +172,14 @@ impl Pollers {
         let mut fresh: HashMap<String, Option<SecretMeta>> = HashMap::new();
         if n <= pages {
             for key in &keys {
+                client.limit.acquire().await;
                 let r = metadata::describe(&client.sm, key).await;
                 self.metrics.aws_call(&store, "DescribeSecret", r.as_ref().err());
                 fresh.insert(key.clone(), r?);
             }
         } else {
             let prefix = metadata::common_prefix(keys.iter().map(String::as_str));
-            let r = metadata::list(&client.sm, &prefix).await;
+            let r = metadata::list(&client.sm, &client.limit, &prefix).await;
             let (all, calls) = match r {
                 Ok(v) => v,
                 Err(e) => {

@@ -114,6 +114,7 @@ where
 
 async fn validate(ctx: &Context, id: &StoreId, aws: &AwsProvider, cred_ns: Option<&str>) -> Result<()> {
     let client = ctx.store_client(id, aws, cred_ns).await?;
+    client.limit.acquire().await;
     let r = client.sts.get_caller_identity().send().await;
     let err = r.as_ref().err().map(|e| classify(e, ""));
     ctx.metrics.aws_call(&id.to_string(), "GetCallerIdentity", err.as_ref());
