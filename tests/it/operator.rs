@@ -401,62 +401,45 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
     install_crds(&env.kube).await?;
     let cases = [
         (
+            "ExternalSecret",
             json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "k", "remoteRef": {"key": "a", "versionStage": "AWSCURRENT", "versionId": "0123456789abcdef0123456789abcdef"}}]}),
             "set versionStage or versionId, not both",
         ),
         (
+            "ExternalSecret",
             json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "bad key", "remoteRef": {"key": "a"}}]}),
             "must be a valid Secret key",
         ),
-        (json!({"secretStoreRef": {"name": "s"}}), "at least one entry in data or dataFrom"),
+        ("ExternalSecret", json!({"secretStoreRef": {"name": "s"}}), "at least one entry in data or dataFrom"),
         (
+            "ExternalSecret",
             json!({"secretStoreRef": {"name": "s"}, "refreshInterval": "soon", "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
             "refreshInterval must be a duration",
         ),
         (
+            "ExternalSecret",
             json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}, {"secretKey": "k", "remoteRef": {"key": "b"}}]}),
             "duplicate entries for key [secretKey=\\\"k\\\"]",
         ),
         (
+            "ExternalSecret",
             json!({"secretStoreRef": {"name": "s"}, "target": {"name": "Not_Valid"}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
             "target.name must be a valid Secret name",
         ),
-    ];
-    for (i, (spec, want)) in cases.into_iter().enumerate() {
-        let err = apply(
-            &env.kube,
-            Some(&env.ns),
-            json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "ExternalSecret",
-            "metadata": {"name": format!("bad-{i}")}, "spec": spec}),
-        )
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-        assert!(err.contains(want), "case {i}: want {want:?} in {err:?}");
-    }
-    let stores = [
-        (json!({"aws": {"region": "mars"}}), "aws.region must be an AWS region"),
-        (json!({"aws": {"region": "us-east-1", "role": "reader"}}), "aws.role must be an IAM role ARN"),
+        ("SecretStore", json!({"aws": {"region": "mars"}}), "aws.region must be an AWS region"),
+        ("SecretStore", json!({"aws": {"region": "us-east-1", "role": "reader"}}), "aws.role must be an IAM role ARN"),
         (
+            "SecretStore",
             json!({"aws": {"region": "us-east-1", "auth": {"secretRef": {
             "accessKeyIDSecretRef": {"name": "c", "key": "a", "namespace": "elsewhere"},
             "secretAccessKeySecretRef": {"name": "c", "key": "b"}}}}}),
             "reads credentials from its own namespace",
         ),
     ];
-    for (i, (spec, want)) in stores.into_iter().enumerate() {
-        let err = apply(
-            &env.kube,
-            Some(&env.ns),
-            json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "SecretStore",
-            "metadata": {"name": format!("bad-{i}")}, "spec": spec}),
-        )
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-        assert!(err.contains(want), "store case {i}: want {want:?} in {err:?}");
+    for (i, (kind, spec, want)) in cases.into_iter().enumerate() {
+        let obj = json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": kind, "metadata": {"name": format!("bad-{i}")}, "spec": spec});
+        let err = apply(&env.kube, Some(&env.ns), obj).await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains(want), "case {i} ({kind}): want {want:?} in {err:?}");
     }
     Ok(())
 }
