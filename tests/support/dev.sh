@@ -48,10 +48,9 @@ stop_one() { # stop_one NAME: SIGTERM, wait up to 30 s, then SIGKILL
 }
 
 print_info() {
-  local kc ep token
+  local kc ep
   kc="$(ready_value kube-apiserver)"
   ep="$(ready_value moto)"
-  token="$(cat "$DEV/kube/admin.token" 2>/dev/null || true)"
   local server
   server="$(sed -n 's/^ *server: //p' "$kc" 2>/dev/null | head -n1)"
   cat <<EOF
@@ -62,8 +61,8 @@ admin token:   $DEV/kube/admin.token   nobody token: $DEV/kube/nobody.token
 logs:          $DEV/kube-apiserver.log  $DEV/moto.log
 
   export KUBECONFIG=$kc AWS_ENDPOINT_URL=$ep   # or: source $DEV/env
-  KUBECONFIG=$kc kubectl get ns                 # if kubectl is installed
-  curl --cacert $DEV/kube/ca.crt -H "Authorization: Bearer $token" $server/api/v1/namespaces
+  KUBECONFIG=$kc $TOOLS/bin/kubectl get ns      # kubectl of the same release, built by make tools
+  curl --cacert $DEV/kube/ca.crt -H "Authorization: Bearer \$(cat $DEV/kube/admin.token)" $server/api/v1/namespaces
   curl -X POST $ep/moto-api/reset
 EOF
 }
