@@ -447,7 +447,7 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
 #[tokio::test]
 async fn rollout_restart_once_per_burst_and_never_on_first_sync() -> anyhow::Result<()> {
     use k8s_openapi::api::apps::v1::Deployment;
-    let w = World::with_env("restart", &[("LOCKSTEP_RESTART_DEBOUNCE_SECONDS", "3")]).await?;
+    let w = World::with_env("restart", &[("LOCKSTEP_RESTART_DEBOUNCE_SECONDS", "6")]).await?;
     w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
     w.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"},
         "spec": {"selector": {"matchLabels": {"app": "api"}},
@@ -485,7 +485,7 @@ async fn rollout_restart_once_per_burst_and_never_on_first_sync() -> anyhow::Res
         async move { (restarted_for(&d.get("api").await.ok()?)? == hash).then_some(()) }
     })
     .await?;
-    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
     let g1 = deployments.get("api").await?.metadata.generation.unwrap_or_default();
     assert_eq!(g1, g0 + 1, "exactly one restart for the burst");
     Ok(())
