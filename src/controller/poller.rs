@@ -27,7 +27,10 @@ const VALUE_TTL: Duration = Duration::from_secs(60);
 /// The shortest poll interval.
 const MIN_POLL: Duration = Duration::from_secs(1);
 
-type EsRef = ObjectRef<ExternalSecret>;
+/// An ExternalSecret to reconcile.
+pub type EsRef = ObjectRef<ExternalSecret>;
+/// The receiving end of the trigger channel.
+pub type Triggers = mpsc::UnboundedReceiver<EsRef>;
 
 struct RefState {
     stages: BTreeSet<String>,
@@ -90,19 +93,27 @@ impl Pollers {
             let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
             st.client = client.clone();
             let expires = Instant::now() + refresh * 2 + Duration::from_secs(30);
-            for w in st.watched.values_mut() {
-                w.refs.remove(&es);
-            }
+            let mut reads: HashMap<&str, BTreeSet<String>> = HashMap::new();
             for s in sources {
-                let VersionSel::Stage(stage) = &s.version else { continue };
-                let w = st.watched.entry(s.key.clone()).or_default();
+                if let VersionSel::Stage(stage) = &s.version {
+                    reads.entry(s.key.as_str()).or_default().insert(stage.clone());
+                }
+            }
+            // Update in place: `last_trigger` must outlive the reconcile it triggered.
+            for (key, w) in st.watched.iter_mut() {
+                if !reads.contains_key(key.as_str()) {
+                    w.refs.remove(&es);
+                }
+            }
+            for (key, stages) in reads {
+                let w = st.watched.entry(key.to_string()).or_default();
                 let r = w.refs.entry(es.clone()).or_insert_with(|| RefState {
                     stages: BTreeSet::new(),
                     refresh,
                     expires,
                     last_trigger: None,
                 });
-                r.stages.insert(stage.clone());
+                r.stages = stages;
                 r.refresh = refresh;
                 r.expires = expires;
             }
@@ -264,5 +275,60 @@ impl ValueCache {
             entries.entry(key).or_insert_with(|| (Instant::now(), Arc::new(OnceCell::new()))).1.clone()
         };
         cell.get_or_try_init(fetch).await.cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::StoreKind;
+
+    fn client() -> StoreClient {
+        let sm = aws_sdk_secretsmanager::Client::from_conf(
+            aws_sdk_secretsmanager::Config::builder()
+                .behavior_version(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new("us-east-1"))
+                .endpoint_url("http://127.0.0.1:9")
+                .build(),
+        );
+        let sts = aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::Config::builder()
+                .behavior_version(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new("us-east-1"))
+                .endpoint_url("http://127.0.0.1:9")
+                .build(),
+        );
+        StoreClient { sm, sts, limit: Arc::new(crate::aws::limit::RateLimiter::new(1.0, 1)) }
+    }
+
+    fn stage(key: &str, stage: &str) -> SourceKey {
+        SourceKey { key: key.into(), version: VersionSel::Stage(stage.into()) }
+    }
+
+    #[tokio::test]
+    async fn rewatching_keeps_the_trigger_time_and_replaces_what_is_read() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let pollers = Pollers::new(tx, Arc::new(Metrics::default()));
+        let store = StoreId { kind: StoreKind::SecretStore, namespace: Some("ns".into()), name: "s".into() };
+        let es = ObjectRef::new("es").within("ns");
+        let refresh = Duration::from_secs(3600);
+        let state = || pollers.stores.lock().unwrap_or_else(|e| e.into_inner()).get(&store).cloned();
+
+        pollers.watch(&store, &client(), es.clone(), refresh, &[stage("a", "AWSCURRENT"), stage("b", "AWSCURRENT")]);
+        let triggered = Instant::now();
+        let st = state().unwrap_or_else(|| panic!("store state"));
+        if let Some(r) =
+            st.lock().unwrap_or_else(|e| e.into_inner()).watched.get_mut("a").and_then(|w| w.refs.get_mut(&es))
+        {
+            r.last_trigger = Some(triggered);
+        }
+
+        pollers.watch(&store, &client(), es.clone(), refresh, &[stage("a", "AWSPENDING")]);
+        let st = state().unwrap_or_else(|| panic!("store state"));
+        let st = st.lock().unwrap_or_else(|e| e.into_inner());
+        let r = &st.watched["a"].refs[&es];
+        assert_eq!(r.last_trigger, Some(triggered), "the trigger time outlives the reconcile it caused");
+        assert_eq!(r.stages, BTreeSet::from(["AWSPENDING".to_string()]), "stages are replaced, not accumulated");
+        assert!(!st.watched.contains_key("b"), "a secret no longer read is no longer watched");
     }
 }
