@@ -22,7 +22,7 @@ use crate::api::{
 };
 use crate::aws::get_secret_value;
 use crate::error::{Error, Result};
-use crate::render::{self, VersionSel};
+use crate::render::{self, Desired, VersionSel};
 use crate::status::{self, Reason};
 use crate::{MANAGED_BY_LABEL, MANAGER};
 
@@ -33,6 +33,12 @@ struct Synced {
     resource_version: Option<String>,
     /// The Secret existed with other data (so this is not the first sync).
     data_changed: bool,
+}
+
+impl Synced {
+    fn new(desired: Desired, resource_version: Option<String>, data_changed: bool) -> Self {
+        Self { sources: desired.sources, hash: desired.hash, resource_version, data_changed }
+    }
 }
 
 /// Run the ExternalSecret controller until shutdown.
@@ -248,12 +254,7 @@ async fn sync(es: &ExternalSecret, ctx: &Context, refresh: Option<Duration>) -> 
 
     let policy = es.spec.target.creation_policy;
     if policy == CreationPolicy::None {
-        return Ok(Synced {
-            sources: desired.sources,
-            hash: desired.hash,
-            resource_version: None,
-            data_changed: false,
-        });
+        return Ok(Synced::new(desired, None, false));
     }
     let existing = secrets.get_opt(&target_name).await?;
     match (&existing, policy) {
@@ -271,12 +272,7 @@ async fn sync(es: &ExternalSecret, ctx: &Context, refresh: Option<Duration>) -> 
     }
     if let Some(s) = &existing {
         if target::up_to_date(s, es, &desired) {
-            return Ok(Synced {
-                sources: desired.sources,
-                hash: desired.hash,
-                resource_version: s.metadata.resource_version.clone(),
-                data_changed: false,
-            });
+            return Ok(Synced::new(desired, s.metadata.resource_version.clone(), false));
         }
         if s.immutable == Some(true) {
             return Err(Error::TargetConflict(format!(
@@ -292,12 +288,7 @@ async fn sync(es: &ExternalSecret, ctx: &Context, refresh: Option<Duration>) -> 
     let patch = target::build(es, &ns, &desired);
     let written = secrets.patch(&target_name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
     info!(secret = %target_name, "applied Secret");
-    Ok(Synced {
-        sources: desired.sources,
-        hash: desired.hash,
-        resource_version: written.metadata.resource_version,
-        data_changed,
-    })
+    Ok(Synced::new(desired, written.metadata.resource_version, data_changed))
 }
 
 /// Debounced rollout restarts after a data change. Returns when to look again while a restart

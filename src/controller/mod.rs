@@ -36,16 +36,13 @@ pub struct Context {
     pub restart_debounce: Duration,
     /// AWS calls per second per store, and the burst allowed.
     pub aws_rate: (f64, u32),
-    limits: Mutex<HashMap<StoreId, Arc<crate::aws::limit::RateLimiter>>>,
     /// Data changes waiting for their rollout restart.
     pub restarts: restart::Debouncer,
     /// Change detection per store.
     pub pollers: Arc<poller::Pollers>,
     /// Values shared between ExternalSecrets.
     pub values: poller::ValueCache,
-    triggers: Mutex<
-        Option<tokio::sync::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<crate::api::ExternalSecret>>>,
-    >,
+    triggers: Mutex<Option<poller::Triggers>>,
     clients: Mutex<HashMap<StoreId, (StoreConfig, StoreClient)>>,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -99,7 +96,6 @@ impl Context {
             namespace,
             restart_debounce,
             aws_rate,
-            limits: Mutex::default(),
             restarts: restart::Debouncer::default(),
             clients: Mutex::default(),
             failures: Mutex::default(),
@@ -107,10 +103,7 @@ impl Context {
     }
 
     /// The stream of ExternalSecrets whose sources changed (taken once, by the controller).
-    pub fn take_triggers(
-        &self,
-    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<crate::api::ExternalSecret>>>
-    {
+    pub fn take_triggers(&self) -> Option<poller::Triggers> {
         self.triggers.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
@@ -151,18 +144,12 @@ impl Context {
             }
         };
         let cfg = StoreConfig::new(aws, keys);
-        if let Some((known, client)) = self.clients.lock().unwrap_or_else(|e| e.into_inner()).get(id)
-            && *known == cfg
-        {
-            return Ok(client.clone());
-        }
-        let limit = self
-            .limits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(id.clone())
-            .or_insert_with(|| Arc::new(crate::aws::limit::RateLimiter::new(self.aws_rate.0, self.aws_rate.1)))
-            .clone();
+        // The rate limit outlives a rebuild: new credentials are still the same store to AWS.
+        let limit = match self.clients.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+            Some((known, client)) if *known == cfg => return Ok(client.clone()),
+            Some((_, client)) => client.limit.clone(),
+            None => Arc::new(crate::aws::limit::RateLimiter::new(self.aws_rate.0, self.aws_rate.1)),
+        };
         let client = StoreClient::build(&cfg, limit).await?;
         self.clients.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), (cfg, client.clone()));
         Ok(client)
