@@ -2,9 +2,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig, sts::AssumeRoleProvider, timeout::TimeoutConfig};
+use aws_config::{BehaviorVersion, Region, SdkConfig, timeout::TimeoutConfig};
 use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
 
+use super::sts_credentials::{CallCounter, StsCredentials};
 use crate::api::AwsProvider;
 use crate::error::Result;
 
@@ -69,8 +70,8 @@ pub struct StoreClient {
 
 impl StoreClient {
     /// Build the clients: credentials (static or ambient), then AssumeRole on top if asked, with
-    /// STS calls sent to the configured endpoint.
-    pub async fn build(cfg: &StoreConfig, limit: Arc<super::limit::RateLimiter>) -> Result<Self> {
+    /// STS calls sent to the configured endpoint and counted.
+    pub async fn build(cfg: &StoreConfig, limit: Arc<super::limit::RateLimiter>, counter: CallCounter) -> Result<Self> {
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(3))
             .operation_attempt_timeout(Duration::from_secs(10))
@@ -97,7 +98,7 @@ impl StoreClient {
                     .endpoint_url(ep.clone())
                     .build(),
             );
-            if let Some(web) = super::web_identity::WebIdentity::from_env(sts) {
+            if let Some(web) = StsCredentials::web_identity_from_env(sts, counter.clone()) {
                 loader = loader.credentials_provider(SharedCredentialsProvider::new(web));
             }
         }
@@ -110,11 +111,8 @@ impl StoreClient {
 
         let conf = match &cfg.role {
             Some(role) => {
-                let mut builder = AssumeRoleProvider::builder(role.clone()).session_name("lockstep");
-                if let Some(id) = &cfg.external_id {
-                    builder = builder.external_id(id.clone());
-                }
-                let provider = builder.configure(&sts_base).build().await;
+                let sts = aws_sdk_sts::Client::new(&sts_base);
+                let provider = StsCredentials::assume_role(sts, role, cfg.external_id.as_deref(), counter);
                 base.to_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build()
             }
             None => base,

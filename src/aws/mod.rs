@@ -6,8 +6,9 @@ mod errors;
 mod fetch;
 pub mod limit;
 pub mod metadata;
-mod web_identity;
+mod sts_credentials;
 
 pub use client::{StaticKeys, StoreClient, StoreConfig};
 pub use errors::classify;
 pub use fetch::get_secret_value;
+pub use sts_credentials::CallCounter;

@@ -15,7 +15,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 
 use crate::api::{AwsProvider, ClusterSecretStore, SecretKeySelector, SecretStore, StoreKind};
-use crate::aws::{StaticKeys, StoreClient, StoreConfig};
+use crate::aws::{CallCounter, StaticKeys, StoreClient, StoreConfig};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
@@ -150,7 +150,8 @@ impl Context {
             Some((_, client)) => client.limit.clone(),
             None => Arc::new(crate::aws::limit::RateLimiter::new(self.aws_rate.0, self.aws_rate.1)),
         };
-        let client = StoreClient::build(&cfg, limit).await?;
+        let counter = CallCounter { metrics: self.metrics.clone(), store: id.to_string() };
+        let client = StoreClient::build(&cfg, limit, counter).await?;
         self.clients.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), (cfg, client.clone()));
         Ok(client)
     }

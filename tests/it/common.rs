@@ -45,11 +45,20 @@ pub struct Operator {
 impl Operator {
     /// Start `lockstep run` watching one namespace (ClusterSecretStores are still resolved).
     pub fn start(namespace: Option<&str>, extra_env: &[(&str, &str)]) -> anyhow::Result<Operator> {
+        Self::start_bin(std::path::Path::new(env!("CARGO_BIN_EXE_lockstep")), namespace, extra_env)
+    }
+
+    /// Start a given `lockstep` binary (the benchmark runs the release build).
+    pub fn start_bin(
+        bin: &std::path::Path,
+        namespace: Option<&str>,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<Operator> {
         let rig = Rig::get();
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let metrics_addr = format!("127.0.0.1:{port}");
         let log = rig.dir.join(format!("operator-{}.log", lockstep_rig::unique()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockstep"));
+        let mut cmd = Command::new(bin);
         cmd.arg("run").arg("--metrics-addr").arg(&metrics_addr).arg("--log-level").arg("lockstep=debug,info");
         if let Some(ns) = namespace {
             cmd.arg("--namespace").arg(ns);
@@ -62,6 +71,12 @@ impl Operator {
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log)?));
         Ok(Operator { child: cmd.spawn()?, log, metrics_addr })
+    }
+
+    /// The operator's process id.
+    #[allow(dead_code)] // used by the benchmark harness
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn logs(&self) -> String {
@@ -250,4 +265,12 @@ pub fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
+}
+
+/// The value of the first sample in a Prometheus exposition whose line holds every one of `labels`.
+pub fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }

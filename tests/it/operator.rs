@@ -359,6 +359,9 @@ async fn assume_role_goes_to_the_configured_endpoint() -> anyhow::Result<()> {
     let calls = emu.stop_recording()?;
     assert!(calls.get("AssumeRole").copied().unwrap_or(0) >= 1, "STS AssumeRole must reach the emulator: {calls:?}");
     assert!(calls.get("GetCallerIdentity").copied().unwrap_or(0) >= 1, "{calls:?}");
+    let metrics = http_get(&w.operator.metrics_addr, "/metrics")?;
+    let counted = sample(&metrics, "lockstep_aws_calls_total", &["operation=\"AssumeRole\"", "outcome=\"success\""]);
+    assert_eq!(counted, calls.get("AssumeRole").map(|n| *n as f64), "every STS call is counted: {metrics}");
     Ok(())
 }
 
@@ -392,6 +395,9 @@ async fn ambient_web_identity_uses_the_store_endpoint_for_sts() -> anyhow::Resul
     w.wait_value("es", "k", "v").await?;
     let calls = emu.stop_recording()?;
     assert!(calls.get("AssumeRoleWithWebIdentity").copied().unwrap_or(0) >= 1, "{calls:?}");
+    let metrics = http_get(&w.operator.metrics_addr, "/metrics")?;
+    let counted = sample(&metrics, "lockstep_aws_calls_total", &["operation=\"AssumeRoleWithWebIdentity\""]);
+    assert_eq!(counted, calls.get("AssumeRoleWithWebIdentity").map(|n| *n as f64), "{metrics}");
     Ok(())
 }
 

@@ -1,0 +1,537 @@
+//! The benchmark (`make bench`): N ExternalSecrets over M AWS secrets (some shared) against the rig
+//! (kube-apiserver + etcd, moto). One run measures cold start, AWS calls at steady state beside the
+//! naive baseline (one GetSecretValue per ExternalSecret per interval, what ESO does), rotation
+//! propagation, and the operator's memory and CPU; `--bench` runs print a table and write it into
+//! BENCHMARKS.md. Under `cargo test` it runs a tiny configuration as a smoke test and writes nothing.
+//!
+//! Flags: `--es N` (1000), `--secrets M` (N * 4 / 5), `--refresh SECONDS` (60), `--rotations K` (50),
+//! `--operator PATH` (the `lockstep` binary; `make bench` passes the release build), `--no-write`.
+
+#[path = "../tests/it/common.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use lockstep::api::ExternalSecret;
+use lockstep_rig::{Emulator, Rig};
+use serde_json::json;
+
+use common::{Operator, install_crds};
+
+/// What AWS calls a secret's rotation-free steady state is extrapolated with.
+const CHANGES_PER_HOUR: f64 = 0.01;
+
+struct Args {
+    es: usize,
+    secrets: usize,
+    refresh: u64,
+    rotations: usize,
+    operator: PathBuf,
+    write: bool,
+    command: String,
+}
+
+impl Args {
+    fn parse() -> anyhow::Result<Args> {
+        let argv: Vec<String> = std::env::args().skip(1).collect();
+        let bench = argv.iter().any(|a| a == "--bench");
+        // Under `cargo test`: a configuration small enough for CI, that only proves the harness works.
+        let mut a = if bench {
+            Args {
+                es: 1000,
+                secrets: 0,
+                refresh: 60,
+                rotations: 50,
+                operator: PathBuf::from(env!("CARGO_BIN_EXE_lockstep")),
+                write: true,
+                command: String::from("make bench"),
+            }
+        } else {
+            Args {
+                es: 20,
+                secrets: 16,
+                refresh: 2,
+                rotations: 4,
+                operator: PathBuf::from(env!("CARGO_BIN_EXE_lockstep")),
+                write: false,
+                command: String::new(),
+            }
+        };
+        let mut it = argv.iter();
+        let mut shown = Vec::new();
+        while let Some(flag) = it.next() {
+            let takes_value =
+                matches!(flag.as_str(), "--es" | "--secrets" | "--refresh" | "--rotations" | "--operator");
+            let value = match takes_value {
+                true => it.next().with_context(|| format!("{flag} needs a value"))?.clone(),
+                false => String::new(),
+            };
+            match flag.as_str() {
+                "--es" => a.es = value.parse()?,
+                "--secrets" => a.secrets = value.parse()?,
+                "--refresh" => a.refresh = value.parse()?,
+                "--rotations" => a.rotations = value.parse()?,
+                "--operator" => a.operator = PathBuf::from(&value),
+                "--no-write" => a.write = false,
+                "--bench" => {}
+                other if other.starts_with("--") => bail!("unknown flag {other}"),
+                _ => {} // a test-name filter from cargo
+            }
+            if flag.starts_with("--") && !matches!(flag.as_str(), "--bench" | "--operator" | "--no-write") {
+                shown.extend([flag.clone(), value]);
+            }
+        }
+        if a.secrets == 0 {
+            a.secrets = (a.es * 4 / 5).max(1);
+        }
+        anyhow::ensure!(a.es > 0 && a.secrets <= a.es && a.refresh > 0, "need 0 < --secrets <= --es and --refresh > 0");
+        a.rotations = a.rotations.clamp(1, a.secrets);
+        if !shown.is_empty() {
+            let _ = write!(a.command, " ARGS='{}'", shown.join(" "));
+        }
+        Ok(a)
+    }
+}
+
+/// The operator's resource use, from /proc.
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    rss_mib: f64,
+    peak_rss_mib: f64,
+    cpu_seconds: f64,
+}
+
+fn usage(pid: u32) -> anyhow::Result<Usage> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    Ok(Usage {
+        rss_mib: kib("VmRSS:") / 1024.0,
+        peak_rss_mib: kib("VmHWM:") / 1024.0,
+        cpu_seconds: (ticks(11) + ticks(12)) / clock_ticks(),
+    })
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn total(calls: &BTreeMap<String, usize>) -> usize {
+    calls.values().sum()
+}
+
+fn show(calls: &BTreeMap<String, usize>) -> String {
+    if calls.is_empty() {
+        return "none".into();
+    }
+    calls.iter().map(|(op, n)| format!("{op} {n}")).collect::<Vec<_>>().join(", ")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn value_of(name: &str, generation: u32) -> String {
+    json!({"password": format!("{name}-v{generation}")}).to_string()
+}
+
+/// Wait until `n` ExternalSecrets report Ready (SecretSynced); returns when that happened.
+async fn all_ready(api: &Api<ExternalSecret>, n: usize, timeout: Duration) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let list = api.list(&Default::default()).await?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|es| {
+                es.status.as_ref().is_some_and(|s| {
+                    s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True" && c.reason == "SecretSynced")
+                })
+            })
+            .count();
+        if ready >= n {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("only {ready} of {n} ExternalSecrets Ready after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+struct Report {
+    args: Args,
+    cold_start: Duration,
+    cold_calls: BTreeMap<String, usize>,
+    window: Duration,
+    steady_calls: BTreeMap<String, usize>,
+    rotation_calls: BTreeMap<String, usize>,
+    propagation: Vec<Duration>,
+    missed: usize,
+    naive_window: Duration,
+    naive_calls: BTreeMap<String, usize>,
+    usage: Usage,
+    idle_rss_mib: f64,
+}
+
+impl Report {
+    fn ours_per_hour(&self) -> f64 {
+        let per_change = self.per_change();
+        total(&self.steady_calls) as f64 * 3600.0 / self.window.as_secs_f64()
+            + CHANGES_PER_HOUR * self.args.secrets as f64 * per_change
+    }
+
+    /// AWS calls one rotation cost on top of polling (the values fetched for it).
+    fn per_change(&self) -> f64 {
+        let fetches = self.rotation_calls.get("GetSecretValue").copied().unwrap_or(0)
+            + self.rotation_calls.get("BatchGetSecretValue").copied().unwrap_or(0);
+        fetches as f64 / self.args.rotations as f64
+    }
+
+    fn naive_per_hour(&self) -> f64 {
+        total(&self.naive_calls) as f64 * 3600.0 / self.naive_window.as_secs_f64()
+    }
+
+    fn markdown(&self) -> String {
+        let a = &self.args;
+        let ratio = self.naive_per_hour() / self.ours_per_hour().max(1.0);
+        let p50 = percentile(&self.propagation, 50.0);
+        let p99 = percentile(&self.propagation, 99.0);
+        let limit = Duration::from_secs(a.refresh + 2);
+        let (rss_target, ready_target) = if a.es <= 1000 { (40.0, Some(30.0)) } else { (100.0, None) };
+        let verdict = |ok: bool| if ok { "holds" } else { "misses" };
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.to_string()))
+            .and_then(|l| l.split_once(':').map(|(_, v)| v.trim().to_string()))
+            .unwrap_or_else(|| "unknown CPU".into());
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "### {} ExternalSecrets over {} AWS secrets, refreshInterval {} s\n",
+            a.es, a.secrets, a.refresh
+        );
+        let _ = writeln!(
+            s,
+            "Run {} on {cores} cores ({cpu}); command: `{}`; operator binary `{}`.\n",
+            jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
+            a.command,
+            a.operator.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default()
+                + if a.operator.to_string_lossy().contains("release") { " (release)" } else { "" },
+        );
+        let _ = writeln!(s, "| measure | Lockstep | naive baseline | ratio | target | verdict |");
+        let _ = writeln!(s, "|---|---:|---:|---:|---|---|");
+        let _ = writeln!(
+            s,
+            "| AWS calls per hour at steady state (1% of secrets changing per hour) | {:.0} | {:.0} | {ratio:.0}x fewer | at least 50x fewer | {} |",
+            self.ours_per_hour(),
+            self.naive_per_hour(),
+            verdict(ratio >= 50.0)
+        );
+        let _ = writeln!(
+            s,
+            "| rotation propagation p50 / p99 (PutSecretValue to Secret updated, {} Secrets) | {:.1} s / {:.1} s | | | p99 within {} s | {} |",
+            self.propagation.len(),
+            p50.as_secs_f64(),
+            p99.as_secs_f64(),
+            limit.as_secs(),
+            verdict(self.missed == 0 && p99 <= limit)
+        );
+        let ready_verdict = match ready_target {
+            Some(t) => format!("within {t:.0} s | {}", verdict(self.cold_start.as_secs_f64() <= t)),
+            None => String::from("none set | n/a"),
+        };
+        let _ = writeln!(
+            s,
+            "| cold start: operator start to all Ready | {:.1} s | | | {ready_verdict} |",
+            self.cold_start.as_secs_f64()
+        );
+        let _ = writeln!(
+            s,
+            "| operator peak resident memory | {:.1} MiB | | | under {rss_target:.0} MiB | {} |",
+            self.usage.peak_rss_mib,
+            verdict(self.usage.peak_rss_mib < rss_target)
+        );
+        let _ = writeln!(
+            s,
+            "| operator resident memory at steady state | {:.1} MiB | | | | |",
+            self.usage.rss_mib.max(self.idle_rss_mib)
+        );
+        let _ = writeln!(s, "| operator CPU time, whole run | {:.1} s | | | | |", self.usage.cpu_seconds);
+        let _ = writeln!(s);
+        let _ = writeln!(s, "AWS calls counted by the emulator's recorder:\n");
+        let _ = writeln!(
+            s,
+            "- cold start ({:.1} s): {} ({} in all)",
+            self.cold_start.as_secs_f64(),
+            show(&self.cold_calls),
+            total(&self.cold_calls)
+        );
+        let _ = writeln!(
+            s,
+            "- steady state, no changes ({:.0} s): {}; per hour {:.0}",
+            self.window.as_secs_f64(),
+            show(&self.steady_calls),
+            total(&self.steady_calls) as f64 * 3600.0 / self.window.as_secs_f64()
+        );
+        let _ = writeln!(
+            s,
+            "- {} rotations spread over one interval: {}; {:.2} value fetches per rotation, so {:.0} changes per hour add {:.0}",
+            a.rotations,
+            show(&self.rotation_calls),
+            self.per_change(),
+            CHANGES_PER_HOUR * a.secrets as f64,
+            CHANGES_PER_HOUR * a.secrets as f64 * self.per_change()
+        );
+        let _ = writeln!(
+            s,
+            "- naive baseline, one GetSecretValue per ExternalSecret per interval ({:.0} s): {}",
+            self.naive_window.as_secs_f64(),
+            show(&self.naive_calls)
+        );
+        if self.missed > 0 {
+            let _ = writeln!(s, "- {} rotated Secrets did not show the new value in time", self.missed);
+        }
+        s
+    }
+}
+
+/// Put BENCHMARKS.md's section for this size in place, keeping the others.
+fn write_benchmarks(report: &Report) -> anyhow::Result<PathBuf> {
+    let path = lockstep_rig::repo_root().join("BENCHMARKS.md");
+    let begin = format!("<!-- bench es={} -->", report.args.es);
+    let end = "<!-- /bench -->";
+    let section = format!("{begin}\n{}{end}\n", report.markdown());
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let new = match (old.find(&begin), old.find(&begin).and_then(|b| old[b..].find(end).map(|e| b + e + end.len()))) {
+        (Some(b), Some(e)) => format!("{}{section}{}", &old[..b], old[e..].trim_start_matches('\n')),
+        _ => {
+            let head = if old.is_empty() { String::from("# Benchmarks\n\n") } else { old };
+            format!("{}\n{section}", head.trim_end())
+        }
+    };
+    std::fs::write(&path, new)?;
+    Ok(path)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse()?;
+    let (n, m) = (args.es, args.secrets);
+    let refresh = Duration::from_secs(args.refresh);
+    println!("bench: {n} ExternalSecrets over {m} AWS secrets, refreshInterval {}s", args.refresh);
+
+    let rig = Rig::get();
+    let env = rig.test_env("bench").await?;
+    install_crds(&env.kube).await?;
+    let emu = Emulator::start(&rig.dir.join("bench-emulator"))?;
+    let aws = emu.client();
+    let names: Vec<String> = (0..m).map(|i| format!("bench/{i:05}")).collect();
+
+    let t = Instant::now();
+    futures::stream::iter(names.iter().map(|name| {
+        let aws = aws.clone();
+        async move { aws.create_secret().name(name).secret_string(value_of(name, 0)).send().await.map(|_| ()) }
+    }))
+    .buffer_unordered(16)
+    .try_collect::<Vec<()>>()
+    .await?;
+    println!("bench: {m} AWS secrets created in {:.1}s", t.elapsed().as_secs_f64());
+
+    let kube = env.kube.clone();
+    let ns = env.ns.clone();
+    common::apply(
+        &kube,
+        Some(&ns),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "aws-creds"},
+               "stringData": {"access-key-id": "testing", "secret-access-key": "testing"}}),
+    )
+    .await?;
+    common::apply(
+        &kube,
+        Some(&ns),
+        json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": "aws"},
+               "spec": {"aws": {"region": "us-east-1", "endpoint": emu.endpoint, "auth": {"secretRef": {
+                   "accessKeyIDSecretRef": {"name": "aws-creds", "key": "access-key-id"},
+                   "secretAccessKeySecretRef": {"name": "aws-creds", "key": "secret-access-key"}}}}}}),
+    )
+    .await?;
+    let es_api = Api::<ExternalSecret>::namespaced(kube.clone(), &ns);
+    let t = Instant::now();
+    futures::stream::iter((0..n).map(|i| {
+        let api = es_api.clone();
+        let key = names[i % m].clone();
+        let refresh = format!("{}s", args.refresh);
+        async move {
+            let name = format!("es-{i:05}");
+            let es = json!({
+                "apiVersion": "lockstep.dev/v1alpha1", "kind": "ExternalSecret", "metadata": {"name": name},
+                "spec": {"secretStoreRef": {"name": "aws"}, "refreshInterval": refresh,
+                         "data": [{"secretKey": "password", "remoteRef": {"key": key, "property": "password"}}]}
+            });
+            api.patch(&name, &PatchParams::apply("lockstep-bench"), &Patch::Apply(&es)).await.map(|_| ())
+        }
+    }))
+    .buffer_unordered(32)
+    .try_collect::<Vec<()>>()
+    .await?;
+    println!("bench: {n} ExternalSecrets created in {:.1}s", t.elapsed().as_secs_f64());
+
+    // Cold start: the operator meets N ExternalSecrets that have never synced.
+    emu.start_recording()?;
+    let started = Instant::now();
+    let operator = Operator::start_bin(&args.operator, Some(&ns), &[])?;
+    let ready = all_ready(&es_api, n, Duration::from_secs(600)).await.with_context(|| operator.logs())?;
+    let cold_start = ready.duration_since(started);
+    let cold_calls = emu.recorded()?;
+    println!("bench: all Ready after {:.1}s; AWS calls {}", cold_start.as_secs_f64(), show(&cold_calls));
+
+    // Steady state: let the first requeues pass, then count over two intervals.
+    tokio::time::sleep(refresh + Duration::from_secs(2)).await;
+    let window = refresh * 2;
+    emu.start_recording()?;
+    tokio::time::sleep(window).await;
+    let steady_calls = emu.stop_recording()?;
+    let idle_rss_mib = usage(operator.pid())?.rss_mib;
+    println!("bench: steady state over {}s: {}", window.as_secs(), show(&steady_calls));
+
+    // Rotation: K secrets get a new AWSCURRENT, spread evenly over one interval; each Secret built
+    // from one of them is timed from its PutSecretValue to the watch event that shows the new value.
+    let rotated: Vec<usize> = (0..args.rotations).map(|k| k * m / args.rotations).collect();
+    let mut expected: HashMap<String, (String, usize)> = HashMap::new();
+    for (k, &j) in rotated.iter().enumerate() {
+        for i in (j..n).step_by(m) {
+            expected.insert(format!("es-{i:05}"), (format!("{}-v1", names[j]), k));
+        }
+    }
+    let secrets = Api::<Secret>::namespaced(kube.clone(), &ns);
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let watch_expected = expected.clone();
+    let watch = tokio::spawn(async move {
+        let cfg = watcher::Config::default().labels(&format!("{}={}", lockstep::MANAGED_BY_LABEL, lockstep::MANAGER));
+        let mut stream = std::pin::pin!(watcher::watcher(secrets, cfg).applied_objects());
+        while let Some(Ok(s)) = stream.next().await {
+            let name = s.name_any();
+            let Some((want, _)) = watch_expected.get(&name) else { continue };
+            let has = s.data.as_ref().and_then(|d| d.get("password")).is_some_and(|v| v.0 == want.as_bytes());
+            if has && seen_tx.send((name, Instant::now())).is_err() {
+                break;
+            }
+        }
+    });
+    emu.start_recording()?;
+    let rotation_start = Instant::now();
+    let mut put_at = vec![rotation_start; rotated.len()];
+    for (k, &j) in rotated.iter().enumerate() {
+        let at = rotation_start + refresh.mul_f64(k as f64 / rotated.len() as f64);
+        tokio::time::sleep_until(at.into()).await;
+        aws.put_secret_value().secret_id(&names[j]).secret_string(value_of(&names[j], 1)).send().await?;
+        put_at[k] = Instant::now();
+    }
+    let deadline = Instant::now() + refresh * 2 + Duration::from_secs(30);
+    let mut seen: HashMap<String, Instant> = HashMap::new();
+    while seen.len() < expected.len() {
+        match tokio::time::timeout_at(deadline.into(), seen_rx.recv()).await {
+            Ok(Some((name, at))) => {
+                seen.entry(name).or_insert(at);
+            }
+            _ => break,
+        }
+    }
+    watch.abort();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rotation_calls = emu.stop_recording()?;
+    let mut propagation: Vec<Duration> = seen
+        .iter()
+        .filter_map(|(name, at)| expected.get(name).map(|(_, k)| at.saturating_duration_since(put_at[*k])))
+        .collect();
+    propagation.sort();
+    let missed = expected.len() - seen.len();
+    println!(
+        "bench: {} rotations reached {} of {} Secrets; p50 {:.1}s p99 {:.1}s; calls {}",
+        rotated.len(),
+        seen.len(),
+        expected.len(),
+        percentile(&propagation, 50.0).as_secs_f64(),
+        percentile(&propagation, 99.0).as_secs_f64(),
+        show(&rotation_calls)
+    );
+    let usage = usage(operator.pid())?;
+    drop(operator);
+
+    // The naive baseline, measured on the same emulator: every ExternalSecret fetches its value
+    // once per interval, spread evenly over the interval.
+    emu.start_recording()?;
+    let naive_start = Instant::now();
+    futures::stream::iter((0..n).map(|i| {
+        let aws = aws.clone();
+        let key = names[i % m].clone();
+        let at = naive_start + refresh.mul_f64(i as f64 / n as f64);
+        async move {
+            tokio::time::sleep_until(at.into()).await;
+            aws.get_secret_value().secret_id(key).send().await.map(|_| ())
+        }
+    }))
+    .buffer_unordered(64)
+    .try_collect::<Vec<()>>()
+    .await?;
+    let naive_window = naive_start.elapsed().max(refresh);
+    let naive_calls = emu.stop_recording()?;
+
+    let report = Report {
+        args,
+        cold_start,
+        cold_calls,
+        window,
+        steady_calls,
+        rotation_calls,
+        propagation,
+        missed,
+        naive_window,
+        naive_calls,
+        usage,
+        idle_rss_mib,
+    };
+    let table = report.markdown();
+    println!("\n{table}");
+    if report.args.write {
+        let path = write_benchmarks(&report)?;
+        println!("bench: wrote {}", path.display());
+    } else {
+        anyhow::ensure!(report.missed == 0, "rotations did not reach every Secret");
+        anyhow::ensure!(total(&report.naive_calls) >= n, "the naive baseline made fewer calls than ExternalSecrets");
+    }
+    Ok(())
+}
