@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::error::Error;
@@ -31,6 +32,7 @@ pub struct Metrics {
     aws_calls: Family<AwsCallLabels, Counter>,
     reconciles: Family<KindLabels, Counter>,
     failures: Family<ReasonLabels, Counter>,
+    change_applied: Histogram,
 }
 
 impl Default for Metrics {
@@ -42,7 +44,14 @@ impl Default for Metrics {
         registry.register("aws_calls", "AWS API calls by store, operation and outcome", aws_calls.clone());
         registry.register("reconciles", "Reconciles by kind", reconciles.clone());
         registry.register("reconcile_failures", "Failed ExternalSecret syncs by condition reason", failures.clone());
-        Self { registry, aws_calls, reconciles, failures }
+        // 50 ms .. ~100 s
+        let change_applied = Histogram::new(exponential_buckets(0.05, 2.0, 12));
+        registry.register(
+            "change_to_applied_seconds",
+            "Time from a change of an AWS secret detected by the poller to the ExternalSecret's Secret applied",
+            change_applied.clone(),
+        );
+        Self { registry, aws_calls, reconciles, failures, change_applied }
     }
 }
 
@@ -63,6 +72,11 @@ impl Metrics {
     /// Count one failed sync.
     pub fn failure(&self, reason: Reason) {
         self.failures.get_or_create(&ReasonLabels { reason: reason.as_str().into() }).inc();
+    }
+
+    /// A detected change reached the Secret after `elapsed`.
+    pub fn change_applied(&self, elapsed: std::time::Duration) {
+        self.change_applied.observe(elapsed.as_secs_f64());
     }
 
     /// The Prometheus text exposition.

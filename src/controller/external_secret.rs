@@ -129,6 +129,12 @@ async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action>
         info!(reason = %reason, "ready condition changed");
     }
 
+    if outcome.is_ok()
+        && let Some(at) = ctx.pollers.take_detected(&ObjectRef::from_obj(&*es))
+    {
+        ctx.metrics.change_applied(at.elapsed());
+    }
+
     let restart_in = match &outcome {
         Ok(synced) => rollout_restarts(&es, &ctx, &key, synced).await,
         Err(_) => None,

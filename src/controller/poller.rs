@@ -57,13 +57,15 @@ struct StoreState {
 pub struct Pollers {
     stores: Mutex<HashMap<StoreId, Arc<Mutex<StoreState>>>>,
     trigger: mpsc::UnboundedSender<EsRef>,
+    /// When a change was detected for ExternalSecrets whose sync is still to come.
+    detected: Mutex<HashMap<EsRef, Instant>>,
     metrics: Arc<Metrics>,
 }
 
 impl Pollers {
     /// Pollers that send triggered ExternalSecrets into `trigger`.
     pub fn new(trigger: mpsc::UnboundedSender<EsRef>, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Self { stores: Mutex::default(), trigger, metrics })
+        Arc::new(Self { stores: Mutex::default(), trigger, detected: Mutex::default(), metrics })
     }
 
     /// Register (or refresh) what an ExternalSecret reads; starts the store's poll loop if needed.
@@ -134,6 +136,11 @@ impl Pollers {
         let state = self.stores.lock().unwrap_or_else(|e| e.into_inner()).get(store)?.clone();
         let st = state.lock().unwrap_or_else(|e| e.into_inner());
         st.watched.get(key)?.meta.as_ref()?.stages.get(stage).cloned()
+    }
+
+    /// When a change that triggered `es` was detected (the earliest not yet synced), forgetting it.
+    pub fn take_detected(&self, es: &EsRef) -> Option<Instant> {
+        self.detected.lock().unwrap_or_else(|e| e.into_inner()).remove(es)
     }
 
     /// Learn from a GetSecretValue answer which version holds a stage (saves a poll).
@@ -209,6 +216,7 @@ impl Pollers {
 
         let now = Instant::now();
         let mut triggers = Vec::new();
+        let mut detected = Vec::new();
         {
             let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
             for (key, new) in fresh {
@@ -220,13 +228,23 @@ impl Pollers {
                         (Some(_), None) => true,
                         (None, Some(_)) | (None, None) => false,
                     };
-                    let allowed = r.last_trigger.is_none_or(|t| now.duration_since(t) >= r.refresh);
-                    if moved && allowed {
+                    if !moved {
+                        continue;
+                    }
+                    // Timed even when the trigger waits: the next refresh then applies the change.
+                    detected.push(es.clone());
+                    if r.last_trigger.is_none_or(|t| now.duration_since(t) >= r.refresh) {
                         r.last_trigger = Some(now);
                         triggers.push(es.clone());
                     }
                 }
                 w.meta = new;
+            }
+        }
+        if !detected.is_empty() {
+            let mut at = self.detected.lock().unwrap_or_else(|e| e.into_inner());
+            for es in detected {
+                at.entry(es).or_insert(now);
             }
         }
         for es in triggers {

@@ -76,6 +76,8 @@ async fn syncs_properties_and_follows_a_rotation() -> anyhow::Result<()> {
     assert!(metrics.contains("lockstep_aws_calls_total{"), "{metrics}");
     assert!(metrics.contains("operation=\"GetSecretValue\""), "{metrics}");
     assert!(!metrics.contains("pw1") && !metrics.contains("pw2"));
+    let timed = sample(&metrics, "lockstep_change_to_applied_seconds_count", &[]);
+    assert!(timed.is_some_and(|n| n >= 1.0), "the rotation is timed from detection to apply: {metrics}");
     assert!(http_get(&w.operator.metrics_addr, "/readyz")?.contains("ok"));
     Ok(())
 }
