@@ -3,7 +3,7 @@
 SHELL := bash
 export LOCKSTEP_TOOLS ?= $(CURDIR)/.tools
 
-.PHONY: tools dev-up dev-down dev-status test demo crds fmt lint
+.PHONY: tools dev-up dev-down dev-status test demo bench crds fmt lint
 
 tools:
 	bash tests/support/tools.sh
@@ -24,6 +24,11 @@ test: tools
 demo: tools
 	cargo build --locked
 	bash scripts/demo.sh
+
+# The benchmark against the rig (release build); writes its table into BENCHMARKS.md.
+# `make bench ARGS='--es 10000'` for the large run; see benches/harness.rs for the flags.
+bench: tools
+	cargo bench --locked --bench harness -- $(ARGS)
 
 # Regenerate the CRD YAML from the Rust types (a test fails when they drift).
 crds:
