@@ -132,12 +132,16 @@ impl Context {
         let keys = match aws.auth.as_ref().and_then(|a| a.secret_ref.as_ref()) {
             None => None,
             Some(r) => {
-                let ns = |sel: &SecretKeySelector| sel.namespace.clone().or(cred_ns.map(String::from));
-                let access_key_id = self.read_key(&r.access_key_id_secret_ref, ns(&r.access_key_id_secret_ref)).await?;
-                let secret_access_key =
-                    self.read_key(&r.secret_access_key_secret_ref, ns(&r.secret_access_key_secret_ref)).await?;
+                // The keys usually live in one Secret: read each Secret once.
+                let mut read = HashMap::new();
+                let mut key = async |sel: &SecretKeySelector| {
+                    let ns = sel.namespace.clone().or(cred_ns.map(String::from));
+                    self.read_key(sel, ns, &mut read).await
+                };
+                let access_key_id = key(&r.access_key_id_secret_ref).await?;
+                let secret_access_key = key(&r.secret_access_key_secret_ref).await?;
                 let session_token = match &r.session_token_secret_ref {
-                    Some(sel) => Some(self.read_key(sel, ns(sel)).await?),
+                    Some(sel) => Some(key(sel).await?),
                     None => None,
                 };
                 Some(StaticKeys { access_key_id, secret_access_key, session_token })
@@ -156,18 +160,30 @@ impl Context {
         Ok(client)
     }
 
-    async fn read_key(&self, sel: &SecretKeySelector, ns: Option<String>) -> Result<String> {
+    async fn read_key(
+        &self,
+        sel: &SecretKeySelector,
+        ns: Option<String>,
+        read: &mut HashMap<(String, String), Secret>,
+    ) -> Result<String> {
         let Some(ns) = ns else {
             return Err(Error::StoreNotReady(format!(
                 "credential Secret {:?} needs a namespace in a ClusterSecretStore",
                 sel.name
             )));
         };
-        let secret = Api::<Secret>::namespaced(self.client.clone(), &ns)
-            .get_opt(&sel.name)
-            .await
-            .map_err(|e| Error::StoreNotReady(format!("cannot read credential Secret {ns}/{}: {e}", sel.name)))?
-            .ok_or_else(|| Error::StoreNotReady(format!("credential Secret {ns}/{} not found", sel.name)))?;
+        let id = (ns.clone(), sel.name.clone());
+        let secret = match read.get(&id) {
+            Some(s) => s,
+            None => {
+                let s = Api::<Secret>::namespaced(self.client.clone(), &ns)
+                    .get_opt(&sel.name)
+                    .await
+                    .map_err(|e| Error::StoreNotReady(format!("cannot read credential Secret {ns}/{}: {e}", sel.name)))?
+                    .ok_or_else(|| Error::StoreNotReady(format!("credential Secret {ns}/{} not found", sel.name)))?;
+                read.entry(id).or_insert(s)
+            }
+        };
         let bytes = secret.data.as_ref().and_then(|d| d.get(&sel.key)).map(|b| b.0.clone()).ok_or_else(|| {
             Error::StoreNotReady(format!("credential Secret {ns}/{} has no key {:?}", sel.name, sel.key))
         })?;
