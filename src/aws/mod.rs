@@ -3,11 +3,11 @@
 
 mod client;
 mod errors;
-mod fetch;
+pub mod fetch;
 pub mod limit;
 pub mod metadata;
 mod web_identity;
 
 pub use client::{StaticKeys, StoreClient, StoreConfig};
-pub use errors::classify;
+pub use errors::{classify, classify_code};
 pub use fetch::get_secret_value;

@@ -276,6 +276,21 @@ impl ValueCache {
         };
         cell.get_or_try_init(fetch).await.cloned()
     }
+
+    /// A held value of `source` that `current` confirms (as in [`ValueCache::get`]), without fetching.
+    pub fn peek(&self, store: &StoreId, source: &SourceKey, current: Option<&str>) -> Option<Fetched> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, cell) = entries.get(&(store.clone(), source.clone()))?;
+        let f = cell.get().filter(|_| at.elapsed() < VALUE_TTL)?;
+        let by_stage = matches!(source.version, VersionSel::Stage(_));
+        (!by_stage || current == Some(f.version_id.as_str())).then(|| f.clone())
+    }
+
+    /// Hold a value fetched elsewhere (by a batch call), to share it like one fetched by `get`.
+    pub fn put(&self, store: &StoreId, source: &SourceKey, fetched: Fetched) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert((store.clone(), source.clone()), (Instant::now(), Arc::new(OnceCell::new_with(Some(fetched)))));
+    }
 }
 
 #[cfg(test)]
