@@ -265,3 +265,74 @@ async fn admission_rejects_invalid_mapping_specs() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn batch_get_chunks_by_20_and_answers_per_id() -> anyhow::Result<()> {
+    use lockstep::aws::{StaticKeys, StoreClient, StoreConfig, fetch::batch_get, limit::RateLimiter};
+    let emu = Emulator::start(&Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    let aws = emu.client();
+    let mut ids = Vec::new();
+    for i in 0..44 {
+        let name = format!("batch/{i:02}");
+        aws.create_secret().name(&name).secret_string(format!("value-{i}")).send().await?;
+        ids.push(name);
+    }
+    ids.insert(7, "batch/missing".to_string());
+    let keys = StaticKeys { access_key_id: "testing".into(), secret_access_key: "testing".into(), session_token: None };
+    let cfg = StoreConfig {
+        region: "us-east-1".into(),
+        endpoint: Some(emu.endpoint.clone()),
+        sts_endpoint: None,
+        role: None,
+        external_id: None,
+        keys: Some(keys),
+    };
+    let client = StoreClient::build(&cfg, std::sync::Arc::new(RateLimiter::new(100.0, 10))).await?;
+    let metrics = lockstep::metrics::Metrics::default();
+
+    emu.start_recording()?;
+    let results = batch_get(&client, &metrics, "test/store", &ids).await;
+    let calls = emu.stop_recording()?;
+    assert_eq!(calls.get("BatchGetSecretValue"), Some(&3), "45 ids are 3 calls of at most 20: {calls:?}");
+    assert_eq!(results.len(), ids.len());
+    for (id, r) in ids.iter().zip(&results) {
+        match (id.as_str(), r) {
+            ("batch/missing", Err(e)) => assert_eq!(e.reason().as_str(), "SecretNotFound", "{e}"),
+            (id, Ok(f)) => {
+                let want = format!("value-{}", id.trim_start_matches("batch/").trim_start_matches('0'));
+                let want = if want == "value-" { "value-0".to_string() } else { want };
+                assert_eq!(f.payload.bytes().expose(), want.as_bytes(), "{id}");
+                assert!(!f.version_id.is_empty());
+            }
+            (id, r) => panic!("{id}: unexpected {r:?}"),
+        }
+    }
+    let text = metrics.encode();
+    assert!(text.contains("operation=\"BatchGetSecretValue\",outcome=\"success\"} 3"), "{text}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn examples_are_accepted_by_the_apiserver() -> anyhow::Result<()> {
+    let env = Rig::get().test_env("examples").await?;
+    install_crds(&env.kube).await?;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut applied = 0;
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let obj: serde_json::Value = serde::Deserialize::deserialize(doc)?;
+            if obj["kind"] != "ExternalSecret" {
+                continue;
+            }
+            apply(&env.kube, Some(&env.ns), obj).await.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            applied += 1;
+        }
+    }
+    assert!(applied >= 5, "{applied}");
+    Ok(())
+}
