@@ -22,22 +22,22 @@ pub const BATCH_MAX: usize = 20;
 
 /// The AWSCURRENT values of many secrets (names or ARNs) with BatchGetSecretValue, 20 ids a call,
 /// each call through the store's rate limiter and counted in the AWS-call metrics under `store`.
-/// Returns one result per id, in the order of `ids`: a failed call fails only its own ids.
+/// Returns one result per id, in the order of `ids` (a repeated id gets the same answer): a failed
+/// call fails only its own ids.
 pub async fn batch_get(client: &StoreClient, metrics: &Metrics, store: &str, ids: &[String]) -> Vec<Result<Fetched>> {
     let mut out: Vec<Option<Result<Fetched>>> = ids.iter().map(|_| None).collect();
     for (n, chunk) in ids.chunks(BATCH_MAX).enumerate() {
         let base = n * BATCH_MAX;
+        let mut request = chunk.to_vec();
+        request.sort();
+        request.dedup();
         let mut token: Option<String> = None;
         // Ids only, so every answer fits in one page; the bound guards against a looping token.
         for _ in 0..BATCH_MAX {
-            let req = client
-                .sm
-                .batch_get_secret_value()
-                .set_secret_id_list(Some(chunk.to_vec()))
-                .set_next_token(token.clone());
+            let req =
+                client.sm.batch_get_secret_value().set_secret_id_list(Some(request.clone())).set_next_token(token);
             client.limit.acquire().await;
-            let answer = req.send().await;
-            let page = match answer {
+            let page = match req.send().await {
                 Ok(page) => {
                     metrics.aws_call(store, "BatchGetSecretValue", None);
                     page
@@ -52,18 +52,21 @@ pub async fn batch_get(client: &StoreClient, metrics: &Metrics, store: &str, ids
             };
             for v in page.secret_values() {
                 let (name, arn) = (v.name().unwrap_or_default(), v.arn().unwrap_or_default());
-                let slot = (0..chunk.len()).find(|&i| out[base + i].is_none() && metadata::names(&chunk[i], name, arn));
-                if let Some(i) = slot {
-                    let (string, binary) = (v.secret_string().map(String::from), v.secret_binary().cloned());
-                    let version = v.version_id().map(String::from);
-                    out[base + i] = Some(fetched(&chunk[i], string, binary, version, v.created_date()));
+                for (i, id) in chunk.iter().enumerate() {
+                    if out[base + i].is_none() && metadata::names(id, name, arn) {
+                        let (string, binary) = (v.secret_string().map(String::from), v.secret_binary().cloned());
+                        let version = v.version_id().map(String::from);
+                        out[base + i] = Some(fetched(id, string, binary, version, v.created_date()));
+                    }
                 }
             }
             for e in page.errors() {
-                let id = e.secret_id().unwrap_or_default();
-                if let Some(i) = (0..chunk.len()).find(|&i| out[base + i].is_none() && chunk[i] == id) {
-                    let code = e.error_code().unwrap_or_default();
-                    out[base + i] = Some(Err(classify_code(code, e.message().unwrap_or_default(), 400, id)));
+                let failed = e.secret_id().unwrap_or_default();
+                let (code, message) = (e.error_code().unwrap_or_default(), e.message().unwrap_or_default());
+                for (i, id) in chunk.iter().enumerate() {
+                    if out[base + i].is_none() && id == failed {
+                        out[base + i] = Some(Err(classify_code(code, message, 400, id)));
+                    }
                 }
             }
             token = page.next_token().map(String::from).filter(|t| !t.is_empty());
