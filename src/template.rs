@@ -43,7 +43,14 @@ pub fn apply(template: &SecretTemplate, data: BTreeMap<String, SecretBytes>) -> 
     let mut rendered = Rendered::default();
     if let Some(meta) = &template.metadata {
         for (k, src) in &meta.labels {
-            rendered.labels.insert(k.clone(), render(format!("metadata.labels[{k:?}]"), src)?);
+            let value = render(format!("metadata.labels[{k:?}]"), src)?;
+            // Checked here: the apiserver's refusal would quote the value.
+            if !is_label_value(&value) {
+                return Err(Error::InvalidTemplate(format!(
+                    "template metadata.labels[{k:?}] renders to an invalid label value (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)"
+                )));
+            }
+            rendered.labels.insert(k.clone(), value);
         }
         for (k, src) in &meta.annotations {
             rendered.annotations.insert(k.clone(), render(format!("metadata.annotations[{k:?}]"), src)?);
@@ -103,6 +110,14 @@ pub fn check_type(type_: &str, data: &BTreeMap<String, SecretBytes>) -> Result<(
         "kubernetes.io/ssh-auth" => need(&["ssh-privatekey"], true),
         _ => Ok(()),
     }
+}
+
+/// Whether `v` is a valid label value (empty, or up to 63 alphanumerics, '-', '_', '.' with
+/// alphanumeric ends).
+fn is_label_value(v: &str) -> bool {
+    let inner = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
+    let ends = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
+    v.is_empty() || (v.len() <= 63 && v.bytes().all(inner) && ends(v.as_bytes().first()) && ends(v.as_bytes().last()))
 }
 
 fn environment() -> Environment<'static> {
@@ -321,6 +336,15 @@ mod tests {
         assert_eq!(r.labels["env"], "prod");
         assert_eq!(r.annotations["plain"], "x");
         assert_eq!(r.data.len(), 2);
+
+        let msg = err(&t, data(&[("env", "sentinel value!")]));
+        assert!(msg.contains("invalid label value") && !msg.contains("sentinel"), "{msg}");
+        assert!(
+            is_label_value("")
+                && is_label_value("a.b-c_d")
+                && !is_label_value("-a")
+                && !is_label_value(&"a".repeat(64))
+        );
     }
 
     #[test]
