@@ -320,6 +320,23 @@ mod tests {
         SourceKey { key: key.into(), version: VersionSel::Stage(stage.into()) }
     }
 
+    #[test]
+    fn held_values_are_shared_while_the_version_confirms_them() {
+        let cache = ValueCache::default();
+        let store = StoreId { kind: StoreKind::SecretStore, namespace: Some("ns".into()), name: "s".into() };
+        let source = stage("a", "AWSCURRENT");
+        let value = Fetched {
+            payload: crate::value::Payload::String(crate::value::SecretBytes::from("v".to_string())),
+            version_id: "v1".into(),
+            last_changed: None,
+        };
+        assert_eq!(cache.peek(&store, &source, Some("v1")), None);
+        cache.put(&store, &source, value.clone());
+        assert_eq!(cache.peek(&store, &source, Some("v1")), Some(value));
+        assert_eq!(cache.peek(&store, &source, Some("v2")), None, "a moved stage is not served from memory");
+        assert_eq!(cache.peek(&store, &source, None), None);
+    }
+
     #[tokio::test]
     async fn rewatching_keeps_the_trigger_time_and_replaces_what_is_read() {
         let (tx, _rx) = mpsc::unbounded_channel();
