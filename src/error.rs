@@ -34,6 +34,12 @@ pub enum Error {
     /// The value cannot be used as asked (not JSON where a property is asked, invalid key, ...).
     #[error("{0}")]
     InvalidValue(String),
+    /// A template does not parse or render, or the Secret type lacks a required key.
+    #[error("{0}")]
+    InvalidTemplate(String),
+    /// Two sources map to the same Secret key.
+    #[error("{0}")]
+    KeyConflict(String),
     /// AWS denied the call.
     #[error("access denied by AWS{0}")]
     AccessDenied(String),
@@ -70,6 +76,8 @@ impl Error {
             Error::SecretNotFound { .. } | Error::SecretScheduledForDeletion { .. } => Reason::SecretNotFound,
             Error::PropertyNotFound { .. } => Reason::PropertyNotFound,
             Error::InvalidValue(_) => Reason::InvalidValue,
+            Error::InvalidTemplate(_) => Reason::InvalidTemplate,
+            Error::KeyConflict(_) => Reason::KeyConflict,
             Error::AccessDenied(_) => Reason::AccessDenied,
             Error::Throttled(_) => Reason::Throttled,
             Error::ProviderUnavailable(_) => Reason::ProviderUnavailable,

@@ -10,6 +10,7 @@ pub mod error;
 pub mod metrics;
 pub mod render;
 pub mod status;
+pub mod template;
 pub mod value;
 
 pub use error::{Error, Result};

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::api::{ExternalSecretSpec, RemoteRef, SourceStatus};
+use crate::api::{
+    ConversionStrategy, CreationPolicy, DecodingStrategy, ExternalSecretSpec, RemoteRef, Rewrite, SourceStatus,
+};
 use crate::error::{Error, Result};
 use crate::value::{Payload, SecretBytes};
 
@@ -54,7 +56,7 @@ pub struct Fetched {
 }
 
 /// The desired data of the target Secret.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Desired {
     /// Secret data.
     pub data: BTreeMap<String, SecretBytes>,
@@ -62,6 +64,10 @@ pub struct Desired {
     pub hash: String,
     /// The versions the data was built from.
     pub sources: Vec<SourceStatus>,
+    /// Labels from the template, rendered.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations from the template, rendered.
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Every AWS secret version a spec reads, without duplicates, in a stable order.
@@ -77,44 +83,87 @@ pub fn sources(spec: &ExternalSecretSpec) -> Vec<SourceKey> {
     out
 }
 
+/// The AWS secrets each `dataFrom[].find` selected (names, sorted), by dataFrom index.
+pub type Found = BTreeMap<usize, Vec<String>>;
+
+/// The source a found AWS secret is read from: its AWSCURRENT version.
+pub fn found_source(name: &str) -> SourceKey {
+    SourceKey { key: name.to_string(), version: VersionSel::Stage(crate::api::AWSCURRENT.to_string()) }
+}
+
+/// Every AWS secret version the spec reads, with what `find` selected.
+pub fn all_sources(spec: &ExternalSecretSpec, found: &Found) -> Vec<SourceKey> {
+    let mut out = sources(spec);
+    out.extend(found.values().flatten().map(|name| found_source(name)));
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Build the Secret data from fetched values.
-pub fn render(spec: &ExternalSecretSpec, fetched: &BTreeMap<SourceKey, Fetched>) -> Result<Desired> {
-    let get = |r: &RemoteRef| -> Result<&Fetched> {
-        fetched
-            .get(&SourceKey::from(r))
-            .ok_or_else(|| Error::SecretNotFound { key: r.key.clone(), detail: String::new() })
+pub fn render(spec: &ExternalSecretSpec, fetched: &BTreeMap<SourceKey, Fetched>, found: &Found) -> Result<Desired> {
+    let get = |source: &SourceKey| -> Result<&Fetched> {
+        fetched.get(source).ok_or_else(|| Error::SecretNotFound { key: source.key.clone(), detail: String::new() })
     };
     let mut data: BTreeMap<String, SecretBytes> = BTreeMap::new();
 
     // dataFrom first, so explicit `data` entries win over extracted keys.
-    for extract in spec.data_from.iter().filter_map(|d| d.extract.as_ref()) {
-        let fetched = get(extract)?;
-        let mut json = parse_json(&extract.key, fetched.payload.bytes())?;
-        if let Some(property) = &extract.property {
-            json = lookup(&json, property)
-                .ok_or_else(|| Error::PropertyNotFound { key: extract.key.clone(), property: property.clone() })?
-                .clone();
-        }
-        let Value::Object(map) = json else {
-            return Err(Error::InvalidValue(format!(
-                "dataFrom.extract needs a JSON object in AWS secret {:?}, found another JSON type",
-                extract.key
-            )));
-        };
-        for (k, v) in map {
-            if !is_valid_secret_key(&k) {
+    for (i, from) in spec.data_from.iter().enumerate() {
+        // (key as read, where it came from (names only), value)
+        let mut entries: Vec<(String, String, SecretBytes)> = Vec::new();
+        let (conversion, is_find) = if let Some(extract) = &from.extract {
+            let fetched = get(&SourceKey::from(extract))?;
+            let mut json = parse_json(&extract.key, fetched.payload.bytes())?;
+            if let Some(property) = &extract.property {
+                json = lookup(&json, property)
+                    .ok_or_else(|| Error::PropertyNotFound { key: extract.key.clone(), property: property.clone() })?
+                    .clone();
+            }
+            let Value::Object(map) = json else {
                 return Err(Error::InvalidValue(format!(
-                    "AWS secret {:?} has key {k:?}, which is not a valid Secret key (letters, digits, '-', '_', '.')",
+                    "dataFrom.extract needs a JSON object in AWS secret {:?}, found another JSON type",
                     extract.key
                 )));
+            };
+            for (k, v) in map {
+                let what = format!("key {k:?} of AWS secret {:?}", extract.key);
+                let value = decode(extract.decoding_strategy, json_to_bytes(v), &what)?;
+                entries.push((k, what, value));
             }
-            data.insert(k, json_to_bytes(v));
+            (extract.conversion_strategy.unwrap_or_default(), false)
+        } else if let Some(find) = &from.find {
+            for name in found.get(&i).into_iter().flatten() {
+                let what = format!("AWS secret {name:?}");
+                let value = decode(find.decoding_strategy, get(&found_source(name))?.payload.bytes().clone(), &what)?;
+                entries.push((name.clone(), what, value));
+            }
+            (find.conversion_strategy, true)
+        } else {
+            continue;
+        };
+
+        let rules = compile_rewrites(i, &from.rewrite)?;
+        let mut origins: BTreeMap<String, String> = BTreeMap::new();
+        for (raw, what, value) in entries {
+            let rewritten = rules.iter().fold(raw, |k, (re, target)| re.replace_all(&k, target.as_str()).into_owned());
+            let key = convert_key(&rewritten, conversion, is_find);
+            if !is_valid_secret_key(&key) {
+                return Err(Error::InvalidValue(format!(
+                    "{what} gives Secret key {key:?}, which is not valid (letters, digits, '-', '_', '.'; at most 253); set conversionStrategy Unicode or add a rewrite rule"
+                )));
+            }
+            if let Some(first) = origins.insert(key.clone(), what.clone()) {
+                return Err(Error::KeyConflict(format!(
+                    "dataFrom[{i}]: {first} and {what} both map to Secret key {key:?}; add or change a rewrite rule so each key is unique"
+                )));
+            }
+            data.insert(key, value);
         }
     }
 
     for d in &spec.data {
         let r = &d.remote_ref;
-        let fetched = get(r)?;
+        let fetched = get(&SourceKey::from(r))?;
         let bytes = match &r.property {
             None => fetched.payload.bytes().clone(),
             Some(property) => {
@@ -124,15 +173,28 @@ pub fn render(spec: &ExternalSecretSpec, fetched: &BTreeMap<SourceKey, Fetched>)
                 json_to_bytes(v.clone())
             }
         };
-        data.insert(d.secret_key.clone(), bytes);
+        let what = format!("the value for {:?} (AWS secret {:?})", d.secret_key, r.key);
+        data.insert(d.secret_key.clone(), decode(r.decoding_strategy, bytes, &what)?);
     }
+
+    let template = spec.target.template.as_ref();
+    let rendered = match template {
+        Some(t) => crate::template::apply(t, data)?,
+        None => crate::template::Rendered { data, ..Default::default() },
+    };
+    if spec.target.creation_policy != CreationPolicy::Merge
+        && let Some(type_) = template.and_then(|t| t.type_.as_deref())
+    {
+        crate::template::check_type(type_, &rendered.data)?;
+    }
+    let data = rendered.data;
 
     let size: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > MAX_SECRET_BYTES {
         return Err(Error::TargetTooLarge { size });
     }
 
-    let sources = sources(spec)
+    let sources = all_sources(spec, found)
         .into_iter()
         .filter_map(|s| {
             let f = fetched.get(&s)?;
@@ -148,7 +210,65 @@ pub fn render(spec: &ExternalSecretSpec, fetched: &BTreeMap<SourceKey, Fetched>)
         })
         .collect();
 
-    Ok(Desired { hash: hash(&data), data, sources })
+    Ok(Desired { hash: hash(&data), data, sources, labels: rendered.labels, annotations: rendered.annotations })
+}
+
+fn compile_rewrites(i: usize, rules: &[Rewrite]) -> Result<Vec<(regex::Regex, String)>> {
+    rules
+        .iter()
+        .enumerate()
+        .map(|(j, r)| {
+            regex::Regex::new(&r.regexp.source).map(|re| (re, r.regexp.target.clone())).map_err(|e| {
+                Error::InvalidValue(format!(
+                    "dataFrom[{i}].rewrite[{j}].regexp.source is not a valid regular expression: {e}"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Make a key valid. Default keeps extracted keys as they are and turns each invalid character of a
+/// found name into `_`; Unicode turns each invalid character into `_U<hex>_` (ESO's conversions).
+pub fn convert_key(key: &str, strategy: ConversionStrategy, is_find: bool) -> String {
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
+    match (strategy, is_find) {
+        (ConversionStrategy::Default, false) => key.to_string(),
+        (ConversionStrategy::Default, true) => key.chars().map(|c| if valid(c) { c } else { '_' }).collect(),
+        (ConversionStrategy::Unicode, _) => {
+            key.chars().map(|c| if valid(c) { c.to_string() } else { format!("_U{:04x}_", u32::from(c)) }).collect()
+        }
+    }
+}
+
+/// Decode a value as `strategy` says. `what` names the value (never shows it) for the error.
+pub fn decode(strategy: DecodingStrategy, bytes: SecretBytes, what: &str) -> Result<SecretBytes> {
+    let fail = |name: &str| {
+        Error::InvalidValue(format!("{what} is not valid {name} (decodingStrategy); fix the value or the strategy"))
+    };
+    Ok(match strategy {
+        DecodingStrategy::None => bytes,
+        DecodingStrategy::Base64 => {
+            SecretBytes::new(decode_base64(bytes.expose(), false).ok_or_else(|| fail("base64"))?)
+        }
+        DecodingStrategy::Base64Url => {
+            SecretBytes::new(decode_base64(bytes.expose(), true).ok_or_else(|| fail("URL-safe base64"))?)
+        }
+        DecodingStrategy::Auto => {
+            match decode_base64(bytes.expose(), false).or_else(|| decode_base64(bytes.expose(), true)) {
+                Some(decoded) => SecretBytes::new(decoded),
+                None => bytes,
+            }
+        }
+    })
+}
+
+/// Base64 (standard or URL-safe alphabet), padding optional, surrounding whitespace ignored.
+pub fn decode_base64(bytes: &[u8], url: bool) -> Option<Vec<u8>> {
+    use base64::Engine;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let config = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let alphabet = if url { &base64::alphabet::URL_SAFE } else { &base64::alphabet::STANDARD };
+    GeneralPurpose::new(alphabet, config).decode(bytes.trim_ascii()).ok()
 }
 
 /// sha256 over the sorted keys and values, length-prefixed so no two maps collide by concatenation.
@@ -222,7 +342,7 @@ pub fn lookup<'a>(json: &'a Value, property: &str) -> Option<&'a Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ExternalSecretData, ExternalSecretDataFrom};
+    use crate::api::{ExternalSecretData, ExternalSecretDataFrom, FindRef, RewriteRegexp, SecretTemplate};
     use serde_json::json;
 
     fn rref(key: &str, property: Option<&str>) -> RemoteRef {
@@ -240,7 +360,10 @@ mod tests {
     fn spec(data: Vec<(&str, RemoteRef)>, extract: Vec<RemoteRef>) -> ExternalSecretSpec {
         ExternalSecretSpec {
             data: data.into_iter().map(|(k, r)| ExternalSecretData { secret_key: k.into(), remote_ref: r }).collect(),
-            data_from: extract.into_iter().map(|e| ExternalSecretDataFrom { extract: Some(e) }).collect(),
+            data_from: extract
+                .into_iter()
+                .map(|e| ExternalSecretDataFrom { extract: Some(e), ..Default::default() })
+                .collect(),
             ..Default::default()
         }
     }
@@ -268,7 +391,7 @@ mod tests {
             vec![],
         );
         let v = r#"{"username":"app","port":5432,"a":{"b":"deep"},"host.name":"h","x":{"y.z":"e"},"list":["p","q"]}"#;
-        let d = render(&s, &store(&[("db", v)])).unwrap_or_else(|e| panic!("{e}"));
+        let d = render(&s, &store(&[("db", v)]), &Found::new()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(text(&d, "raw"), v);
         assert_eq!(text(&d, "user"), "app");
         assert_eq!(text(&d, "port"), "5432");
@@ -283,7 +406,7 @@ mod tests {
     #[test]
     fn extract_renders_non_strings_as_json_and_data_wins() {
         let s = spec(vec![("a", rref("other", None))], vec![rref("db", None)]);
-        let d = render(&s, &store(&[("db", r#"{"a":"x","n":1,"o":{"k":true}}"#), ("other", "plain")]))
+        let d = render(&s, &store(&[("db", r#"{"a":"x","n":1,"o":{"k":true}}"#), ("other", "plain")]), &Found::new())
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(text(&d, "a"), "plain");
         assert_eq!(text(&d, "n"), "1");
@@ -293,23 +416,23 @@ mod tests {
     #[test]
     fn errors_name_the_problem_without_the_value() {
         let s = spec(vec![("p", rref("db", Some("missing")))], vec![]);
-        let e = render(&s, &store(&[("db", r#"{"password":"sentinel-XYZ"}"#)])).err();
+        let e = render(&s, &store(&[("db", r#"{"password":"sentinel-XYZ"}"#)]), &Found::new()).err();
         assert!(matches!(e, Some(Error::PropertyNotFound { .. })), "{e:?}");
 
         let s = spec(vec![("p", rref("db", Some("password")))], vec![]);
-        let e = render(&s, &store(&[("db", "sentinel-XYZ not json")])).err().map(|e| e.to_string());
+        let e = render(&s, &store(&[("db", "sentinel-XYZ not json")]), &Found::new()).err().map(|e| e.to_string());
         let msg = e.unwrap_or_default();
         assert!(msg.contains("not JSON") && !msg.contains("sentinel"), "{msg}");
 
         let s = spec(vec![], vec![rref("db", None)]);
-        let e = render(&s, &store(&[("db", r#"{"bad key":"v"}"#)])).err();
+        let e = render(&s, &store(&[("db", r#"{"bad key":"v"}"#)]), &Found::new()).err();
         assert!(matches!(e, Some(Error::InvalidValue(_))), "{e:?}");
 
-        let e = render(&s, &store(&[("db", r#"["sentinel-XYZ"]"#)])).err().map(|e| e.to_string());
+        let e = render(&s, &store(&[("db", r#"["sentinel-XYZ"]"#)]), &Found::new()).err().map(|e| e.to_string());
         assert!(!e.unwrap_or_default().contains("sentinel"));
 
         let s = spec(vec![("p", rref("nope", None))], vec![]);
-        assert!(matches!(render(&s, &store(&[])), Err(Error::SecretNotFound { .. })));
+        assert!(matches!(render(&s, &store(&[]), &Found::new()), Err(Error::SecretNotFound { .. })));
     }
 
     #[test]
@@ -324,7 +447,7 @@ mod tests {
                 last_changed: None,
             },
         );
-        let d = render(&s, &st).unwrap_or_else(|e| panic!("{e}"));
+        let d = render(&s, &st, &Found::new()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(d.data["bin"].expose(), &[0, 159, 146, 150]);
     }
 
@@ -332,18 +455,109 @@ mod tests {
     fn too_large_is_refused() {
         let big = "x".repeat(MAX_SECRET_BYTES);
         let s = spec(vec![("k", rref("big", None))], vec![]);
-        assert!(matches!(render(&s, &store(&[("big", &big)])), Err(Error::TargetTooLarge { .. })));
+        assert!(matches!(render(&s, &store(&[("big", &big)]), &Found::new()), Err(Error::TargetTooLarge { .. })));
     }
 
     #[test]
     fn hash_is_stable_and_sensitive() {
         let s = spec(vec![("k", rref("a", None))], vec![]);
-        let one = render(&s, &store(&[("a", "1")])).map(|d| d.hash).unwrap_or_default();
-        let again = render(&s, &store(&[("a", "1")])).map(|d| d.hash).unwrap_or_default();
-        let two = render(&s, &store(&[("a", "2")])).map(|d| d.hash).unwrap_or_default();
+        let one = render(&s, &store(&[("a", "1")]), &Found::new()).map(|d| d.hash).unwrap_or_default();
+        let again = render(&s, &store(&[("a", "1")]), &Found::new()).map(|d| d.hash).unwrap_or_default();
+        let two = render(&s, &store(&[("a", "2")]), &Found::new()).map(|d| d.hash).unwrap_or_default();
         assert_eq!(one, again);
         assert_ne!(one, two);
         assert_eq!(one.len(), 64);
+    }
+
+    fn find_spec(find: FindRef, rewrite: &[(&str, &str)]) -> ExternalSecretSpec {
+        let rewrite = rewrite
+            .iter()
+            .map(|(s, t)| Rewrite { regexp: RewriteRegexp { source: s.to_string(), target: t.to_string() } })
+            .collect();
+        ExternalSecretSpec {
+            data_from: vec![ExternalSecretDataFrom { find: Some(find), rewrite, ..Default::default() }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn find_keys_rewrite_and_conflicts() {
+        let st = store(&[("prod/app/db", "d"), ("prod/app/api-key", "k"), ("prod/other/db", "o")]);
+        let found: Found = [(0, vec!["prod/app/api-key".to_string(), "prod/app/db".to_string()])].into();
+        let d = render(&find_spec(FindRef::default(), &[]), &st, &found).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.data.keys().collect::<Vec<_>>(), ["prod_app_api-key", "prod_app_db"]);
+        assert_eq!(d.sources.len(), 2);
+        assert_eq!(d.sources[0].version_stage.as_deref(), Some("AWSCURRENT"));
+
+        let d = render(&find_spec(FindRef::default(), &[("^prod/app/", "")]), &st, &found).unwrap_or_default();
+        assert_eq!(d.data.keys().collect::<Vec<_>>(), ["api-key", "db"]);
+
+        let unicode = FindRef { conversion_strategy: ConversionStrategy::Unicode, ..Default::default() };
+        let d = render(&find_spec(unicode, &[]), &st, &found).unwrap_or_default();
+        assert!(d.data.contains_key("prod_U002f_app_U002f_db"));
+
+        let both: Found = [(0, vec!["prod/app/db".to_string(), "prod/other/db".to_string()])].into();
+        let e = render(&find_spec(FindRef::default(), &[("^prod/[a-z]+/", "")]), &st, &both).err();
+        let msg = e.as_ref().map(ToString::to_string).unwrap_or_default();
+        assert!(matches!(e, Some(Error::KeyConflict(_))), "{msg}");
+        assert!(
+            msg.contains("\"prod/app/db\"") && msg.contains("\"prod/other/db\"") && msg.contains("\"db\""),
+            "{msg}"
+        );
+
+        let e = render(&find_spec(FindRef::default(), &[("(", "")]), &st, &found).err();
+        assert!(matches!(e, Some(Error::InvalidValue(_))), "{e:?}");
+        let e = render(&find_spec(FindRef::default(), &[(".*", "")]), &st, &found).err();
+        assert!(matches!(e, Some(Error::InvalidValue(_))), "an empty key is refused: {e:?}");
+    }
+
+    #[test]
+    fn decoding() {
+        let mut r = rref("b", None);
+        r.decoding_strategy = DecodingStrategy::Base64;
+        let s = spec(vec![("k", r.clone())], vec![]);
+        let d = render(&s, &store(&[("b", "aGVsbG8=\n")]), &Found::new()).unwrap_or_default();
+        assert_eq!(text(&d, "k"), "hello");
+        let e = render(&s, &store(&[("b", "sentinel-XYZ!")]), &Found::new()).err().map(|e| e.to_string());
+        let msg = e.unwrap_or_default();
+        assert!(msg.contains("not valid base64") && !msg.contains("sentinel"), "{msg}");
+
+        r.decoding_strategy = DecodingStrategy::Base64Url;
+        let s = spec(vec![("k", r.clone())], vec![]);
+        let d = render(&s, &store(&[("b", "_-8")]), &Found::new()).unwrap_or_default();
+        assert_eq!(d.data["k"].expose(), &[255, 239]);
+
+        r.decoding_strategy = DecodingStrategy::Auto;
+        let s = spec(vec![("k", r)], vec![]);
+        let d = render(&s, &store(&[("b", "not base64!")]), &Found::new()).unwrap_or_default();
+        assert_eq!(text(&d, "k"), "not base64!");
+
+        let mut e = rref("j", None);
+        e.decoding_strategy = DecodingStrategy::Base64;
+        e.conversion_strategy = Some(ConversionStrategy::Unicode);
+        let s = spec(vec![], vec![e]);
+        let d = render(&s, &store(&[("j", r#"{"a/b":"aGk="}"#)]), &Found::new()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text(&d, "a_U002f_b"), "hi");
+    }
+
+    #[test]
+    fn templates_and_types_apply_after_mapping() {
+        let mut s = spec(vec![("user", rref("u", None)), ("password", rref("p", None))], vec![]);
+        s.target.template = Some(SecretTemplate {
+            type_: Some("kubernetes.io/basic-auth".into()),
+            data: [("username".to_string(), "{{ user }}".to_string())].into(),
+            merge_policy: crate::api::TemplateMergePolicy::Merge,
+            ..Default::default()
+        });
+        let d = render(&s, &store(&[("u", "app"), ("p", "pw")]), &Found::new()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text(&d, "username"), "app");
+        assert_eq!(text(&d, "password"), "pw");
+
+        s.target.template = Some(SecretTemplate { type_: Some("kubernetes.io/tls".into()), ..Default::default() });
+        let e = render(&s, &store(&[("u", "app"), ("p", "pw")]), &Found::new()).err();
+        assert!(matches!(e, Some(Error::InvalidTemplate(_))), "{e:?}");
+        s.target.creation_policy = CreationPolicy::Merge;
+        assert!(render(&s, &store(&[("u", "app"), ("p", "pw")]), &Found::new()).is_ok(), "Merge writes no type");
     }
 
     #[test]

@@ -30,8 +30,10 @@ pub enum Reason {
     TargetConflict,
     /// The Secret would exceed 1 MiB.
     TargetTooLarge,
-    /// A template does not render.
+    /// A template does not render, or the Secret type lacks a required key.
     InvalidTemplate,
+    /// Two AWS secrets (or JSON keys) map to the same Secret key.
+    KeyConflict,
     /// The Kubernetes API refused or failed the write.
     ApplyFailed,
     /// A store's credentials resolve and AWS answers (stores only).
@@ -54,6 +56,7 @@ impl Reason {
             Reason::TargetConflict => "TargetConflict",
             Reason::TargetTooLarge => "TargetTooLarge",
             Reason::InvalidTemplate => "InvalidTemplate",
+            Reason::KeyConflict => "KeyConflict",
             Reason::ApplyFailed => "ApplyFailed",
             Reason::Valid => "Valid",
         }

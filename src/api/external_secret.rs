@@ -162,10 +162,32 @@ pub struct ExternalSecretTarget {
 pub struct SecretTemplate {
     /// Secret type, e.g. Opaque (the default) or kubernetes.io/basic-auth.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub type_: Option<String>,
-    /// Labels and annotations added to the Secret.
+    /// Labels and annotations added to the Secret; their values are templates too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<TemplateMetadata>,
+    /// Secret key -> template (minijinja, Jinja2 syntax) rendered over the fetched values: every
+    /// `data[].secretKey` and every key from `dataFrom`, by name (`{{ username }}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 100, "additionalProperties" = {"type": "string", "maxLength": 65536}))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 253 && k.matches('^[-._a-zA-Z0-9]+$'))")
+        .message("template.data keys must be valid Secret keys: letters, digits, '-', '_' or '.'"))]
+    pub data: BTreeMap<String, String>,
+    /// Replace (default): with `data` templates, the Secret holds only the templates' keys.
+    /// Merge: it holds the fetched keys too (a template wins on the same key).
+    #[serde(default)]
+    pub merge_policy: TemplateMergePolicy,
+}
+
+/// What a template does with the fetched keys.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TemplateMergePolicy {
+    /// The Secret holds only the template's keys.
+    #[default]
+    Replace,
+    /// The Secret holds the fetched keys and the template's keys.
+    Merge,
 }
 
 /// Labels and annotations for the written Secret.
@@ -174,9 +196,14 @@ pub struct SecretTemplate {
 pub struct TemplateMetadata {
     /// Labels added to the Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 317)").message("label keys must be at most 317 characters"))]
     pub labels: BTreeMap<String, String>,
     /// Annotations added to the Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 65536}))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 317)")
+        .message("annotation keys must be at most 317 characters"))]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -213,6 +240,8 @@ pub struct ExternalSecretData {
     #[x_kube(validation = Rule::new(SECRET_KEY_RULE).message(SECRET_KEY_MESSAGE))]
     pub secret_key: String,
     /// The AWS secret (and property) to read.
+    #[x_kube(validation = Rule::new("!has(self.conversionStrategy)")
+        .message("conversionStrategy applies to dataFrom only: data[].secretKey names the key"))]
     pub remote_ref: RemoteRef,
 }
 
@@ -237,17 +266,127 @@ pub struct RemoteRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 32, max = 64))]
     pub version_id: Option<String>,
+    /// How the value is decoded before it is written: None (default), Base64, Base64URL, or Auto
+    /// (base64 if it decodes, else as is).
+    #[serde(default, skip_serializing_if = "DecodingStrategy::is_none")]
+    pub decoding_strategy: DecodingStrategy,
+    /// dataFrom.extract only: what happens to JSON keys that are not valid Secret keys. Default
+    /// keeps them (an invalid one fails with InvalidValue); Unicode replaces each invalid
+    /// character with `_U<hex>_`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion_strategy: Option<ConversionStrategy>,
+}
+
+/// How a fetched value is decoded.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+pub enum DecodingStrategy {
+    /// As is.
+    #[default]
+    None,
+    /// Standard base64 (padding optional).
+    Base64,
+    /// URL-safe base64 (padding optional).
+    #[serde(rename = "Base64URL")]
+    #[schemars(rename = "Base64URL")]
+    Base64Url,
+    /// Base64 or URL-safe base64 when the value decodes, else as is.
+    Auto,
+}
+
+impl DecodingStrategy {
+    fn is_none(&self) -> bool {
+        *self == DecodingStrategy::None
+    }
+}
+
+/// How keys that are not valid Secret keys are made valid.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+pub enum ConversionStrategy {
+    /// extract: keys are kept as they are. find: each invalid character (such as `/`) becomes `_`.
+    #[default]
+    Default,
+    /// Each invalid character becomes `_U<hex code point>_` (`/` -> `_U002f_`).
+    Unicode,
 }
 
 /// Many Secret keys from one source.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[x_kube(validation = Rule::new("has(self.extract)").message("each dataFrom entry needs extract"))]
+#[x_kube(validation = Rule::new("has(self.extract) != has(self.find)")
+    .message("each dataFrom entry needs exactly one of extract or find"))]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalSecretDataFrom {
     /// Every top-level key of a JSON secret becomes a Secret key; values that are not strings are
     /// written as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extract: Option<RemoteRef>,
+    /// Many AWS secrets, one Secret key each (its name, made a valid key), value as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub find: Option<FindRef>,
+    /// Rules applied in order to the keys of this entry (before conversionStrategy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub rewrite: Vec<Rewrite>,
+}
+
+/// Which AWS secrets a `dataFrom.find` selects. Every condition given must hold.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.path) || has(self.name) || (has(self.tags) && size(self.tags) > 0)")
+    .message("find needs at least one of path, name.regexp or tags"))]
+#[serde(rename_all = "camelCase")]
+pub struct FindRef {
+    /// Name prefix, e.g. `prod/app/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub path: Option<String>,
+    /// A regular expression the name must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<FindName>,
+    /// Tags the secret must carry, with exactly these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 256}))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 128)").message("tag keys must be at most 128 characters"))]
+    pub tags: BTreeMap<String, String>,
+    /// How AWS secret names become Secret keys: Default turns each invalid character (such as
+    /// `/`) into `_`; Unicode into `_U<hex>_`.
+    #[serde(default)]
+    pub conversion_strategy: ConversionStrategy,
+    /// How each value is decoded (see remoteRef.decodingStrategy).
+    #[serde(default, skip_serializing_if = "DecodingStrategy::is_none")]
+    pub decoding_strategy: DecodingStrategy,
+}
+
+/// A name pattern.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FindName {
+    /// A regular expression (RE2-like syntax) searched for in the AWS secret name; anchor it with
+    /// `^...$` to match the whole name.
+    #[schemars(length(min = 1, max = 256))]
+    pub regexp: String,
+}
+
+/// One key rewrite rule.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rewrite {
+    /// Replace every match of `source` in each key with `target`.
+    pub regexp: RewriteRegexp,
+}
+
+/// A regexp replacement on keys.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RewriteRegexp {
+    /// A regular expression.
+    #[schemars(length(min = 1, max = 256))]
+    pub source: String,
+    /// The replacement; `$1` or `${name}` refer to capture groups.
+    #[schemars(length(max = 256))]
+    pub target: String,
 }
 
 /// Observed state of an ExternalSecret. Never holds secret values.

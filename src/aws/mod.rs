@@ -3,12 +3,12 @@
 
 mod client;
 mod errors;
-mod fetch;
+pub mod fetch;
 pub mod limit;
 pub mod metadata;
 mod sts_credentials;
 
 pub use client::{StaticKeys, StoreClient, StoreConfig};
-pub use errors::classify;
+pub use errors::{classify, classify_code};
 pub use fetch::get_secret_value;
 pub use sts_credentials::CallCounter;

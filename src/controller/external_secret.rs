@@ -17,10 +17,12 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::{Context, target};
+use crate::api::AWSCURRENT;
 use crate::api::{
     CreationPolicy, DeletionPolicy, ExternalSecret, ExternalSecretStatus, SecretStore, SourceStatus, StoreKind,
 };
-use crate::aws::get_secret_value;
+use crate::aws::fetch::batch_get;
+use crate::aws::{get_secret_value, metadata};
 use crate::error::{Error, Result};
 use crate::render::{self, Desired, VersionSel};
 use crate::status::{self, Reason};
@@ -209,14 +211,17 @@ async fn sync(es: &ExternalSecret, ctx: &Context, refresh: Option<Duration>) -> 
         ctx.pollers.watch(&store.id, &store.client, ObjectRef::from_obj(es), refresh, &sources);
     }
 
+    // find is listed again at every sync: that is how new matching AWS secrets are picked up.
+    let (mut found, listed) = find_all(es, ctx, &store).await?;
+    let all = render::all_sources(&es.spec, &found);
+
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
-    if let Some(unchanged) = unchanged(es, ctx, &store.id, &sources, &secrets).await? {
+    if let Some(unchanged) = unchanged(es, ctx, &store.id, &all, &listed, &secrets).await? {
         return Ok(unchanged);
     }
 
     let results = futures::future::join_all(sources.iter().map(|s| {
-        let sm = store.client.sm.clone();
-        let limit = store.client.limit.clone();
+        let client = &store.client;
         let store_id = &store.id;
         async move {
             let current = match &s.version {
@@ -226,8 +231,12 @@ async fn sync(es: &ExternalSecret, ctx: &Context, refresh: Option<Duration>) -> 
             let fetched = ctx
                 .values
                 .get(store_id, s, current.as_deref(), || async {
-                    limit.acquire().await;
-                    let r = get_secret_value(&sm, s).await;
+                    // AWSCURRENT fetches that arrive together share BatchGetSecretValue calls.
+                    if matches!(&s.version, VersionSel::Stage(stage) if stage == AWSCURRENT) {
+                        return ctx.batcher.current(store_id, client, &s.key, current.as_deref()).await;
+                    }
+                    client.limit.acquire().await;
+                    let r = get_secret_value(&client.sm, s).await;
                     ctx.metrics.aws_call(&store_id.to_string(), "GetSecretValue", r.as_ref().err());
                     r
                 })
@@ -253,10 +262,35 @@ async fn sync(es: &ExternalSecret, ctx: &Context, refresh: Option<Duration>) -> 
     }
 
     let mut fetched = BTreeMap::new();
-    for (source, result) in sources.into_iter().zip(results) {
+    for (source, result) in sources.iter().cloned().zip(results) {
         fetched.insert(source, result?);
     }
-    let desired = render::render(&es.spec, &fetched)?;
+    // Found secrets: held values the listing confirms, the rest in batches.
+    let mut extra = Vec::new();
+    for source in all.iter().filter(|s| !sources.contains(s)) {
+        match ctx.values.peek(&store.id, source, listed.get(&source.key).map(String::as_str)) {
+            Some(f) => {
+                fetched.insert(source.clone(), f);
+            }
+            None => extra.push(source.key.clone()),
+        }
+    }
+    if !extra.is_empty() {
+        let results = batch_get(&store.client, &ctx.metrics, &store.id.to_string(), &extra).await;
+        for (name, result) in extra.into_iter().zip(results) {
+            match result {
+                Ok(f) => {
+                    let source = render::found_source(&name);
+                    ctx.values.put(&store.id, &source, f.clone());
+                    fetched.insert(source, f);
+                }
+                // Deleted since it was listed: no longer found.
+                Err(Error::SecretNotFound { .. }) => found.values_mut().for_each(|names| names.retain(|n| *n != name)),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let desired = render::render(&es.spec, &fetched, &found)?;
 
     let policy = es.spec.target.creation_policy;
     if policy == CreationPolicy::None {
@@ -297,6 +331,41 @@ async fn sync(es: &ExternalSecret, ctx: &Context, refresh: Option<Duration>) -> 
     Ok(Synced::new(desired, written.metadata.resource_version, data_changed))
 }
 
+/// The AWS secrets each `dataFrom[].find` selects now, and the version id behind AWSCURRENT of each
+/// (secrets without a current version hold no value and are left out).
+async fn find_all(
+    es: &ExternalSecret,
+    ctx: &Context,
+    store: &super::ResolvedStore,
+) -> Result<(render::Found, BTreeMap<String, String>)> {
+    let mut found = render::Found::new();
+    let mut listed = BTreeMap::new();
+    let store_id = store.id.to_string();
+    for (i, from) in es.spec.data_from.iter().enumerate() {
+        let Some(find) = &from.find else { continue };
+        let name = match &find.name {
+            Some(n) => Some(regex::Regex::new(&n.regexp).map_err(|e| {
+                Error::InvalidValue(format!("dataFrom[{i}].find.name.regexp is not a valid regular expression: {e}"))
+            })?),
+            None => None,
+        };
+        let r = metadata::find(&store.client.sm, &store.client.limit, find, name.as_ref()).await;
+        match &r {
+            Ok((_, calls)) => (0..*calls).for_each(|_| ctx.metrics.aws_call(&store_id, "ListSecrets", None)),
+            Err(e) => ctx.metrics.aws_call(&store_id, "ListSecrets", Some(e)),
+        }
+        let mut names = Vec::new();
+        for meta in r?.0 {
+            if let Some(version) = meta.stages.get(AWSCURRENT) {
+                listed.insert(meta.name.clone(), version.clone());
+                names.push(meta.name);
+            }
+        }
+        found.insert(i, names);
+    }
+    Ok((found, listed))
+}
+
 /// Debounced rollout restarts after a data change. Returns when to look again while a restart
 /// waits for its quiet period.
 async fn rollout_restarts(es: &ExternalSecret, ctx: &Context, key: &str, synced: &Synced) -> Option<Duration> {
@@ -333,6 +402,7 @@ async fn unchanged(
     ctx: &Context,
     store: &super::StoreId,
     sources: &[render::SourceKey],
+    listed: &BTreeMap<String, String>,
     secrets: &Api<Secret>,
 ) -> Result<Option<Synced>> {
     let Some(status) = es.status.as_ref() else { return Ok(None) };
@@ -353,8 +423,12 @@ async fn unchanged(
                 }
         });
         let Some(live) = live else { return Ok(None) };
+        let current = |stage: &str| match (stage, listed.get(&s.key)) {
+            (AWSCURRENT, Some(version)) => Some(version.clone()),
+            _ => ctx.pollers.current(store, &s.key, stage),
+        };
         if let VersionSel::Stage(stage) = &s.version
-            && ctx.pollers.current(store, &s.key, stage).as_deref() != Some(live.version_id.as_str())
+            && current(stage).as_deref() != Some(live.version_id.as_str())
         {
             return Ok(None);
         }

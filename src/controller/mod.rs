@@ -1,5 +1,6 @@
 //! The controllers: ExternalSecrets (write Secrets) and stores (validate access).
 
+mod batcher;
 mod external_secret;
 mod poller;
 pub mod restart;
@@ -42,6 +43,8 @@ pub struct Context {
     pub pollers: Arc<poller::Pollers>,
     /// Values shared between ExternalSecrets.
     pub values: poller::ValueCache,
+    /// AWSCURRENT fetches gathered into batches.
+    pub batcher: Arc<batcher::Batcher>,
     triggers: Mutex<Option<poller::Triggers>>,
     clients: Mutex<HashMap<StoreId, (StoreConfig, StoreClient)>>,
     failures: Mutex<HashMap<String, u32>>,
@@ -89,6 +92,7 @@ impl Context {
         Self {
             pollers: poller::Pollers::new(tx, metrics.clone()),
             values: poller::ValueCache::default(),
+            batcher: batcher::Batcher::new(metrics.clone()),
             triggers: Mutex::new(Some(rx)),
             recorder: Recorder::new(client.clone(), reporter),
             client,

@@ -294,6 +294,21 @@ impl ValueCache {
         };
         cell.get_or_try_init(fetch).await.cloned()
     }
+
+    /// A held value of `source` that `current` confirms (as in [`ValueCache::get`]), without fetching.
+    pub fn peek(&self, store: &StoreId, source: &SourceKey, current: Option<&str>) -> Option<Fetched> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, cell) = entries.get(&(store.clone(), source.clone()))?;
+        let f = cell.get().filter(|_| at.elapsed() < VALUE_TTL)?;
+        let by_stage = matches!(source.version, VersionSel::Stage(_));
+        (!by_stage || current == Some(f.version_id.as_str())).then(|| f.clone())
+    }
+
+    /// Hold a value fetched elsewhere (by a batch call), to share it like one fetched by `get`.
+    pub fn put(&self, store: &StoreId, source: &SourceKey, fetched: Fetched) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert((store.clone(), source.clone()), (Instant::now(), Arc::new(OnceCell::new_with(Some(fetched)))));
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +336,23 @@ mod tests {
 
     fn stage(key: &str, stage: &str) -> SourceKey {
         SourceKey { key: key.into(), version: VersionSel::Stage(stage.into()) }
+    }
+
+    #[test]
+    fn held_values_are_shared_while_the_version_confirms_them() {
+        let cache = ValueCache::default();
+        let store = StoreId { kind: StoreKind::SecretStore, namespace: Some("ns".into()), name: "s".into() };
+        let source = stage("a", "AWSCURRENT");
+        let value = Fetched {
+            payload: crate::value::Payload::String(crate::value::SecretBytes::from("v".to_string())),
+            version_id: "v1".into(),
+            last_changed: None,
+        };
+        assert_eq!(cache.peek(&store, &source, Some("v1")), None);
+        cache.put(&store, &source, value.clone());
+        assert_eq!(cache.peek(&store, &source, Some("v1")), Some(value));
+        assert_eq!(cache.peek(&store, &source, Some("v2")), None, "a moved stage is not served from memory");
+        assert_eq!(cache.peek(&store, &source, None), None);
     }
 
     #[tokio::test]

@@ -40,10 +40,8 @@ fn metadata_maps(
     let mut labels = BTreeMap::new();
     let mut annotations = BTreeMap::new();
     if !merge {
-        if let Some(meta) = es.spec.target.template.as_ref().and_then(|t| t.metadata.as_ref()) {
-            labels.extend(meta.labels.clone());
-            annotations.extend(meta.annotations.clone());
-        }
+        labels.extend(desired.labels.clone());
+        annotations.extend(desired.annotations.clone());
         labels.insert(MANAGED_BY_LABEL.into(), MANAGER.into());
         annotations.insert(OWNER_ANNOTATION.into(), es.metadata.name.clone().unwrap_or_default());
     }
@@ -122,6 +120,8 @@ mod tests {
             hash: crate::render::hash(&data),
             data,
             sources: vec![SourceStatus { key: "db".into(), version_id: "v1".into(), ..Default::default() }],
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! rig starts once.
 
 mod common;
+mod mapping;
 mod operator;
 mod rotation;
 mod smoke;

@@ -48,3 +48,61 @@ async fn rotation_fetches_only_what_changed_and_shares_fetches() -> anyhow::Resu
     assert_eq!(calls.get("GetSecretValue"), Some(&1), "one fetch for the shared, changed source: {calls:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_wave_of_syncs_is_fetched_in_batches_and_stage_moves_are_followed() -> anyhow::Result<()> {
+    let emu = Emulator::start(&Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    let aws = emu.client();
+    let n = 30;
+    for i in 0..n {
+        aws.create_secret().name(format!("wave/{i:02}")).secret_string(format!("v1-{i}")).send().await?;
+    }
+    let w = World::new("wave").await?;
+    emu.start_recording()?;
+    w.store("aws", &emu.endpoint, json!({})).await?;
+    for i in 0..n {
+        w.external_secret(
+            &format!("es-{i:02}"),
+            json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
+            "data": [{"secretKey": "k", "remoteRef": {"key": format!("wave/{i:02}")}}]}),
+        )
+        .await?;
+    }
+    for i in 0..n {
+        w.wait_value(&format!("es-{i:02}"), "k", &format!("v1-{i}")).await?;
+    }
+    let calls = emu.stop_recording()?;
+    let fetches =
+        calls.get("GetSecretValue").copied().unwrap_or(0) + calls.get("BatchGetSecretValue").copied().unwrap_or(0);
+    assert!(calls.contains_key("BatchGetSecretValue"), "fetches that arrive together are batched: {calls:?}");
+    assert!(fetches < n, "fewer fetch calls than secrets: {calls:?}");
+
+    // AWSCURRENT moves to a staged version on eight secrets at once (UpdateSecretVersionStage): the
+    // poller sees the new version ids and the Secrets follow.
+    for i in 2..10 {
+        let id = format!("wave/{i:02}");
+        let old = aws.describe_secret().secret_id(&id).send().await?;
+        let current = old
+            .version_ids_to_stages()
+            .and_then(|m| m.iter().find(|(_, s)| s.iter().any(|s| s == "AWSCURRENT")).map(|(v, _)| v.clone()))
+            .ok_or_else(|| anyhow::anyhow!("no AWSCURRENT"))?;
+        let staged = aws
+            .put_secret_value()
+            .secret_id(&id)
+            .secret_string(format!("v2-{i}"))
+            .version_stages("AWSPENDING")
+            .send()
+            .await?;
+        aws.update_secret_version_stage()
+            .secret_id(&id)
+            .version_stage("AWSCURRENT")
+            .move_to_version_id(staged.version_id().unwrap_or_default())
+            .remove_from_version_id(current)
+            .send()
+            .await?;
+    }
+    for i in 2..10 {
+        w.wait_value(&format!("es-{i:02}"), "k", &format!("v2-{i}")).await?;
+    }
+    Ok(())
+}
