@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::error::Error;
@@ -31,6 +32,7 @@ pub struct Metrics {
     aws_calls: Family<AwsCallLabels, Counter>,
     reconciles: Family<KindLabels, Counter>,
     failures: Family<ReasonLabels, Counter>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -42,7 +44,13 @@ impl Default for Metrics {
         registry.register("aws_calls", "AWS API calls by store, operation and outcome", aws_calls.clone());
         registry.register("reconciles", "Reconciles by kind", reconciles.clone());
         registry.register("reconcile_failures", "Failed ExternalSecret syncs by condition reason", failures.clone());
-        Self { registry, aws_calls, reconciles, failures }
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this process runs the controllers (leads, or no election)",
+            leader.clone(),
+        );
+        Self { registry, aws_calls, reconciles, failures, leader }
     }
 }
 
@@ -63,6 +71,11 @@ impl Metrics {
     /// Count one failed sync.
     pub fn failure(&self, reason: Reason) {
         self.failures.get_or_create(&ReasonLabels { reason: reason.as_str().into() }).inc();
+    }
+
+    /// Whether this process leads.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// The Prometheus text exposition.
