@@ -45,23 +45,56 @@ pub struct Operator {
 impl Operator {
     /// Start `lockstep run` watching one namespace (ClusterSecretStores are still resolved).
     pub fn start(namespace: Option<&str>, extra_env: &[(&str, &str)]) -> anyhow::Result<Operator> {
+        let ns_args = namespace.map(|ns| vec!["--namespace", ns]).unwrap_or_default();
+        Self::start_with(&Rig::get().kubeconfig, &ns_args, extra_env)
+    }
+
+    /// Start `lockstep run` with a kubeconfig and extra arguments of its own.
+    pub fn start_with(
+        kubeconfig: &std::path::Path,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<Operator> {
         let rig = Rig::get();
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let metrics_addr = format!("127.0.0.1:{port}");
         let log = rig.dir.join(format!("operator-{}.log", lockstep_rig::unique()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockstep"));
         cmd.arg("run").arg("--metrics-addr").arg(&metrics_addr).arg("--log-level").arg("lockstep=debug,info");
-        if let Some(ns) = namespace {
-            cmd.arg("--namespace").arg(ns);
-        }
-        cmd.env_clear()
-            .env("KUBECONFIG", &rig.kubeconfig)
+        cmd.args(args)
+            .env_clear()
+            .env("KUBECONFIG", kubeconfig)
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(extra_env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log)?));
         Ok(Operator { child: cmd.spawn()?, log, metrics_addr })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM; the exit status once it has exited (within `WAIT`).
+    pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        let child = &mut self.child;
+        let started = std::time::Instant::now();
+        while started.elapsed() < WAIT {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("operator did not exit within {WAIT:?} of SIGTERM")
     }
 
     pub fn logs(&self) -> String {
