@@ -253,11 +253,7 @@ fn forbidden<T: std::fmt::Debug>(r: kube::Result<T>) -> bool {
 /// Store, ExternalSecret, rotation and rollout restart, in `w`'s namespace.
 async fn whole_job(w: &World) -> anyhow::Result<()> {
     w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
-    w.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"},
-        "spec": {"selector": {"matchLabels": {"app": "api"}},
-                 "template": {"metadata": {"labels": {"app": "api"}},
-                              "spec": {"containers": [{"name": "c", "image": "example.invalid/app:1"}]}}}}))
-        .await?;
+    w.deployment("api").await?;
     let src = w.create_aws("db", r#"{"password":"one"}"#).await?;
     w.external_secret(
         "db",
@@ -268,16 +264,7 @@ async fn whole_job(w: &World) -> anyhow::Result<()> {
     .await?;
     w.wait_reason("db", "SecretSynced").await?;
     w.wait_value("db", "password", "one").await?;
-    let stores = w.stores();
-    eventually(WAIT, "SecretStore Ready", || {
-        let stores = stores.clone();
-        async move {
-            let s = stores.get("aws").await.ok()?;
-            s.status?.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
-        }
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}\n{}", w.operator.logs()))?;
+    w.wait_store_ready("aws").await?;
 
     w.env.aws.put_secret_value().secret_id(&src).secret_string(r#"{"password":"two"}"#).send().await?;
     w.wait_value("db", "password", "two").await?;

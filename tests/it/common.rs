@@ -214,6 +214,29 @@ impl World {
         r
     }
 
+    /// A Deployment `name` (a rollout-restart target; no pod ever runs on the rig).
+    pub async fn deployment(&self, name: &str) -> anyhow::Result<()> {
+        self.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "c", "image": "example.invalid/app:1"}]}}}}))
+            .await
+    }
+
+    /// Wait until SecretStore `name` is Ready (the operator's log in the error otherwise).
+    pub async fn wait_store_ready(&self, name: &str) -> anyhow::Result<()> {
+        let stores = self.stores();
+        eventually(WAIT, &format!("SecretStore {name} Ready"), || {
+            let stores = stores.clone();
+            async move {
+                let s = stores.get(name).await.ok()?;
+                s.status?.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
+            }
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\noperator log:\n{}", self.operator.logs()))
+    }
+
     /// Wait until Secret `name` has `key` == `value`.
     pub async fn wait_value(&self, name: &str, key: &str, value: &str) -> anyhow::Result<Secret> {
         let api = self.secrets();
