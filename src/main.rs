@@ -118,7 +118,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     check_crds(&client, args.namespace.as_deref()).await?;
 
     let metrics = Arc::new(Metrics::default());
-    let elector = args.leader_elect.then(|| Elector::new(client.clone(), lease_config(&args)));
+    let elector = match args.leader_elect {
+        true => Some(Elector::new(client.clone(), lease_config(&args)?)),
+        false => None,
+    };
     let readiness = Arc::new(Readiness::new(if elector.is_some() { Role::Unknown } else { Role::Leader }));
     let ctx = Arc::new(Context::new(
         client,
@@ -212,21 +215,29 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn lease_config(args: &RunArgs) -> leader::Config {
+fn lease_config(args: &RunArgs) -> anyhow::Result<leader::Config> {
+    if !(args.lease_retry_seconds < args.lease_renew_deadline_seconds
+        && args.lease_renew_deadline_seconds < args.lease_duration_seconds)
+    {
+        bail!(
+            "leader election needs --lease-retry-seconds < --lease-renew-deadline-seconds < --lease-duration-seconds \
+             (a leader must give up before others may take over)"
+        );
+    }
     let namespace = args
         .lease_namespace
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
         .or_else(|| args.namespace.clone())
         .unwrap_or_else(|| "default".into());
-    leader::Config {
+    Ok(leader::Config {
         name: args.lease_name.clone(),
         namespace,
         identity: leader::identity(),
         lease_duration: Duration::from_secs(args.lease_duration_seconds),
         renew_deadline: Duration::from_secs(args.lease_renew_deadline_seconds),
         retry: Duration::from_secs(args.lease_retry_seconds),
-    }
+    })
 }
 
 async fn check_crds(client: &Client, namespace: Option<&str>) -> anyhow::Result<()> {
