@@ -92,8 +92,10 @@ async fn only_the_leader_writes_and_a_killed_leader_hands_over() -> anyhow::Resu
     wait_leading(&second, true).await?;
     let handover = killed.elapsed();
     eprintln!("leader handover after SIGKILL: {handover:?}");
+    // The follower times the lease from when it first saw the last renewal (up to a retry late) and
+    // acts at its next retry; a second of slack for a busy machine.
     assert!(
-        handover <= Duration::from_secs(LEASE_SECONDS + 2 * RETRY_SECONDS + 1),
+        handover <= Duration::from_secs(LEASE_SECONDS + 2 * RETRY_SECONDS + 2),
         "handover took {handover:?} with a {LEASE_SECONDS} s lease"
     );
     assert!(holder(&leases).await.is_some_and(|h| h.ends_with(&format!("-{}", second.pid()))));
