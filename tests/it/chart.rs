@@ -164,6 +164,7 @@ fn chart_rejects_bad_values_with_a_clear_message() -> anyhow::Result<()> {
 #[test]
 fn dockerfile_passes_hadolint() -> anyhow::Result<()> {
     let hadolint = tools_dir().join("venv/bin/hadolint");
+    anyhow::ensure!(hadolint.exists(), "{} is missing: run `make tools`", hadolint.display());
     let out = Command::new(&hadolint).arg(repo_root().join("Dockerfile")).output()?;
     ok(out, "hadolint Dockerfile")?;
     Ok(())
