@@ -197,15 +197,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             () = publish => Ok(()),
         }
     };
-    let (admin_res, (), election_res) = tokio::join!(admin, controllers, async {
+    let (admin_res, (), ()) = tokio::join!(admin, controllers, async {
         // A lost Lease ends the process at once (non-zero), before another write can happen.
         if let Err(e) = election.await {
             tracing::error!(error = %e, "leadership lost, exiting");
             std::process::exit(1);
         }
-        Ok::<_, leader::Error>(())
     });
-    election_res?;
     if let Some(elector) = &elector
         && let Err(e) = elector.release().await
     {
