@@ -86,15 +86,19 @@ impl Operator {
     pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let status = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status()?;
         anyhow::ensure!(status.success(), "kill -TERM failed");
-        let child = &mut self.child;
+        self.wait_exit().await
+    }
+
+    /// The exit status once it has exited by itself (within `WAIT`).
+    pub async fn wait_exit(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let started = std::time::Instant::now();
         while started.elapsed() < WAIT {
-            if let Some(status) = child.try_wait()? {
+            if let Some(status) = self.child.try_wait()? {
                 return Ok(status);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        anyhow::bail!("operator did not exit within {WAIT:?} of SIGTERM")
+        anyhow::bail!("operator did not exit within {WAIT:?}")
     }
 
     pub fn logs(&self) -> String {

@@ -1,5 +1,6 @@
 //! High availability: two operator processes, one Lease; only the leader writes, a SIGKILLed leader
-//! is replaced within the lease duration, and SIGTERM releases the Lease at once.
+//! is replaced within the lease duration, SIGTERM releases the Lease at once, and a leader that
+//! finds another holder exits.
 
 use std::time::{Duration, Instant};
 
@@ -115,5 +116,20 @@ async fn only_the_leader_writes_and_a_killed_leader_hands_over() -> anyhow::Resu
     let started = Instant::now();
     wait_leading(&third, true).await?;
     assert!(started.elapsed() < Duration::from_secs(LEASE_SECONDS), "a released Lease is taken at once");
+
+    // A leader that finds another holder has lost the Lease: it exits non-zero at once.
+    let mut third = third;
+    eventually(WAIT, "the intruder's write (retried on a conflict with a renewal)", || {
+        let leases = leases.clone();
+        async move {
+            let mut lease = leases.get("lockstep").await.ok()?;
+            lease.spec.as_mut()?.holder_identity = Some("intruder".into());
+            leases.replace("lockstep", &Default::default(), &lease).await.ok().map(drop)
+        }
+    })
+    .await?;
+    let status = third.wait_exit().await?;
+    assert_eq!(status.code(), Some(1), "{}", third.logs());
+    assert!(third.logs().contains("leadership lost"), "{}", third.logs());
     Ok(())
 }
