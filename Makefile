@@ -33,6 +33,7 @@ bench: tools
 # Regenerate the CRD YAML from the Rust types (a test fails when they drift).
 crds:
 	cargo run --quiet --locked -- crd > crds/lockstep.dev.yaml
+	cp crds/lockstep.dev.yaml charts/lockstep/crds/lockstep.dev.yaml
 
 fmt:
 	cargo fmt --all

@@ -5,7 +5,7 @@
 //! BENCHMARKS.md. Under `cargo test` it runs a tiny configuration as a smoke test and writes nothing.
 //!
 //! Flags: `--es N` (1000), `--secrets M` (N * 4 / 5), `--refresh SECONDS` (60), `--rotations K` (50),
-//! `--operator PATH` (the `lockstep` binary; `make bench` passes the release build), `--no-write`.
+//! `--no-write`. Under `cargo bench` the operator is the release build of `lockstep`.
 
 #[path = "../tests/it/common.rs"]
 #[allow(dead_code)]
@@ -36,7 +36,6 @@ struct Args {
     secrets: usize,
     refresh: u64,
     rotations: usize,
-    operator: PathBuf,
     write: bool,
     command: String,
 }
@@ -47,22 +46,13 @@ impl Args {
         let bench = argv.iter().any(|a| a == "--bench");
         // Under `cargo test`: a configuration small enough for CI, that only proves the harness works.
         let mut a = if bench {
-            Args {
-                es: 1000,
-                secrets: 0,
-                refresh: 60,
-                rotations: 50,
-                operator: PathBuf::from(env!("CARGO_BIN_EXE_lockstep")),
-                write: true,
-                command: String::from("make bench"),
-            }
+            Args { es: 1000, secrets: 0, refresh: 60, rotations: 50, write: true, command: String::from("make bench") }
         } else {
             Args {
                 es: 20,
                 secrets: 16,
                 refresh: 2,
                 rotations: 4,
-                operator: PathBuf::from(env!("CARGO_BIN_EXE_lockstep")),
                 write: false,
                 command: String::from("cargo test --bench harness"),
             }
@@ -70,8 +60,7 @@ impl Args {
         let mut it = argv.iter();
         let mut shown = Vec::new();
         while let Some(flag) = it.next() {
-            let takes_value =
-                matches!(flag.as_str(), "--es" | "--secrets" | "--refresh" | "--rotations" | "--operator");
+            let takes_value = matches!(flag.as_str(), "--es" | "--secrets" | "--refresh" | "--rotations");
             let value = match takes_value {
                 true => it.next().with_context(|| format!("{flag} needs a value"))?.clone(),
                 false => String::new(),
@@ -81,13 +70,12 @@ impl Args {
                 "--secrets" => a.secrets = value.parse()?,
                 "--refresh" => a.refresh = value.parse()?,
                 "--rotations" => a.rotations = value.parse()?,
-                "--operator" => a.operator = PathBuf::from(&value),
                 "--no-write" => a.write = false,
                 "--bench" => {}
                 other if other.starts_with("--") => bail!("unknown flag {other}"),
                 _ => {} // a test-name filter from cargo
             }
-            if flag.starts_with("--") && !matches!(flag.as_str(), "--bench" | "--operator" | "--no-write") {
+            if flag.starts_with("--") && !matches!(flag.as_str(), "--bench" | "--no-write") {
                 shown.extend([flag.clone(), value]);
             }
         }
@@ -249,13 +237,12 @@ impl Report {
             "### {} ExternalSecrets over {} AWS secrets, refreshInterval {} s\n",
             a.es, a.secrets, a.refresh
         );
+        let build = if env!("CARGO_BIN_EXE_lockstep").contains("/release/") { "release" } else { "debug" };
         let _ = writeln!(
             s,
-            "Run {} on {cores} cores ({cpu}); command: `{}`; operator binary `{}`.\n",
+            "Run {} on {cores} cores ({cpu}), {build} build; command: `{}`.\n",
             jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
             a.command,
-            a.operator.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default()
-                + if a.operator.to_string_lossy().contains("release") { " (release)" } else { "" },
         );
         let _ = writeln!(s, "| measure | Lockstep | naive baseline | ratio | target | verdict |");
         let _ = writeln!(s, "|---|---:|---:|---:|---|---|");
@@ -418,7 +405,7 @@ async fn main() -> anyhow::Result<()> {
     // Cold start: the operator meets N ExternalSecrets that have never synced.
     emu.start_recording()?;
     let started = Instant::now();
-    let operator = Operator::start_bin(&args.operator, Some(&ns), &[])?;
+    let operator = Operator::start(Some(&ns), &[])?;
     let ready = all_ready(&es_api, n, Duration::from_secs(600)).await.with_context(|| operator.logs())?;
     let cold_start = ready.duration_since(started);
     let cold_calls = operator_calls(emu.recorded()?);

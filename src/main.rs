@@ -2,14 +2,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::api::ListParams;
 use kube::{Api, Client};
+use lockstep::admin::Readiness;
 use lockstep::api::ExternalSecret;
 use lockstep::controller::{self, Context};
+use lockstep::leader::{self, Elector, Role};
 use lockstep::metrics::Metrics;
 use tokio::sync::watch;
 use tracing::info;
@@ -51,6 +53,24 @@ struct RunArgs {
     /// AWS calls a store may make at once above --aws-qps.
     #[arg(long, default_value_t = 40, env = "LOCKSTEP_AWS_BURST")]
     aws_burst: u32,
+    /// Elect a leader on a Lease; only the leader runs the controllers (for replicas > 1).
+    #[arg(long, env = "LOCKSTEP_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "lockstep", env = "LOCKSTEP_LEASE_NAME")]
+    lease_name: String,
+    /// Namespace of the leader Lease [default: $POD_NAMESPACE, else --namespace, else default].
+    #[arg(long, env = "LOCKSTEP_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Seconds a Lease that stopped being renewed stays held (the longest handover).
+    #[arg(long, default_value_t = 15, env = "LOCKSTEP_LEASE_DURATION_SECONDS")]
+    lease_duration_seconds: u64,
+    /// Seconds a leader keeps trying to renew before it gives up (and exits).
+    #[arg(long, default_value_t = 10, env = "LOCKSTEP_LEASE_RENEW_DEADLINE_SECONDS")]
+    lease_renew_deadline_seconds: u64,
+    /// Seconds between two tries to acquire or renew the Lease.
+    #[arg(long, default_value_t = 2, env = "LOCKSTEP_LEASE_RETRY_SECONDS")]
+    lease_retry_seconds: u64,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LOCKSTEP_LOG_FORMAT")]
     log_format: LogFormat,
@@ -98,14 +118,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     check_crds(&client, args.namespace.as_deref()).await?;
 
     let metrics = Arc::new(Metrics::default());
+    let elector = match args.leader_elect {
+        true => Some(Elector::new(client.clone(), lease_config(&args)?)),
+        false => None,
+    };
+    let readiness = Arc::new(Readiness::new(if elector.is_some() { Role::Unknown } else { Role::Leader }));
     let ctx = Arc::new(Context::new(
         client,
         metrics.clone(),
+        readiness.clone(),
         args.namespace.clone(),
-        std::time::Duration::from_secs(args.restart_debounce_seconds),
+        Duration::from_secs(args.restart_debounce_seconds),
         (args.aws_qps, args.aws_burst),
     ));
-    let ready = Arc::new(AtomicBool::new(false));
+    metrics.set_leader(elector.is_none());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -122,29 +148,94 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let admin = lockstep::admin::serve(
         args.metrics_addr,
-        lockstep::admin::AdminState { metrics, ready: ready.clone() },
+        lockstep::admin::AdminState { metrics: metrics.clone(), ready: readiness.clone() },
         stopped(),
     );
     info!(addr = %args.metrics_addr, namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting");
-    ready.store(true, Ordering::Relaxed);
 
-    let cluster_stores = {
+    // Followers only wait: the controllers start once this process leads, and never stop leading
+    // while the process lives (a lost Lease ends the process).
+    let controllers = {
         let ctx = ctx.clone();
+        let mut role = elector.as_ref().map(Elector::role);
         let stop = stopped();
+        let stopped = stopped.clone();
         async move {
-            if ctx.namespace.is_none() {
-                controller::run_cluster_stores(ctx, stop).await;
+            if let Some(role) = role.as_mut() {
+                tokio::select! {
+                    r = role.wait_for(|r| *r == Role::Leader) => if r.is_err() { return },
+                    () = stop => return,
+                }
             }
+            let cluster_stores = async {
+                if ctx.namespace.is_none() {
+                    controller::run_cluster_stores(ctx.clone(), stopped()).await;
+                }
+            };
+            tokio::join!(
+                controller::run_external_secrets(ctx.clone(), args.concurrency, stopped()),
+                controller::run_stores(ctx.clone(), stopped()),
+                cluster_stores,
+            );
         }
     };
-    let (admin_res, (), (), ()) = tokio::join!(
-        admin,
-        controller::run_external_secrets(ctx.clone(), args.concurrency, stopped()),
-        controller::run_stores(ctx.clone(), stopped()),
-        cluster_stores,
-    );
+    let election = async {
+        let Some(elector) = &elector else { return Ok(()) };
+        let mut role = elector.role();
+        let publish = async {
+            loop {
+                let r = *role.borrow_and_update();
+                readiness.set_role(r);
+                metrics.set_leader(r == Role::Leader);
+                if role.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            r = elector.run(stopped()) => r,
+            () = publish => Ok(()),
+        }
+    };
+    let (admin_res, (), ()) = tokio::join!(admin, controllers, async {
+        // A lost Lease ends the process at once (non-zero), before another write can happen.
+        if let Err(e) = election.await {
+            tracing::error!(error = %e, "leadership lost, exiting");
+            std::process::exit(1);
+        }
+    });
+    if let Some(elector) = &elector
+        && let Err(e) = elector.release().await
+    {
+        tracing::warn!(error = %e, "cannot release the leader Lease; a follower takes over when it expires");
+    }
     admin_res.context("admin server failed")?;
     Ok(())
+}
+
+fn lease_config(args: &RunArgs) -> anyhow::Result<leader::Config> {
+    if !(args.lease_retry_seconds < args.lease_renew_deadline_seconds
+        && args.lease_renew_deadline_seconds < args.lease_duration_seconds)
+    {
+        bail!(
+            "leader election needs --lease-retry-seconds < --lease-renew-deadline-seconds < --lease-duration-seconds \
+             (a leader must give up before others may take over)"
+        );
+    }
+    let namespace = args
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
+        .or_else(|| args.namespace.clone())
+        .unwrap_or_else(|| "default".into());
+    Ok(leader::Config {
+        name: args.lease_name.clone(),
+        namespace,
+        identity: leader::identity(),
+        lease_duration: Duration::from_secs(args.lease_duration_seconds),
+        renew_deadline: Duration::from_secs(args.lease_renew_deadline_seconds),
+        retry: Duration::from_secs(args.lease_retry_seconds),
+    })
 }
 
 async fn check_crds(client: &Client, namespace: Option<&str>) -> anyhow::Result<()> {

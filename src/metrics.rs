@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -33,6 +34,7 @@ pub struct Metrics {
     reconciles: Family<KindLabels, Counter>,
     failures: Family<ReasonLabels, Counter>,
     change_applied: Histogram,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -51,7 +53,13 @@ impl Default for Metrics {
             "Time from a change of an AWS secret detected by the poller to the ExternalSecret's Secret applied",
             change_applied.clone(),
         );
-        Self { registry, aws_calls, reconciles, failures, change_applied }
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this process runs the controllers (leads, or no election)",
+            leader.clone(),
+        );
+        Self { registry, aws_calls, reconciles, failures, change_applied, leader }
     }
 }
 
@@ -77,6 +85,11 @@ impl Metrics {
     /// A detected change reached the Secret after `elapsed`.
     pub fn change_applied(&self, elapsed: std::time::Duration) {
         self.change_applied.observe(elapsed.as_secs_f64());
+    }
+
+    /// Whether this process leads.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// The Prometheus text exposition.

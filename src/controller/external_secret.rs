@@ -8,7 +8,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -59,7 +59,7 @@ pub async fn run(
         None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
     };
     let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
-    let controller = Controller::new(es_api, watcher::Config::default().any_semantic());
+    let controller = ctx.controller(super::EXTERNAL_SECRET, es_api);
     let reader = controller.store();
     controller
         .owns(secrets, managed)

@@ -11,10 +11,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
+use serde::de::DeserializeOwned;
 
+use crate::admin::Readiness;
 use crate::api::{AwsProvider, ClusterSecretStore, SecretKeySelector, SecretStore, StoreKind};
 use crate::aws::{CallCounter, StaticKeys, StoreClient, StoreConfig};
 use crate::error::{Error, Result};
@@ -37,6 +42,8 @@ pub struct Context {
     pub restart_debounce: Duration,
     /// AWS calls per second per store, and the burst allowed.
     pub aws_rate: (f64, u32),
+    /// Readiness of the process: each controller reports when its cache has synced.
+    pub readiness: Arc<Readiness>,
     /// Data changes waiting for their rollout restart.
     pub restarts: restart::Debouncer,
     /// Change detection per store.
@@ -49,6 +56,11 @@ pub struct Context {
     clients: Mutex<HashMap<StoreId, (StoreConfig, StoreClient)>>,
     failures: Mutex<HashMap<String, u32>>,
 }
+
+/// The controllers by the kind they reconcile, as readiness names them.
+const EXTERNAL_SECRET: &str = "ExternalSecret";
+const SECRET_STORE: &str = "SecretStore";
+const CLUSTER_SECRET_STORE: &str = "ClusterSecretStore";
 
 /// A store by kind, namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -79,14 +91,21 @@ pub struct ResolvedStore {
 }
 
 impl Context {
-    /// A context for a controller process.
+    /// A context for a controller process. The caches of the controllers it will run are expected
+    /// by `readiness` from here on.
     pub fn new(
         client: Client,
         metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
         namespace: Option<String>,
         restart_debounce: Duration,
         aws_rate: (f64, u32),
     ) -> Self {
+        readiness.expect_cache(EXTERNAL_SECRET);
+        readiness.expect_cache(SECRET_STORE);
+        if namespace.is_none() {
+            readiness.expect_cache(CLUSTER_SECRET_STORE);
+        }
         let reporter = Reporter { controller: crate::MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         Self {
@@ -97,6 +116,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            readiness,
             namespace,
             restart_debounce,
             aws_rate,
@@ -104,6 +124,24 @@ impl Context {
             clients: Mutex::default(),
             failures: Mutex::default(),
         }
+    }
+
+    /// A controller on `api` whose cache reports to readiness when it holds its first full list.
+    /// (The reflector's own `wait_until_ready` wakes only one waiter, the controller's runner.)
+    fn controller<K>(&self, kind: &'static str, api: Api<K>) -> Controller<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
+    {
+        let (reader, writer) = reflector::store();
+        let readiness = self.readiness.clone();
+        let objects = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default().any_semantic()))
+            .inspect(move |event| {
+                if matches!(event, Ok(watcher::Event::InitDone)) {
+                    readiness.cache_synced(kind);
+                }
+            })
+            .applied_objects();
+        Controller::for_stream(objects, reader)
     }
 
     /// The stream of ExternalSecrets whose sources changed (taken once, by the controller).

@@ -7,8 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,7 +29,7 @@ pub async fn run_stores(ctx: Arc<Context>, shutdown: impl std::future::Future<Ou
         Some(ns) => Api::<SecretStore>::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    Controller::new(api, watcher::Config::default().any_semantic())
+    ctx.controller(super::SECRET_STORE, api)
         .graceful_shutdown_on(shutdown)
         .run(
             |s: Arc<SecretStore>, ctx: Arc<Context>| async move {
@@ -52,7 +51,7 @@ pub async fn run_cluster_stores(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api = Api::<ClusterSecretStore>::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default().any_semantic())
+    ctx.controller(super::CLUSTER_SECRET_STORE, api)
         .graceful_shutdown_on(shutdown)
         .run(
             |s: Arc<ClusterSecretStore>, ctx: Arc<Context>| async move {

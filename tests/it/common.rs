@@ -45,26 +45,25 @@ pub struct Operator {
 impl Operator {
     /// Start `lockstep run` watching one namespace (ClusterSecretStores are still resolved).
     pub fn start(namespace: Option<&str>, extra_env: &[(&str, &str)]) -> anyhow::Result<Operator> {
-        Self::start_bin(std::path::Path::new(env!("CARGO_BIN_EXE_lockstep")), namespace, extra_env)
+        let ns_args = namespace.map(|ns| vec!["--namespace", ns]).unwrap_or_default();
+        Self::start_with(&Rig::get().kubeconfig, &ns_args, extra_env)
     }
 
-    /// Start a given `lockstep` binary (the benchmark runs the release build).
-    pub fn start_bin(
-        bin: &std::path::Path,
-        namespace: Option<&str>,
+    /// Start `lockstep run` with a kubeconfig and extra arguments of its own.
+    pub fn start_with(
+        kubeconfig: &std::path::Path,
+        args: &[&str],
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<Operator> {
         let rig = Rig::get();
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let metrics_addr = format!("127.0.0.1:{port}");
         let log = rig.dir.join(format!("operator-{}.log", lockstep_rig::unique()));
-        let mut cmd = Command::new(bin);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockstep"));
         cmd.arg("run").arg("--metrics-addr").arg(&metrics_addr).arg("--log-level").arg("lockstep=debug,info");
-        if let Some(ns) = namespace {
-            cmd.arg("--namespace").arg(ns);
-        }
-        cmd.env_clear()
-            .env("KUBECONFIG", &rig.kubeconfig)
+        cmd.args(args)
+            .env_clear()
+            .env("KUBECONFIG", kubeconfig)
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(extra_env.iter().copied())
             .stdin(Stdio::null())
@@ -74,9 +73,33 @@ impl Operator {
     }
 
     /// The operator's process id.
-    #[allow(dead_code)] // used by the benchmark harness
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM; the exit status once it has exited (within `WAIT`).
+    pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        self.wait_exit().await
+    }
+
+    /// The exit status once it has exited by itself (within `WAIT`).
+    pub async fn wait_exit(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < WAIT {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("operator did not exit within {WAIT:?}")
     }
 
     pub fn logs(&self) -> String {
@@ -194,6 +217,29 @@ impl World {
             );
         }
         r
+    }
+
+    /// A Deployment `name` (a rollout-restart target; no pod ever runs on the rig).
+    pub async fn deployment(&self, name: &str) -> anyhow::Result<()> {
+        self.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "c", "image": "example.invalid/app:1"}]}}}}))
+            .await
+    }
+
+    /// Wait until SecretStore `name` is Ready (the operator's log in the error otherwise).
+    pub async fn wait_store_ready(&self, name: &str) -> anyhow::Result<()> {
+        let stores = self.stores();
+        eventually(WAIT, &format!("SecretStore {name} Ready"), || {
+            let stores = stores.clone();
+            async move {
+                let s = stores.get(name).await.ok()?;
+                s.status?.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
+            }
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\noperator log:\n{}", self.operator.logs()))
     }
 
     /// Wait until Secret `name` has `key` == `value`.

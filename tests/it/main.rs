@@ -1,7 +1,9 @@
 //! Integration tests against the real rig (kube-apiserver + etcd, moto). One test binary, so the
 //! rig starts once.
 
+mod chart;
 mod common;
+mod ha;
 mod mapping;
 mod operator;
 mod rotation;

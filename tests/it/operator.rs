@@ -349,15 +349,7 @@ async fn assume_role_goes_to_the_configured_endpoint() -> anyhow::Result<()> {
     )
     .await?;
     w.wait_value("es", "k", "v").await?;
-    let store = w.stores();
-    eventually(WAIT, "store Ready", || {
-        let store = store.clone();
-        async move {
-            let s = store.get("aws").await.ok()?;
-            s.status?.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
-        }
-    })
-    .await?;
+    w.wait_store_ready("aws").await?;
     let calls = emu.stop_recording()?;
     assert!(calls.get("AssumeRole").copied().unwrap_or(0) >= 1, "STS AssumeRole must reach the emulator: {calls:?}");
     assert!(calls.get("GetCallerIdentity").copied().unwrap_or(0) >= 1, "{calls:?}");
@@ -457,11 +449,7 @@ async fn rollout_restart_once_per_burst_and_never_on_first_sync() -> anyhow::Res
     use k8s_openapi::api::apps::v1::Deployment;
     let w = World::with_env("restart", &[("LOCKSTEP_RESTART_DEBOUNCE_SECONDS", "6")]).await?;
     w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
-    w.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"},
-        "spec": {"selector": {"matchLabels": {"app": "api"}},
-                 "template": {"metadata": {"labels": {"app": "api"}},
-                              "spec": {"containers": [{"name": "c", "image": "example.invalid/app:1"}]}}}}))
-        .await?;
+    w.deployment("api").await?;
     let src = w.create_aws("env", "v1").await?;
     w.external_secret(
         "es",

@@ -97,6 +97,7 @@ install_venv() {
   python3 -m venv "$TOOLS/venv"
   "$TOOLS/venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
   "$TOOLS/venv/bin/python" -c 'import moto, moto.server; print("tools: venv: moto", moto.__version__)'
+  "$TOOLS/venv/bin/hadolint" --version
 }
 step venv "$TOOLS/venv/bin/python" \
   "$(hash_of "venv $(python3 --version 2>&1) $(command -v python3)" "$here/requirements.txt")" install_venv
