@@ -3,7 +3,7 @@
 SHELL := bash
 export LOCKSTEP_TOOLS ?= $(CURDIR)/.tools
 
-.PHONY: tools dev-up dev-down dev-status test demo bench crds fmt lint
+.PHONY: tools dev-up dev-down dev-status test demo bench soak crds fmt lint
 
 tools:
 	bash tests/support/tools.sh
@@ -29,6 +29,11 @@ demo: tools
 # `make bench ARGS='--es 10000'` for the large run; see benches/harness.rs for the flags.
 bench: tools
 	cargo bench --locked --bench harness -- $(ARGS)
+
+# 1,000 ExternalSecrets with ongoing rotations for 10 minutes (not part of `make test`); writes
+# memory at start and end, errors and calls per hour into BENCHMARKS.md.
+soak: tools
+	cargo bench --locked --bench harness -- --soak 600 $(ARGS)
 
 # Regenerate the CRD YAML from the Rust types (a test fails when they drift).
 crds:

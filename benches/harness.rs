@@ -6,6 +6,10 @@
 //!
 //! Flags: `--es N` (1000), `--secrets M` (N * 4 / 5), `--refresh SECONDS` (60), `--rotations K` (50),
 //! `--no-write`. Under `cargo bench` the operator is the release build of `lockstep`.
+//!
+//! `--soak SECONDS` (`make soak`: 600) instead keeps rotating one secret every `--rotate-every`
+//! seconds (3) after the cold start, then checks that every Secret holds its latest value, and
+//! reports memory at start and end, errors, and AWS calls per hour.
 
 #[path = "../tests/it/common.rs"]
 #[allow(dead_code)]
@@ -36,6 +40,8 @@ struct Args {
     secrets: usize,
     refresh: u64,
     rotations: usize,
+    soak: u64,
+    rotate_every: f64,
     write: bool,
     command: String,
 }
@@ -45,22 +51,27 @@ impl Args {
         let argv: Vec<String> = std::env::args().skip(1).collect();
         let bench = argv.iter().any(|a| a == "--bench");
         // Under `cargo test`: a configuration small enough for CI, that only proves the harness works.
-        let mut a = if bench {
-            Args { es: 1000, secrets: 0, refresh: 60, rotations: 50, write: true, command: String::from("make bench") }
-        } else {
-            Args {
-                es: 20,
-                secrets: 16,
-                refresh: 2,
-                rotations: 4,
-                write: false,
-                command: String::from("cargo test --bench harness"),
-            }
+        let mut a = Args {
+            es: 1000,
+            secrets: 0,
+            refresh: 60,
+            rotations: 50,
+            soak: 0,
+            rotate_every: 3.0,
+            write: true,
+            command: String::from("make bench"),
         };
+        if !bench {
+            (a.es, a.secrets, a.refresh, a.rotations, a.write) = (20, 16, 2, 4, false);
+            a.command = String::from("cargo test --bench harness");
+        }
         let mut it = argv.iter();
         let mut shown = Vec::new();
         while let Some(flag) = it.next() {
-            let takes_value = matches!(flag.as_str(), "--es" | "--secrets" | "--refresh" | "--rotations");
+            let takes_value = matches!(
+                flag.as_str(),
+                "--es" | "--secrets" | "--refresh" | "--rotations" | "--soak" | "--rotate-every"
+            );
             let value = match takes_value {
                 true => it.next().with_context(|| format!("{flag} needs a value"))?.clone(),
                 false => String::new(),
@@ -70,6 +81,8 @@ impl Args {
                 "--secrets" => a.secrets = value.parse()?,
                 "--refresh" => a.refresh = value.parse()?,
                 "--rotations" => a.rotations = value.parse()?,
+                "--soak" => a.soak = value.parse()?,
+                "--rotate-every" => a.rotate_every = value.parse()?,
                 "--no-write" => a.write = false,
                 "--bench" => {}
                 other if other.starts_with("--") => bail!("unknown flag {other}"),
@@ -84,6 +97,10 @@ impl Args {
         }
         anyhow::ensure!(a.es > 0 && a.secrets <= a.es && a.refresh > 0, "need 0 < --secrets <= --es and --refresh > 0");
         a.rotations = a.rotations.clamp(1, a.secrets);
+        if a.soak > 0 {
+            a.command = String::from("make soak");
+            shown.retain(|f| f != "--soak" && *f != a.soak.to_string());
+        }
         if !shown.is_empty() {
             let _ = write!(a.command, " ARGS='{}'", shown.join(" "));
         }
@@ -321,22 +338,118 @@ impl Report {
     }
 }
 
-/// Put BENCHMARKS.md's section for this size in place, keeping the others.
-fn write_benchmarks(report: &Report) -> anyhow::Result<PathBuf> {
+/// Put a section of BENCHMARKS.md (between `<!-- bench NAME -->` and `<!-- /bench -->`) in place,
+/// keeping the others.
+fn write_section(name: &str, markdown: &str) -> anyhow::Result<PathBuf> {
     let path = lockstep_rig::repo_root().join("BENCHMARKS.md");
-    let begin = format!("<!-- bench es={} -->", report.args.es);
+    let begin = format!("<!-- bench {name} -->");
     let end = "<!-- /bench -->";
-    let section = format!("{begin}\n{}{end}\n", report.markdown());
+    let section = format!("{begin}\n{markdown}{end}\n");
     let old = std::fs::read_to_string(&path).unwrap_or_default();
     let new = match (old.find(&begin), old.find(&begin).and_then(|b| old[b..].find(end).map(|e| b + e + end.len()))) {
         (Some(b), Some(e)) => format!("{}{section}{}", &old[..b], old[e..].trim_start_matches('\n')),
         _ => {
             let head = if old.is_empty() { String::from("# Benchmarks\n\n") } else { old };
-            format!("{}\n{section}", head.trim_end())
+            format!("{}\n\n{section}", head.trim_end())
         }
     };
     std::fs::write(&path, new)?;
     Ok(path)
+}
+
+/// Rotations for `args.soak` seconds, then a consistency check; returns the report.
+async fn soak(
+    args: &Args,
+    emu: &Emulator,
+    names: &[String],
+    secrets: &Api<Secret>,
+    operator: &Operator,
+) -> anyhow::Result<String> {
+    let (n, m) = (args.es, args.secrets);
+    let refresh = Duration::from_secs(args.refresh);
+    let aws = emu.client();
+    let start = usage(operator.pid())?;
+    emu.start_recording()?;
+    let t0 = Instant::now();
+    let every = Duration::from_secs_f64(args.rotate_every);
+    let mut generation: HashMap<usize, u32> = HashMap::new();
+    let mut k = 0u32;
+    while t0.elapsed() < Duration::from_secs(args.soak) {
+        // Walk the secrets in a stride that is prime to M, so rotations spread over all of them.
+        let j = (k as usize).wrapping_mul(7919) % m;
+        let g = generation.entry(j).or_insert(0);
+        *g += 1;
+        aws.put_secret_value().secret_id(&names[j]).secret_string(value_of(&names[j], *g)).send().await?;
+        k += 1;
+        tokio::time::sleep_until((t0 + every * k).into()).await;
+    }
+    let elapsed = t0.elapsed();
+    let calls = operator_calls(emu.stop_recording()?);
+    let mid = usage(operator.pid())?;
+
+    // Every Secret must reach the latest value of its source within two intervals.
+    let deadline = Instant::now() + refresh * 2 + Duration::from_secs(30);
+    let stale = loop {
+        let list = secrets.list(&Default::default()).await?;
+        let have: HashMap<String, Vec<u8>> =
+            list.items.into_iter().filter_map(|s| Some((s.name_any(), s.data?.get("password")?.0.clone()))).collect();
+        let stale = (0..n)
+            .filter(|i| {
+                let j = i % m;
+                let want = format!("{}-v{}", names[j], generation.get(&j).copied().unwrap_or(0));
+                have.get(&format!("es-{i:05}")).is_none_or(|v| v != want.as_bytes())
+            })
+            .count();
+        if stale == 0 || Instant::now() > deadline {
+            break stale;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let end = usage(operator.pid())?;
+    let metrics = common::http_get(&operator.metrics_addr, "/metrics").unwrap_or_default();
+    let failures: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("lockstep_reconcile_failures_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, |a, b| a + b);
+    let log = operator.logs();
+    let warnings = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).count();
+
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let per_hour = total(&calls) as f64 * 3600.0 / elapsed.as_secs_f64();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "### Soak: {n} ExternalSecrets over {m} AWS secrets for {:.1} min, one rotation every {} s\n",
+        elapsed.as_secs_f64() / 60.0,
+        args.rotate_every
+    );
+    let _ = writeln!(
+        s,
+        "Run {} on {cores} cores; command: `{}`; refreshInterval {} s.\n",
+        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
+        args.command,
+        args.refresh
+    );
+    let _ = writeln!(s, "| measure | value |");
+    let _ = writeln!(s, "|---|---:|");
+    let _ = writeln!(s, "| rotations | {k} (of {} secrets) |", generation.len());
+    let _ = writeln!(
+        s,
+        "| resident memory at start / end of rotations / after the check | {:.1} / {:.1} / {:.1} MiB |",
+        start.rss_mib, mid.rss_mib, end.rss_mib
+    );
+    let _ = writeln!(s, "| peak resident memory | {:.1} MiB |", end.peak_rss_mib);
+    let _ = writeln!(s, "| CPU time during the soak | {:.1} s |", end.cpu_seconds - start.cpu_seconds);
+    let _ = writeln!(s, "| AWS calls per hour during the soak | {per_hour:.0} ({}) |", show(&calls));
+    let _ = writeln!(s, "| failed syncs (`lockstep_reconcile_failures_total`) | {failures:.0} |");
+    let _ = writeln!(s, "| WARN / ERROR lines in the operator log | {warnings} |");
+    let _ = writeln!(
+        s,
+        "| Secrets not at their latest value {} s after the last rotation | {stale} |",
+        (refresh * 2 + Duration::from_secs(30)).as_secs()
+    );
+    Ok(s)
 }
 
 #[tokio::main]
@@ -356,9 +469,21 @@ async fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     futures::stream::iter(names.iter().map(|name| {
         let aws = aws.clone();
-        async move { aws.create_secret().name(name).secret_string(value_of(name, 0)).send().await.map(|_| ()) }
+        async move {
+            // moto's create is not thread-safe (a concurrent create can fail with a 500): retry.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match aws.create_secret().name(name).secret_string(value_of(name, 0)).send().await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => return Ok(()),
+                    Err(e) if attempt >= 5 => return Err(e),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100 * attempt)).await,
+                }
+            }
+        }
     }))
-    .buffer_unordered(16)
+    .buffer_unordered(8)
     .try_collect::<Vec<()>>()
     .await?;
     println!("bench: {m} AWS secrets created in {:.1}s", t.elapsed().as_secs_f64());
@@ -410,6 +535,17 @@ async fn main() -> anyhow::Result<()> {
     let cold_start = ready.duration_since(started);
     let cold_calls = operator_calls(emu.recorded()?);
     println!("bench: all Ready after {:.1}s; AWS calls {}", cold_start.as_secs_f64(), show(&cold_calls));
+
+    if args.soak > 0 {
+        let secrets = Api::<Secret>::namespaced(kube.clone(), &ns);
+        let table = soak(&args, &emu, &names, &secrets, &operator).await?;
+        println!("\n{table}");
+        if args.write {
+            let path = write_section(&format!("soak es={n}"), &table)?;
+            println!("bench: wrote {}", path.display());
+        }
+        return Ok(());
+    }
 
     // Steady state: let the first requeues pass, then count over two intervals.
     tokio::time::sleep(refresh + Duration::from_secs(2)).await;
@@ -520,7 +656,7 @@ async fn main() -> anyhow::Result<()> {
     let table = report.markdown();
     println!("\n{table}");
     if report.args.write {
-        let path = write_benchmarks(&report)?;
+        let path = write_section(&format!("es={n}"), &table)?;
         println!("bench: wrote {}", path.display());
     } else {
         anyhow::ensure!(report.missed == 0, "rotations did not reach every Secret");
