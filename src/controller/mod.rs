@@ -15,7 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 
@@ -128,19 +128,27 @@ impl Context {
 
     /// A controller on `api` whose cache reports to readiness when it holds its first full list.
     /// (The reflector's own `wait_until_ready` wakes only one waiter, the controller's runner.)
+    ///
+    /// The cache keeps objects without `managedFields` (a large JSON tree per object that nothing
+    /// here reads), and only a new generation (a spec change) triggers a reconcile: our own status
+    /// writes do not cause another one.
     fn controller<K>(&self, kind: &'static str, api: Api<K>) -> Controller<K>
     where
         K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
     {
         let (reader, writer) = reflector::store();
         let readiness = self.readiness.clone();
-        let objects = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default().any_semantic()))
+        let objects = watcher::watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
+            .reflect(writer)
             .inspect(move |event| {
                 if matches!(event, Ok(watcher::Event::InitDone)) {
                     readiness.cache_synced(kind);
                 }
             })
-            .applied_objects();
+            .applied_objects()
+            .predicate_filter(predicates::generation, PredicateConfig::default());
         Controller::for_stream(objects, reader)
     }
 
