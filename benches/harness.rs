@@ -194,6 +194,9 @@ async fn all_ready(api: &Api<ExternalSecret>, n: usize, timeout: Duration) -> an
         if ready >= n {
             return Ok(Instant::now());
         }
+        if n >= 5000 && list.items.len() == n && ready % 1000 < 20 {
+            println!("bench: {ready} of {n} Ready");
+        }
         if Instant::now() > deadline {
             bail!("only {ready} of {n} ExternalSecrets Ready after {timeout:?}");
         }
@@ -531,7 +534,13 @@ async fn main() -> anyhow::Result<()> {
     emu.start_recording()?;
     let started = Instant::now();
     let operator = Operator::start(Some(&ns), &[])?;
-    let ready = all_ready(&es_api, n, Duration::from_secs(600)).await.with_context(|| operator.logs())?;
+    // Bounded: ten minutes, plus a tenth of a second per ExternalSecret for the large sizes.
+    let limit = Duration::from_secs(600) + Duration::from_millis(100) * n as u32;
+    let ready = all_ready(&es_api, n, limit).await.with_context(|| {
+        let log = operator.logs();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        format!("operator log, last lines:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+    })?;
     let cold_start = ready.duration_since(started);
     let cold_calls = operator_calls(emu.recorded()?);
     println!("bench: all Ready after {:.1}s; AWS calls {}", cold_start.as_secs_f64(), show(&cold_calls));
