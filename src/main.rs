@@ -100,13 +100,26 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Targets whose trace-level events can carry request or response bodies: the AWS SDK logs
+/// SecretString at trace when `LOG_SENSITIVE_BODIES=true` is in the environment, and the HTTP and
+/// Kubernetes client stacks log what they send and receive. Their trace events are dropped whatever
+/// `--log-level` asks (their debug events stay), so no log level shows a secret value.
+const BODY_LOGGERS: &[&str] =
+    &["aws_smithy", "aws_sigv4", "aws_sdk", "aws_config", "hyper", "h2", "kube_client", "tower_http", "rustls"];
+
 fn init_tracing(args: &RunArgs) -> anyhow::Result<()> {
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .with_context(|| format!("--log-level {:?} is not a valid filter", args.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let no_bodies = filter_fn(|meta| {
+        *meta.level() != tracing::Level::TRACE || !BODY_LOGGERS.iter().any(|t| meta.target().starts_with(t))
+    });
+    let filter = filter.and(no_bodies);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match args.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => tracing_subscriber::registry().with(layer.with_filter(filter)).init(),
+        LogFormat::Json => tracing_subscriber::registry().with(layer.json().with_filter(filter)).init(),
     }
     Ok(())
 }

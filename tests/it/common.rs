@@ -60,7 +60,10 @@ impl Operator {
         let metrics_addr = format!("127.0.0.1:{port}");
         let log = rig.dir.join(format!("operator-{}.log", lockstep_rig::unique()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockstep"));
-        cmd.arg("run").arg("--metrics-addr").arg(&metrics_addr).arg("--log-level").arg("lockstep=debug,info");
+        cmd.arg("run").arg("--metrics-addr").arg(&metrics_addr);
+        if !args.contains(&"--log-level") {
+            cmd.arg("--log-level").arg("lockstep=debug,info");
+        }
         cmd.args(args)
             .env_clear()
             .env("KUBECONFIG", kubeconfig)

@@ -4,6 +4,7 @@
 mod chart;
 mod common;
 mod ha;
+mod hygiene;
 mod mapping;
 mod operator;
 mod rotation;
