@@ -9,3 +9,4 @@ mod mapping;
 mod operator;
 mod rotation;
 mod smoke;
+mod tenancy;
