@@ -3,6 +3,7 @@
 
 mod chart;
 mod common;
+mod faults;
 mod ha;
 mod hygiene;
 mod mapping;

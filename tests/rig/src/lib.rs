@@ -379,6 +379,11 @@ pub enum Fault {
     Throttle,
     /// Answer with an AccessDeniedException (HTTP 400, JSON as AWS sends it).
     Deny,
+    /// Close the connection without an answer, as an endpoint that went away mid-run.
+    Drop,
+    /// Throttle a share of the requests: of every `n` requests, all but the last (`n` = 2: every
+    /// other one).
+    ThrottleAllBut(u32),
 }
 
 /// A small HTTP proxy on loopback between the operator and the emulator that injects faults.
@@ -387,6 +392,7 @@ pub struct FaultProxy {
     pub endpoint: String,
     mode: std::sync::Arc<Mutex<Fault>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FaultProxy {
@@ -401,12 +407,19 @@ impl FaultProxy {
         let endpoint = format!("http://{}", listener.local_addr()?);
         let mode = std::sync::Arc::new(Mutex::new(Fault::Pass));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (m, st) = (mode.clone(), stop.clone());
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (m, st, count) = (mode.clone(), stop.clone(), requests.clone());
         std::thread::spawn(move || {
             while !st.load(std::sync::atomic::Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        let fault = *m.lock().unwrap_or_else(|e| e.into_inner());
+                        // One request per connection (every answer closes it).
+                        let nth = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        let fault = match *m.lock().unwrap_or_else(|e| e.into_inner()) {
+                            Fault::ThrottleAllBut(n) if nth % n.max(1) as usize != 0 => Fault::Throttle,
+                            Fault::ThrottleAllBut(_) => Fault::Pass,
+                            other => other,
+                        };
                         let up = upstream.clone();
                         std::thread::spawn(move || {
                             let _ = proxy_one(conn, &up, fault);
@@ -416,7 +429,12 @@ impl FaultProxy {
                 }
             }
         });
-        Ok(FaultProxy { endpoint, mode, stop })
+        Ok(FaultProxy { endpoint, mode, stop, requests })
+    }
+
+    /// Requests received so far, whatever happened to them.
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Change what happens to the next requests.
@@ -432,6 +450,9 @@ impl Drop for FaultProxy {
 }
 
 fn proxy_one(mut conn: TcpStream, upstream: &str, fault: Fault) -> anyhow::Result<()> {
+    if fault == Fault::Drop {
+        return Ok(());
+    }
     conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
     // Read one request: headers, then Content-Length bytes of body.
@@ -472,6 +493,7 @@ fn proxy_one(mut conn: TcpStream, upstream: &str, fault: Fault) -> anyhow::Resul
             canned("AccessDeniedException", "User is not authorized to perform: secretsmanager:GetSecretValue")
                 .as_bytes(),
         )?,
+        Fault::Drop | Fault::ThrottleAllBut(_) => {}
         Fault::Pass => {
             let mut up = TcpStream::connect(upstream)?;
             up.set_read_timeout(Some(Duration::from_secs(30)))?;
