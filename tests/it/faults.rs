@@ -1,7 +1,8 @@
 //! Faults: AWS going away mid-run (change detection failing marks every ExternalSecret of the store
-//! ProviderUnavailable and its recovery syncs them at once), throttling of a share of calls, the operator killed during a
-//! burst. (An apiserver restart needs a rig that restarts kube-apiserver on the same port and data:
-//! tests/support's kube-apiserver regenerates its certificates and wipes etcd at every start.)
+//! ProviderUnavailable and its recovery syncs them at once), throttling of a share of calls, the
+//! operator killed during a burst. (An apiserver restart needs a rig that restarts kube-apiserver on
+//! the same port and data: tests/support's kube-apiserver regenerates its certificates and wipes
+//! etcd at every start.)
 
 use std::time::{Duration, Instant};
 
