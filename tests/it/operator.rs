@@ -574,6 +574,11 @@ async fn rollout_restart_once_per_burst_and_never_on_first_sync() -> anyhow::Res
     let w = World::with_env("restart", &[("LOCKSTEP_RESTART_DEBOUNCE_SECONDS", "6")]).await?;
     w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
     w.deployment("api").await?;
+    // A Deployment of the same name in another namespace is never restarted.
+    let other = Rig::get().test_env("restart-other").await?;
+    apply(&other.kube, Some(&other.ns), deployment("api")).await?;
+    let theirs = Api::<Deployment>::namespaced(other.kube.clone(), &other.ns);
+    let theirs_before = theirs.get("api").await?.metadata.resource_version;
     let src = w.create_aws("env", "v1").await?;
     w.external_secret(
         "es",
@@ -608,5 +613,7 @@ async fn rollout_restart_once_per_burst_and_never_on_first_sync() -> anyhow::Res
     tokio::time::sleep(std::time::Duration::from_secs(8)).await;
     let g1 = deployments.get("api").await?.metadata.generation.unwrap_or_default();
     assert_eq!(g1, g0 + 1, "exactly one restart for the burst");
+    let theirs_after = theirs.get("api").await?.metadata.resource_version;
+    assert_eq!(theirs_after, theirs_before, "a Deployment of another namespace must not be touched");
     Ok(())
 }
