@@ -124,8 +124,20 @@ fn init_tracing(args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a panic shows: where it happened and, when the message is a literal of the code, the
+/// message. A formatted message (a `String` payload) is withheld: it could have been built from a
+/// value. Release builds abort after this (`panic = "abort"`).
+fn describe_panic(payload: &(dyn std::any::Any + Send), location: Option<&std::panic::Location<'_>>) -> String {
+    let at = location.map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+    match payload.downcast_ref::<&'static str>() {
+        Some(literal) => format!("panicked{at}: {literal}"),
+        None => format!("panicked{at} (message withheld: it may hold a secret value)"),
+    }
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(&args)?;
+    std::panic::set_hook(Box::new(|info| tracing::error!("{}", describe_panic(info.payload(), info.location()))));
     let client =
         Client::try_default().await.context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?;
     check_crds(&client, args.namespace.as_deref()).await?;
@@ -285,4 +297,18 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_shows_literal_messages_and_withholds_formatted_ones() {
+        let literal: &'static str = "invariant broken";
+        assert!(describe_panic(&literal, None).ends_with(": invariant broken"));
+        let formatted = format!("value was {}", "SENTINEL-7f3a");
+        let shown = describe_panic(&formatted, std::panic::Location::caller().into());
+        assert!(!shown.contains("SENTINEL") && shown.contains("withheld") && shown.contains("main.rs"), "{shown}");
+    }
 }
