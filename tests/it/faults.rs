@@ -1,14 +1,15 @@
 //! Faults: AWS going away mid-run (change detection failing marks every ExternalSecret of the store
 //! ProviderUnavailable and its recovery syncs them at once), throttling of a share of calls, the
-//! operator killed during a burst. (An apiserver restart needs a rig that restarts kube-apiserver on
-//! the same port and data: tests/support's kube-apiserver regenerates its certificates and wipes
-//! etcd at every start.)
+//! operator killed during a burst, the apiserver unreachable mid-run. (That last one cuts the
+//! operator's connections with a TCP relay: restarting the rig's kube-apiserver itself on the same
+//! port and data is not possible, tests/support's kube-apiserver regenerates its certificates and
+//! wipes etcd at every start.)
 
 use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use kube::api::ListParams;
-use lockstep_rig::{Emulator, Fault, FaultProxy, Rig, eventually};
+use lockstep_rig::{Emulator, Fault, FaultProxy, Rig, TcpCut, eventually};
 use serde_json::json;
 
 use crate::common::*;
@@ -144,5 +145,50 @@ async fn the_operator_killed_during_a_burst_converges_to_the_same_secrets() -> a
     for s in &list {
         assert_eq!(s.owner_references().len(), 1, "{}: one owner", s.name_any());
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_apiserver_unreachable_mid_run_is_survived() -> anyhow::Result<()> {
+    let rig = Rig::get();
+    let env = rig.test_env("apicut").await?;
+    install_crds(&env.kube).await?;
+    // The operator reaches the apiserver through a relay that can cut it off.
+    let kubeconfig = std::fs::read_to_string(&rig.kubeconfig)?;
+    let upstream = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://"))
+        .ok_or_else(|| anyhow::anyhow!("no server in the rig's kubeconfig"))?
+        .to_string();
+    let relay = TcpCut::start(&upstream)?;
+    let cut_kubeconfig = rig.dir.join(format!("kubeconfig-cut-{}", lockstep_rig::unique()));
+    std::fs::write(&cut_kubeconfig, kubeconfig.replace(&upstream, &relay.addr))?;
+    let ns = env.ns.clone();
+    let operator = Operator::start_with(&cut_kubeconfig, &["--namespace", &ns], &[])?;
+    let w = World { env, operator };
+    w.store("aws", &rig.emulator.endpoint, json!({})).await?;
+    let a = w.create_aws("a", "a1").await?;
+    w.external_secret("a", spec(&a, "1s")).await?;
+    w.wait_value("a", "k", "a1").await?;
+
+    // Cut off: a rotation and a new ExternalSecret arrive meanwhile.
+    relay.cut();
+    w.env.aws.put_secret_value().secret_id(&a).secret_string("a2").send().await?;
+    let b = w.create_aws("b", "b1").await?;
+    w.external_secret("b", spec(&b, "1s")).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(text(&w.secrets().get("a").await?, "k"), "a1", "nothing is written while cut off");
+
+    // Back: the operator reconnects and converges.
+    relay.restore();
+    w.wait_value("a", "k", "a2").await?;
+    w.wait_value("b", "k", "b1").await?;
+    for n in ["a", "b"] {
+        w.wait_reason(n, "SecretSynced").await?;
+    }
+    let managed = ListParams::default().labels("app.kubernetes.io/managed-by=lockstep");
+    let mut names: Vec<_> = w.secrets().list(&managed).await?.items.iter().map(|s| s.name_any()).collect();
+    names.sort();
+    assert_eq!(names, ["a", "b"], "no Secret lost or doubled");
     Ok(())
 }

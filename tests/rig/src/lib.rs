@@ -512,3 +512,90 @@ fn proxy_one(mut conn: TcpStream, upstream: &str, fault: Fault) -> anyhow::Resul
     }
     Ok(())
 }
+
+/// A TCP relay on loopback that can cut every connection through it and refuse new ones, as a
+/// restarting server does to its clients (TLS passes through untouched).
+pub struct TcpCut {
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped at every cut: a relayed connection of an older epoch ends.
+    epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TcpCut {
+    /// Listen on a free loopback port and relay to `upstream` (`127.x.x.x:port`).
+    pub fn start(upstream: &str) -> anyhow::Result<TcpCut> {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        if !upstream.starts_with("127.") {
+            bail!("refusing a non-loopback upstream: {upstream}");
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?.to_string();
+        let (up, epoch, stop) =
+            (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (u, e, st, upstream) = (up.clone(), epoch.clone(), stop.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let Ok((conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                if !u.load(Ordering::Relaxed) {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else { continue };
+                let born = e.load(Ordering::Relaxed);
+                for (from, to) in [(conn.try_clone(), server.try_clone()), (server.try_clone(), conn.try_clone())] {
+                    let (Ok(from), Ok(to)) = (from, to) else { continue };
+                    let (e, st) = (e.clone(), st.clone());
+                    std::thread::spawn(move || {
+                        relay(from, to, || e.load(Ordering::Relaxed) != born || st.load(Ordering::Relaxed))
+                    });
+                }
+            }
+        });
+        Ok(TcpCut { addr, up, epoch, stop })
+    }
+
+    /// Close every relayed connection and refuse new ones until [`TcpCut::restore`].
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Relay new connections again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for TcpCut {
+    fn drop(&mut self) {
+        self.cut();
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Copy bytes from `from` to `to` until either side closes or `cut()` says so (checked every 100 ms).
+fn relay(mut from: TcpStream, mut to: TcpStream, cut: impl Fn() -> bool) {
+    let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut buf = [0u8; 16 * 1024];
+    while !cut() {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
