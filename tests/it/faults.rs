@@ -78,19 +78,35 @@ async fn throttling_a_share_of_calls_converges_without_a_retry_storm() -> anyhow
     for i in 0..N {
         emu.client().create_secret().name(format!("t/{i}")).secret_string(format!("v{i}")).send().await?;
     }
-    // Three calls in four are throttled (so the SDK's own three attempts are sometimes not enough).
+    let throttled = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("lockstep_aws_calls_total") && l.contains("outcome=\"Throttled\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // First three calls in four are throttled, until the SDK's own three attempts were not enough
+    // and the operator saw (and counted) a throttled call; then every other call.
     proxy.set(Fault::ThrottleAllBut(4));
     w.store("aws", &proxy.endpoint, json!({})).await?;
     for i in 0..N {
         w.external_secret(&format!("es-{i}"), spec(&format!("t/{i}"), "1h")).await?;
     }
+    let addr = w.operator.metrics_addr.clone();
+    eventually(WAIT, "a throttled call counted", || {
+        let counted = http_get(&addr, "/metrics").map(|m| throttled(&m)).unwrap_or(0.0);
+        async move { (counted >= 1.0).then_some(()) }
+    })
+    .await?;
+    proxy.set(Fault::ThrottleAllBut(2));
     for i in 0..N {
         w.wait_value(&format!("es-{i}"), "k", &format!("v{i}")).await?;
         w.wait_reason(&format!("es-{i}"), "SecretSynced").await?;
     }
     let converged = proxy.requests();
     // Bounded: each ExternalSecret needs a fetch and the store a validation, a call passes one time
-    // in four and the SDK tries three times per operation; a storm would be hundreds per second.
+    // in four (then two) and the SDK tries three times per operation; a storm would be hundreds a
+    // second.
     assert!(converged <= 4 * 3 * (N + 4), "{converged} requests to converge {N} ExternalSecrets");
     // And quiet once in sync (refreshInterval 1h: only change detection polls).
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -98,12 +114,7 @@ async fn throttling_a_share_of_calls_converges_without_a_retry_storm() -> anyhow
     eprintln!("throttling: {converged} requests to converge, {idle} in the 3 s after");
     assert!(idle <= 4 * 3, "{idle} requests in 3 s after convergence");
     let metrics = http_get(&w.operator.metrics_addr, "/metrics")?;
-    let throttled: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("lockstep_aws_calls_total") && l.contains("outcome=\"Throttled\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!(throttled >= 1.0, "the throttled calls are counted: {metrics}");
+    assert!(throttled(&metrics) >= 1.0, "the throttled calls are counted: {metrics}");
     Ok(())
 }
 
