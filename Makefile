@@ -3,7 +3,7 @@
 SHELL := bash
 export LOCKSTEP_TOOLS ?= $(CURDIR)/.tools
 
-.PHONY: tools dev-up dev-down dev-status test demo bench soak crds fmt lint
+.PHONY: tools dev-up dev-down dev-status test fuzz demo bench soak crds fmt lint
 
 tools:
 	bash tests/support/tools.sh
@@ -19,6 +19,12 @@ dev-status:
 
 test: tools
 	cargo test --locked --all-targets
+
+# The property tests of the property-path parser and the template renderer (src/proptests.rs) with
+# many more cases than `make test` runs (256 each): `make fuzz PROPTEST_CASES=100000` for more.
+PROPTEST_CASES ?= 20000
+fuzz:
+	PROPTEST_CASES=$(PROPTEST_CASES) cargo test --locked --lib proptest
 
 # A secret syncing and rotating on a local control plane (README quick start).
 demo: tools

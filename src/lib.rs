@@ -14,6 +14,9 @@ pub mod status;
 pub mod template;
 pub mod value;
 
+#[cfg(test)]
+mod proptests;
+
 pub use error::{Error, Result};
 
 /// Field manager of every server-side apply, and the value of the managed-by label.

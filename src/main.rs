@@ -100,20 +100,45 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Targets whose trace-level events can carry request or response bodies: the AWS SDK logs
+/// SecretString at trace when `LOG_SENSITIVE_BODIES=true` is in the environment, and the HTTP and
+/// Kubernetes client stacks log what they send and receive. Their trace events are dropped whatever
+/// `--log-level` asks (their debug events stay), so no log level shows a secret value.
+const BODY_LOGGERS: &[&str] =
+    &["aws_smithy", "aws_sigv4", "aws_sdk", "aws_config", "hyper", "h2", "kube_client", "tower_http", "rustls"];
+
 fn init_tracing(args: &RunArgs) -> anyhow::Result<()> {
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .with_context(|| format!("--log-level {:?} is not a valid filter", args.log_level))?;
+    let no_bodies = filter_fn(|meta| {
+        *meta.level() != tracing::Level::TRACE || !BODY_LOGGERS.iter().any(|t| meta.target().starts_with(t))
+    });
+    let filter = filter.and(no_bodies);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     match args.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => tracing_subscriber::registry().with(layer.with_filter(filter)).init(),
+        LogFormat::Json => tracing_subscriber::registry().with(layer.json().with_filter(filter)).init(),
     }
     Ok(())
 }
 
+/// What a panic shows: where it happened and, when the message is a literal of the code, the
+/// message. A formatted message (a `String` payload) is withheld: it could have been built from a
+/// value. Release builds abort after this (`panic = "abort"`).
+fn describe_panic(payload: &(dyn std::any::Any + Send), location: Option<&std::panic::Location<'_>>) -> String {
+    let at = location.map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+    match payload.downcast_ref::<&'static str>() {
+        Some(literal) => format!("panicked{at}: {literal}"),
+        None => format!("panicked{at} (message withheld: it may hold a secret value)"),
+    }
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(&args)?;
+    std::panic::set_hook(Box::new(|info| tracing::error!("{}", describe_panic(info.payload(), info.location()))));
     let client =
         Client::try_default().await.context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?;
     check_crds(&client, args.namespace.as_deref()).await?;
@@ -273,4 +298,18 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_shows_literal_messages_and_withholds_formatted_ones() {
+        let literal: &'static str = "invariant broken";
+        assert!(describe_panic(&literal, None).ends_with(": invariant broken"));
+        let formatted = format!("value was {}", "SENTINEL-7f3a");
+        let shown = describe_panic(&formatted, std::panic::Location::caller().into());
+        assert!(!shown.contains("SENTINEL") && shown.contains("withheld") && shown.contains("main.rs"), "{shown}");
+    }
 }

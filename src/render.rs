@@ -577,4 +577,32 @@ mod tests {
         assert!(!is_valid_secret_key("a/b"));
         assert!(!is_valid_secret_key("a b"));
     }
+
+    #[test]
+    fn debug_of_every_value_holding_type_redacts() {
+        const V: &str = "SENTINEL-7f3a-debug";
+        let bytes = || SecretBytes::from(V.to_string());
+        let data: BTreeMap<String, SecretBytes> = [("k".to_string(), bytes())].into();
+        let shown = [
+            format!("{:?}", bytes()),
+            format!("{:?}", Payload::String(bytes())),
+            format!("{:?}", Payload::Binary(bytes())),
+            format!("{:?}", Fetched { payload: Payload::String(bytes()), version_id: "v1".into(), last_changed: None }),
+            format!("{:?}", Desired { data: data.clone(), ..Default::default() }),
+            // The template's inputs and outputs.
+            format!("{data:?}"),
+            format!("{:?}", crate::template::Rendered { data, ..Default::default() }),
+            format!(
+                "{:?}",
+                crate::aws::StaticKeys {
+                    access_key_id: "AKIA".into(),
+                    secret_access_key: V.into(),
+                    session_token: Some(V.into())
+                }
+            ),
+        ];
+        for s in shown {
+            assert!(!s.contains("SENTINEL"), "Debug shows a value: {s}");
+        }
+    }
 }

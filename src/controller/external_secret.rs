@@ -209,6 +209,10 @@ async fn sync(es: &ExternalSecret, ctx: &Context, refresh: Option<Duration>) -> 
     let sources = render::sources(&es.spec);
     if let Some(refresh) = refresh {
         ctx.pollers.watch(&store.id, &store.client, ObjectRef::from_obj(es), refresh, &sources);
+        // While change detection cannot reach AWS, nothing can be confirmed: say so, touch nothing.
+        if let Some(why) = ctx.pollers.unavailable(&store.id) {
+            return Err(Error::ProviderUnavailable(why));
+        }
     }
 
     // find is listed again at every sync: that is how new matching AWS secrets are picked up.

@@ -185,7 +185,7 @@ impl Context {
                 // The keys usually live in one Secret: read each Secret once.
                 let mut read = HashMap::new();
                 let mut key = async |sel: &SecretKeySelector| {
-                    let ns = sel.namespace.clone().or(cred_ns.map(String::from));
+                    let ns = credential_namespace(sel, cred_ns)?;
                     self.read_key(sel, ns, &mut read).await
                 };
                 let access_key_id = key(&r.access_key_id_secret_ref).await?;
@@ -276,6 +276,20 @@ impl Context {
     }
 }
 
+/// The namespace a credential Secret is read from. A SecretStore (`own` is its namespace) reads its
+/// own namespace only: admission refuses `namespace` on its secretRef, and this refuses it again
+/// should a CRD without that rule be installed. A ClusterSecretStore (`own` None) names it.
+fn credential_namespace(sel: &SecretKeySelector, own: Option<&str>) -> Result<Option<String>> {
+    match (own, sel.namespace.as_deref()) {
+        (Some(own), Some(other)) if other != own => Err(Error::StoreNotReady(format!(
+            "a SecretStore reads credentials from its own namespace: credential Secret {:?} names namespace {other:?}; remove namespace from aws.auth.secretRef",
+            sel.name
+        ))),
+        (Some(own), _) => Ok(Some(own.to_string())),
+        (None, named) => Ok(named.map(String::from)),
+    }
+}
+
 /// A fraction in [0, 1) that differs between objects and attempts (no RNG needed).
 fn jitter_fraction(key: &str, n: u32) -> f64 {
     use std::hash::{BuildHasher, Hasher};
@@ -283,4 +297,22 @@ fn jitter_fraction(key: &str, n: u32) -> f64 {
     h.write(key.as_bytes());
     h.write_u32(n);
     (h.finish() % 1000) as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_store_never_reads_credentials_of_another_namespace() {
+        let sel =
+            |ns: Option<&str>| SecretKeySelector { name: "c".into(), key: "k".into(), namespace: ns.map(String::from) };
+        assert_eq!(credential_namespace(&sel(None), Some("team")).ok(), Some(Some("team".into())));
+        assert_eq!(credential_namespace(&sel(Some("team")), Some("team")).ok(), Some(Some("team".into())));
+        let err = credential_namespace(&sel(Some("kube-system")), Some("team")).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("own namespace") && e.contains("kube-system")));
+        // A ClusterSecretStore names the namespace (None is refused later, with its own message).
+        assert_eq!(credential_namespace(&sel(Some("ops")), None).ok(), Some(Some("ops".into())));
+        assert_eq!(credential_namespace(&sel(None), None).ok(), Some(None));
+    }
 }

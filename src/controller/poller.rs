@@ -6,7 +6,7 @@
 //! Fetched values are shared through [`ValueCache`]: one GetSecretValue per (store, secret,
 //! version) for every ExternalSecret that needs it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use super::StoreId;
 use crate::api::ExternalSecret;
 use crate::aws::StoreClient;
 use crate::aws::metadata::{self, SecretMeta};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::render::{Fetched, SourceKey, VersionSel};
 
@@ -51,6 +51,8 @@ struct StoreState {
     /// ListSecrets pages a full poll took last time.
     list_pages: Option<u32>,
     running: bool,
+    /// Why the last poll could not reach AWS, while it cannot.
+    unavailable: Option<String>,
 }
 
 /// The pollers of every store, and the channel that triggers ExternalSecrets.
@@ -87,6 +89,7 @@ impl Pollers {
                         watched: HashMap::new(),
                         list_pages: None,
                         running: false,
+                        unavailable: None,
                     }))
                 })
                 .clone()
@@ -138,6 +141,14 @@ impl Pollers {
         st.watched.get(key)?.meta.as_ref()?.stages.get(stage).cloned()
     }
 
+    /// Why the store's change detection cannot reach AWS, while it cannot: its ExternalSecrets then
+    /// report ProviderUnavailable and leave their Secrets as they are.
+    pub fn unavailable(&self, store: &StoreId) -> Option<String> {
+        let state = self.stores.lock().unwrap_or_else(|e| e.into_inner()).get(store)?.clone();
+        let st = state.lock().unwrap_or_else(|e| e.into_inner());
+        st.unavailable.clone()
+    }
+
     /// When a change that triggered `es` was detected (the earliest not yet synced), forgetting it.
     pub fn take_detected(&self, es: &EsRef) -> Option<Instant> {
         self.detected.lock().unwrap_or_else(|e| e.into_inner()).remove(es)
@@ -173,8 +184,27 @@ impl Pollers {
                 }
             };
             tokio::time::sleep(interval).await;
-            if let Err(e) = self.poll_once(&id, &state).await {
+            let result = self.poll_once(&id, &state).await;
+            if let Err(e) = &result {
                 warn!(store = %id, error = %e, "polling change metadata failed");
+            }
+            // AWS going away and coming back reaches every ExternalSecret of the store at once: their
+            // conditions say so, and they sync again without waiting out their backoff.
+            let flipped = {
+                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                let was = st.unavailable.is_some();
+                match result {
+                    Ok(()) => st.unavailable = None,
+                    Err(Error::ProviderUnavailable(why)) => st.unavailable = Some(why),
+                    Err(_) => {}
+                }
+                match was != st.unavailable.is_some() {
+                    true => st.watched.values().flat_map(|w| w.refs.keys().cloned()).collect::<HashSet<_>>(),
+                    false => HashSet::new(),
+                }
+            };
+            for es in flipped {
+                let _ = self.trigger.send(es);
             }
         }
     }

@@ -60,7 +60,10 @@ impl Operator {
         let metrics_addr = format!("127.0.0.1:{port}");
         let log = rig.dir.join(format!("operator-{}.log", lockstep_rig::unique()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockstep"));
-        cmd.arg("run").arg("--metrics-addr").arg(&metrics_addr).arg("--log-level").arg("lockstep=debug,info");
+        cmd.arg("run").arg("--metrics-addr").arg(&metrics_addr);
+        if !args.contains(&"--log-level") {
+            cmd.arg("--log-level").arg("lockstep=debug,info");
+        }
         cmd.args(args)
             .env_clear()
             .env("KUBECONFIG", kubeconfig)
@@ -221,11 +224,7 @@ impl World {
 
     /// A Deployment `name` (a rollout-restart target; no pod ever runs on the rig).
     pub async fn deployment(&self, name: &str) -> anyhow::Result<()> {
-        self.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-            "spec": {"selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}},
-                                  "spec": {"containers": [{"name": "c", "image": "example.invalid/app:1"}]}}}}))
-            .await
+        self.apply(deployment(name)).await
     }
 
     /// Wait until SecretStore `name` is Ready (the operator's log in the error otherwise).
@@ -269,6 +268,14 @@ impl World {
         self.secrets().create(&PostParams::default(), &s).await?;
         Ok(())
     }
+}
+
+/// A Deployment `name` (no pod ever runs on the rig).
+pub fn deployment(name: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "c", "image": "example.invalid/app:1"}]}}}})
 }
 
 pub async fn apply(kube: &Client, ns: Option<&str>, obj: Value) -> anyhow::Result<()> {

@@ -3,8 +3,11 @@
 
 mod chart;
 mod common;
+mod faults;
 mod ha;
+mod hygiene;
 mod mapping;
 mod operator;
 mod rotation;
 mod smoke;
+mod tenancy;

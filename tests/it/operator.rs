@@ -131,10 +131,12 @@ async fn creation_policies() -> anyhow::Result<()> {
 
     // Owner never takes over a Secret it does not manage.
     w.plain_secret("taken", &[("mine", "keep")]).await?;
+    let theirs = w.secrets().get("taken").await?.metadata.resource_version;
     w.external_secret("owner", spec("taken", "Owner")).await?;
     let msg = w.wait_reason("owner", "TargetConflict").await?;
     assert!(msg.contains("taken") && msg.contains("not managed"), "{msg}");
     let s = w.secrets().get("taken").await?;
+    assert_eq!(s.metadata.resource_version, theirs, "a Secret owned by someone else is never written");
     assert_eq!(text(&s, "mine"), "keep");
     assert!(!s.data.unwrap_or_default().contains_key("k"), "the conflicting Secret must stay untouched");
 
@@ -193,6 +195,8 @@ async fn deletion_policies() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bad input, one row each: the exact reason, a message that names what to fix, and the Secret
+/// synced before stays exactly as it was (same data, same resourceVersion).
 #[tokio::test]
 async fn failures_keep_the_secret_and_say_why() -> anyhow::Result<()> {
     let w = World::new("fail").await?;
@@ -201,76 +205,122 @@ async fn failures_keep_the_secret_and_say_why() -> anyhow::Result<()> {
     let src = w.create_aws("src", r#"{"password":"good"}"#).await?;
     w.external_secret("es", es_spec(json!([{"secretKey": "p", "remoteRef": {"key": src, "property": "password"}}])))
         .await?;
-    w.wait_value("es", "p", "good").await?;
+    w.wait_reason("es", "SecretSynced").await?;
+    let before = w.wait_value("es", "p", "good").await?;
 
-    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
-        ("missing secret", json!([{"secretKey": "p", "remoteRef": {"key": w.aws_name("nope")}}]), "SecretNotFound"),
-        (
-            "missing property",
-            json!([{"secretKey": "p", "remoteRef": {"key": src, "property": "nope"}}]),
-            "PropertyNotFound",
-        ),
-    ];
-    for (what, data, reason) in cases {
-        w.external_secret("es", es_spec(data)).await?;
-        let msg = w.wait_reason("es", reason).await.map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
-        assert!(!msg.contains("good"), "{what}: message leaks the value: {msg}");
-        assert_eq!(text(&w.secrets().get("es").await?, "p"), "good", "{what}: the Secret must stay as it was");
-    }
-
-    // A non-JSON value where a property is asked.
+    // What the rows need: AWS secrets in odd states, stores that cannot work.
     let plain = w.create_aws("plain", "not json good").await?;
-    w.external_secret("es", es_spec(json!([{"secretKey": "p", "remoteRef": {"key": plain, "property": "x"}}]))).await?;
-    let msg = w.wait_reason("es", "InvalidValue").await?;
-    assert!(msg.contains("not JSON") && !msg.contains("good"), "{msg}");
-
-    // Scheduled for deletion.
     let doomed = w.create_aws("doomed", "v").await?;
     w.env.aws.delete_secret().secret_id(&doomed).recovery_window_in_days(7).send().await?;
-    w.external_secret("es", es_spec(json!([{"secretKey": "p", "remoteRef": {"key": doomed}}]))).await?;
-    let msg = w.wait_reason("es", "SecretNotFound").await?;
-    assert!(msg.contains("scheduled for deletion"), "{msg}");
-
-    // Too large: 20 keys of 60 KB each.
+    let gone = w.create_aws("gone", "v").await?;
+    w.env.aws.delete_secret().secret_id(&gone).force_delete_without_recovery(true).send().await?;
+    let badkey = w.create_aws("badkey", r#"{"bad key!":"good"}"#).await?;
+    let twins = w.create_aws("twins", r#"{"a":"good","b":"good"}"#).await?;
     let big = w.create_aws("big", &"x".repeat(60_000)).await?;
-    let data: Vec<_> = (0..20).map(|i| json!({"secretKey": format!("k{i}"), "remoteRef": {"key": big}})).collect();
-    w.external_secret("es", es_spec(json!(data))).await?;
-    w.wait_reason("es", "TargetTooLarge").await?;
-
-    // Unknown store.
-    w.external_secret(
-        "es",
-        json!({"secretStoreRef": {"name": "nope"}, "refreshInterval": "1s",
-        "data": [{"secretKey": "p", "remoteRef": {"key": src}}]}),
-    )
-    .await?;
-    let msg = w.wait_reason("es", "StoreNotReady").await?;
-    assert!(msg.contains("nope"), "{msg}");
-
-    // Credential Secret missing a key.
+    let store_spec = |creds: &str| {
+        json!({"aws": {"region": "us-east-1", "endpoint": rig.emulator.endpoint, "auth": {"secretRef": {
+            "accessKeyIDSecretRef": {"name": creds, "key": "access-key-id"},
+            "secretAccessKeySecretRef": {"name": creds, "key": "secret-access-key"}}}}})
+    };
     w.apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "half-creds"}, "stringData": {"access-key-id": "testing"}})).await?;
-    w.apply(json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": "half"},
-        "spec": {"aws": {"region": "us-east-1", "endpoint": rig.emulator.endpoint, "auth": {"secretRef": {
-            "accessKeyIDSecretRef": {"name": "half-creds", "key": "access-key-id"},
-            "secretAccessKeySecretRef": {"name": "half-creds", "key": "secret-access-key"}}}}}}))
-        .await?;
-    w.external_secret(
-        "es",
-        json!({"secretStoreRef": {"name": "half"}, "refreshInterval": "1s",
-        "data": [{"secretKey": "p", "remoteRef": {"key": src}}]}),
+    for (name, creds) in [("half", "half-creds"), ("nocreds", "absent-creds")] {
+        w.apply(json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": name},
+            "spec": store_spec(creds)}))
+            .await?;
+    }
+    // A store of the same name in another namespace is not this namespace's store.
+    let other = rig.test_env("fail-other").await?;
+    apply(
+        &other.kube,
+        Some(&other.ns),
+        json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "SecretStore",
+        "metadata": {"name": "foreign"}, "spec": {"aws": {"region": "us-east-1", "endpoint": rig.emulator.endpoint}}}),
     )
     .await?;
-    let msg = w.wait_reason("es", "StoreNotReady").await?;
-    assert!(msg.contains("secret-access-key"), "{msg}");
+    let excluding = format!("excl-{}", lockstep_rig::unique());
+    apply(
+        &w.env.kube,
+        None,
+        json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "ClusterSecretStore",
+        "metadata": {"name": excluding}, "spec": {"conditions": [{"namespaces": ["somebody-else"]}],
+        "aws": {"region": "us-east-1", "endpoint": rig.emulator.endpoint}}}),
+    )
+    .await?;
+
+    let with_store = |store: serde_json::Value| json!({"secretStoreRef": store, "refreshInterval": "1s", "data": [{"secretKey": "p", "remoteRef": {"key": src}}]});
+    let one = |remote: serde_json::Value| es_spec(json!([{"secretKey": "p", "remoteRef": remote}]));
+    let extract = |key: &str, rewrite: serde_json::Value| {
+        json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
+               "dataFrom": [{"extract": {"key": key}, "rewrite": rewrite}]})
+    };
+    let too_large: Vec<_> = (0..20).map(|i| json!({"secretKey": format!("k{i}"), "remoteRef": {"key": big}})).collect();
+    let nope = w.aws_name("nope");
+    // (what, spec, reason, every one of these in the message)
+    let cases: Vec<(&str, serde_json::Value, &str, Vec<&str>)> = vec![
+        ("unknown store", with_store(json!({"name": "nope"})), "StoreNotReady", vec!["SecretStore \"nope\" not found"]),
+        (
+            "store in another namespace",
+            with_store(json!({"name": "foreign"})),
+            "StoreNotReady",
+            vec!["\"foreign\" not found", w.ns()],
+        ),
+        (
+            "ClusterSecretStore that excludes the namespace",
+            with_store(json!({"name": excluding, "kind": "ClusterSecretStore"})),
+            "StoreNotAllowed",
+            vec![&excluding, w.ns(), "spec.conditions"],
+        ),
+        (
+            "credential Secret missing",
+            with_store(json!({"name": "nocreds"})),
+            "StoreNotReady",
+            vec!["absent-creds", "not found"],
+        ),
+        (
+            "credential Secret missing a key",
+            with_store(json!({"name": "half"})),
+            "StoreNotReady",
+            vec!["half-creds", "secret-access-key"],
+        ),
+        ("AWS secret missing", one(json!({"key": nope})), "SecretNotFound", vec![&nope]),
+        (
+            "AWS secret scheduled for deletion",
+            one(json!({"key": doomed})),
+            "SecretNotFound",
+            vec![&doomed, "scheduled for deletion"],
+        ),
+        ("AWS secret deleted", one(json!({"key": gone})), "SecretNotFound", vec![&gone]),
+        ("property missing", one(json!({"key": src, "property": "nope"})), "PropertyNotFound", vec!["\"nope\"", &src]),
+        (
+            "non-JSON value with a property",
+            one(json!({"key": plain, "property": "x"})),
+            "InvalidValue",
+            vec!["not JSON", &plain],
+        ),
+        ("invalid Secret key", extract(&badkey, json!([])), "InvalidValue", vec!["bad key!", "conversionStrategy"]),
+        (
+            "duplicate target keys",
+            extract(&twins, json!([{"regexp": {"source": "^.+$", "target": "same"}}])),
+            "KeyConflict",
+            vec!["\"same\"", "rewrite"],
+        ),
+        ("target over 1 MiB", es_spec(json!(too_large)), "TargetTooLarge", vec!["1 MiB"]),
+    ];
+    for (what, spec, reason, needles) in cases {
+        w.external_secret("es", spec).await?;
+        let msg = w.wait_reason("es", reason).await.map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+        for needle in needles {
+            assert!(msg.contains(needle), "{what}: the message should name {needle:?}: {msg}");
+        }
+        assert!(!msg.contains("good"), "{what}: message leaks the value: {msg}");
+        let after = w.secrets().get("es").await?;
+        assert_eq!(after.data, before.data, "{what}: the Secret must stay as it was");
+        assert_eq!(after.metadata.resource_version, before.metadata.resource_version, "{what}: the Secret was written");
+    }
 
     // Emulator unreachable (a closed loopback port).
     w.store("down", "http://127.0.0.1:9", json!({})).await?;
-    w.external_secret(
-        "es",
-        json!({"secretStoreRef": {"name": "down"}, "refreshInterval": "1s",
-        "data": [{"secretKey": "p", "remoteRef": {"key": src}}]}),
-    )
-    .await?;
+    w.external_secret("es", with_store(json!({"name": "down"}))).await?;
     w.wait_reason("es", "ProviderUnavailable").await?;
 
     // Throttled and denied, injected by the fault proxy.
@@ -286,6 +336,8 @@ async fn failures_keep_the_secret_and_say_why() -> anyhow::Result<()> {
     w.wait_reason("es", "Throttled").await?;
     proxy.set(Fault::Deny);
     w.wait_reason("es", "AccessDenied").await?;
+    let after = w.secrets().get("es").await?;
+    assert_eq!(after.metadata.resource_version, before.metadata.resource_version, "throttled or denied: untouched");
     proxy.set(Fault::Pass);
     w.wait_reason("es", "SecretSynced").await?;
     assert_eq!(text(&w.secrets().get("es").await?, "p"), "good");
@@ -435,9 +487,81 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
             "secretAccessKeySecretRef": {"name": "c", "key": "b"}}}}}),
             "reads credentials from its own namespace",
         ),
+        (
+            "SecretStore",
+            json!({"aws": {"region": "us-east-1", "auth": {"secretRef": {
+            "accessKeyIDSecretRef": {"name": "c", "key": "a"}, "secretAccessKeySecretRef": {"name": "c", "key": "b"},
+            "sessionTokenSecretRef": {"name": "c", "key": "t", "namespace": "elsewhere"}}}}}),
+            "reads credentials from its own namespace",
+        ),
+        (
+            "SecretStore",
+            json!({"aws": {"region": "us-east-1", "endpoint": "ftp://x"}}),
+            "aws.endpoint must be an http(s) URL",
+        ),
+        (
+            "SecretStore",
+            json!({"aws": {"region": "us-east-1", "stsEndpoint": "not a url"}}),
+            "aws.stsEndpoint must be an http(s) URL",
+        ),
+        ("SecretStore", json!({"aws": {"region": "us-east-1", "auth": {}}}), "aws.auth needs secretRef"),
+        (
+            "ClusterSecretStore",
+            json!({"aws": {"region": "us-east-1", "auth": {"secretRef": {
+            "accessKeyIDSecretRef": {"name": "c", "key": "a", "namespace": "n"},
+            "secretAccessKeySecretRef": {"name": "c", "key": "b"}}}}}),
+            "a ClusterSecretStore must name the namespace",
+        ),
+        (
+            "ClusterSecretStore",
+            json!({"conditions": [{}], "aws": {"region": "us-east-1"}}),
+            "each condition needs namespaces or namespaceSelector",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "k", "remoteRef": {"key": "a", "conversionStrategy": "Unicode"}}]}),
+            "conversionStrategy applies to dataFrom only",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "dataFrom": [{"extract": {"key": "a"}, "find": {"path": "p"}}]}),
+            "each dataFrom entry needs exactly one of extract or find",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "dataFrom": [{}]}),
+            "each dataFrom entry needs exactly one of extract or find",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "dataFrom": [{"find": {}}]}),
+            "find needs at least one of path, name.regexp or tags",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "dataFrom": [{"find": {"tags": {"t".repeat(129): "v"}}}]}),
+            "tag keys must be at most 128 characters",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "target": {"template": {"data": {"bad key": "x"}}}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            "template.data keys must be valid Secret keys",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "target": {"template": {"metadata": {"labels": {"l".repeat(318): "v"}}}}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            "label keys must be at most 317 characters",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "target": {"template": {"metadata": {"annotations": {"a".repeat(318): "v"}}}}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            "annotation keys must be at most 317 characters",
+        ),
     ];
     for (i, (kind, spec, want)) in cases.into_iter().enumerate() {
-        let obj = json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": kind, "metadata": {"name": format!("bad-{i}")}, "spec": spec});
+        let name = format!("bad-{i}-{}", lockstep_rig::unique());
+        let obj =
+            json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec});
         let err = apply(&env.kube, Some(&env.ns), obj).await.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains(want), "case {i} ({kind}): want {want:?} in {err:?}");
     }
@@ -450,6 +574,11 @@ async fn rollout_restart_once_per_burst_and_never_on_first_sync() -> anyhow::Res
     let w = World::with_env("restart", &[("LOCKSTEP_RESTART_DEBOUNCE_SECONDS", "6")]).await?;
     w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
     w.deployment("api").await?;
+    // A Deployment of the same name in another namespace is never restarted.
+    let other = Rig::get().test_env("restart-other").await?;
+    apply(&other.kube, Some(&other.ns), deployment("api")).await?;
+    let theirs = Api::<Deployment>::namespaced(other.kube.clone(), &other.ns);
+    let theirs_before = theirs.get("api").await?.metadata.resource_version;
     let src = w.create_aws("env", "v1").await?;
     w.external_secret(
         "es",
@@ -484,5 +613,7 @@ async fn rollout_restart_once_per_burst_and_never_on_first_sync() -> anyhow::Res
     tokio::time::sleep(std::time::Duration::from_secs(8)).await;
     let g1 = deployments.get("api").await?.metadata.generation.unwrap_or_default();
     assert_eq!(g1, g0 + 1, "exactly one restart for the burst");
+    let theirs_after = theirs.get("api").await?.metadata.resource_version;
+    assert_eq!(theirs_after, theirs_before, "a Deployment of another namespace must not be touched");
     Ok(())
 }

@@ -379,6 +379,11 @@ pub enum Fault {
     Throttle,
     /// Answer with an AccessDeniedException (HTTP 400, JSON as AWS sends it).
     Deny,
+    /// Close the connection without an answer, as an endpoint that went away mid-run.
+    Drop,
+    /// Throttle a share of the requests: of every `n` requests, all but the last (`n` = 2: every
+    /// other one).
+    ThrottleAllBut(u32),
 }
 
 /// A small HTTP proxy on loopback between the operator and the emulator that injects faults.
@@ -387,6 +392,7 @@ pub struct FaultProxy {
     pub endpoint: String,
     mode: std::sync::Arc<Mutex<Fault>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FaultProxy {
@@ -401,12 +407,19 @@ impl FaultProxy {
         let endpoint = format!("http://{}", listener.local_addr()?);
         let mode = std::sync::Arc::new(Mutex::new(Fault::Pass));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (m, st) = (mode.clone(), stop.clone());
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (m, st, count) = (mode.clone(), stop.clone(), requests.clone());
         std::thread::spawn(move || {
             while !st.load(std::sync::atomic::Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        let fault = *m.lock().unwrap_or_else(|e| e.into_inner());
+                        // One request per connection (every answer closes it).
+                        let nth = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        let fault = match *m.lock().unwrap_or_else(|e| e.into_inner()) {
+                            Fault::ThrottleAllBut(n) if nth % n.max(1) as usize != 0 => Fault::Throttle,
+                            Fault::ThrottleAllBut(_) => Fault::Pass,
+                            other => other,
+                        };
                         let up = upstream.clone();
                         std::thread::spawn(move || {
                             let _ = proxy_one(conn, &up, fault);
@@ -416,7 +429,12 @@ impl FaultProxy {
                 }
             }
         });
-        Ok(FaultProxy { endpoint, mode, stop })
+        Ok(FaultProxy { endpoint, mode, stop, requests })
+    }
+
+    /// Requests received so far, whatever happened to them.
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Change what happens to the next requests.
@@ -432,6 +450,9 @@ impl Drop for FaultProxy {
 }
 
 fn proxy_one(mut conn: TcpStream, upstream: &str, fault: Fault) -> anyhow::Result<()> {
+    if fault == Fault::Drop {
+        return Ok(());
+    }
     conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
     // Read one request: headers, then Content-Length bytes of body.
@@ -472,6 +493,7 @@ fn proxy_one(mut conn: TcpStream, upstream: &str, fault: Fault) -> anyhow::Resul
             canned("AccessDeniedException", "User is not authorized to perform: secretsmanager:GetSecretValue")
                 .as_bytes(),
         )?,
+        Fault::Drop | Fault::ThrottleAllBut(_) => {}
         Fault::Pass => {
             let mut up = TcpStream::connect(upstream)?;
             up.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -489,4 +511,91 @@ fn proxy_one(mut conn: TcpStream, upstream: &str, fault: Fault) -> anyhow::Resul
         }
     }
     Ok(())
+}
+
+/// A TCP relay on loopback that can cut every connection through it and refuse new ones, as a
+/// restarting server does to its clients (TLS passes through untouched).
+pub struct TcpCut {
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped at every cut: a relayed connection of an older epoch ends.
+    epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TcpCut {
+    /// Listen on a free loopback port and relay to `upstream` (`127.x.x.x:port`).
+    pub fn start(upstream: &str) -> anyhow::Result<TcpCut> {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        if !upstream.starts_with("127.") {
+            bail!("refusing a non-loopback upstream: {upstream}");
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?.to_string();
+        let (up, epoch, stop) =
+            (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (u, e, st, upstream) = (up.clone(), epoch.clone(), stop.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let Ok((conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                if !u.load(Ordering::Relaxed) {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else { continue };
+                let born = e.load(Ordering::Relaxed);
+                for (from, to) in [(conn.try_clone(), server.try_clone()), (server.try_clone(), conn.try_clone())] {
+                    let (Ok(from), Ok(to)) = (from, to) else { continue };
+                    let (e, st) = (e.clone(), st.clone());
+                    std::thread::spawn(move || {
+                        relay(from, to, || e.load(Ordering::Relaxed) != born || st.load(Ordering::Relaxed))
+                    });
+                }
+            }
+        });
+        Ok(TcpCut { addr, up, epoch, stop })
+    }
+
+    /// Close every relayed connection and refuse new ones until [`TcpCut::restore`].
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Relay new connections again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for TcpCut {
+    fn drop(&mut self) {
+        self.cut();
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Copy bytes from `from` to `to` until either side closes or `cut()` says so (checked every 100 ms).
+fn relay(mut from: TcpStream, mut to: TcpStream, cut: impl Fn() -> bool) {
+    let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut buf = [0u8; 16 * 1024];
+    while !cut() {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
 }

@@ -1,0 +1,205 @@
+//! Faults: AWS going away mid-run (change detection failing marks every ExternalSecret of the store
+//! ProviderUnavailable and its recovery syncs them at once), throttling of a share of calls, the
+//! operator killed during a burst, the apiserver unreachable mid-run. (That last one cuts the
+//! operator's connections with a TCP relay: restarting the rig's kube-apiserver itself on the same
+//! port and data is not possible, tests/support's kube-apiserver regenerates its certificates and
+//! wipes etcd at every start.)
+
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+use kube::api::ListParams;
+use lockstep_rig::{Emulator, Fault, FaultProxy, Rig, TcpCut, eventually};
+use serde_json::json;
+
+use crate::common::*;
+
+fn spec(key: &str, refresh: &str) -> serde_json::Value {
+    json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": refresh,
+           "data": [{"secretKey": "k", "remoteRef": {"key": key}}]})
+}
+
+#[tokio::test]
+async fn aws_going_away_keeps_the_secrets_and_recovers_within_one_backoff() -> anyhow::Result<()> {
+    let w = World::new("outage").await?;
+    let proxy = FaultProxy::start(&Rig::get().emulator.endpoint)?;
+    w.store("aws", &proxy.endpoint, json!({})).await?;
+    let names = ["a", "b"];
+    for n in names {
+        let key = w.create_aws(n, &format!("value-{n}")).await?;
+        w.external_secret(n, spec(&key, "1s")).await?;
+    }
+    let mut before = Vec::new();
+    for n in names {
+        w.wait_reason(n, "SecretSynced").await?;
+        before.push(w.wait_value(n, "k", &format!("value-{n}")).await?);
+    }
+
+    let down = Instant::now();
+    proxy.set(Fault::Drop);
+    for n in names {
+        let msg = w.wait_reason(n, "ProviderUnavailable").await?;
+        assert!(msg.contains("unavailable"), "{msg}");
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let check_untouched = async |when: &str| -> anyhow::Result<()> {
+        for (n, b) in names.iter().zip(&before) {
+            let s = w.secrets().get(n).await?;
+            assert_eq!(s.data, b.data, "{when}: Secret {n} changed");
+            assert_eq!(s.metadata.resource_version, b.metadata.resource_version, "{when}: Secret {n} was written");
+        }
+        Ok(())
+    };
+    check_untouched("during the outage").await?;
+
+    // Back: every ExternalSecret is in sync again within the backoff period it was in. Failures
+    // back off 2 s, 4 s, 8 s ... (+20% jitter), so after an outage of D seconds the period running
+    // is at most 2 (D + 2) s long.
+    let outage = down.elapsed();
+    proxy.set(Fault::Pass);
+    let up = Instant::now();
+    for n in names {
+        w.wait_reason(n, "SecretSynced").await?;
+    }
+    let took = up.elapsed();
+    eprintln!("outage: down {outage:?}, back in sync {took:?} after it returned");
+    let period = (outage + Duration::from_secs(2)).mul_f64(2.0 * 1.2) + Duration::from_secs(2);
+    assert!(took <= period, "recovered after {took:?}, over one backoff period ({period:?}) after {outage:?} down");
+    check_untouched("after the outage").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn throttling_a_share_of_calls_converges_without_a_retry_storm() -> anyhow::Result<()> {
+    let emu = Emulator::start(&Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    let proxy = FaultProxy::start(&emu.endpoint)?;
+    let w = World::new("throttle").await?;
+    const N: usize = 8;
+    for i in 0..N {
+        emu.client().create_secret().name(format!("t/{i}")).secret_string(format!("v{i}")).send().await?;
+    }
+    let throttled = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("lockstep_aws_calls_total") && l.contains("outcome=\"Throttled\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // First three calls in four are throttled, until the SDK's own three attempts were not enough
+    // and the operator saw (and counted) a throttled call; then every other call.
+    proxy.set(Fault::ThrottleAllBut(4));
+    w.store("aws", &proxy.endpoint, json!({})).await?;
+    for i in 0..N {
+        w.external_secret(&format!("es-{i}"), spec(&format!("t/{i}"), "1h")).await?;
+    }
+    let addr = w.operator.metrics_addr.clone();
+    eventually(WAIT, "a throttled call counted", || {
+        let counted = http_get(&addr, "/metrics").map(|m| throttled(&m)).unwrap_or(0.0);
+        async move { (counted >= 1.0).then_some(()) }
+    })
+    .await?;
+    proxy.set(Fault::ThrottleAllBut(2));
+    for i in 0..N {
+        w.wait_value(&format!("es-{i}"), "k", &format!("v{i}")).await?;
+        w.wait_reason(&format!("es-{i}"), "SecretSynced").await?;
+    }
+    let converged = proxy.requests();
+    // Bounded: each ExternalSecret needs a fetch and the store a validation, a call passes one time
+    // in four (then two) and the SDK tries three times per operation; a storm would be hundreds a
+    // second.
+    assert!(converged <= 4 * 3 * (N + 4), "{converged} requests to converge {N} ExternalSecrets");
+    // And quiet once in sync (refreshInterval 1h: only change detection polls).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = proxy.requests() - converged;
+    eprintln!("throttling: {converged} requests to converge, {idle} in the 3 s after");
+    assert!(idle <= 4 * 3, "{idle} requests in 3 s after convergence");
+    let metrics = http_get(&w.operator.metrics_addr, "/metrics")?;
+    assert!(throttled(&metrics) >= 1.0, "the throttled calls are counted: {metrics}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_operator_killed_during_a_burst_converges_to_the_same_secrets() -> anyhow::Result<()> {
+    let mut w = World::new("sigkill").await?;
+    w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
+    const N: usize = 30;
+    let mut keys = Vec::new();
+    for i in 0..N {
+        keys.push(w.create_aws(&format!("s{i}"), &format!("v{i}")).await?);
+    }
+    for (i, key) in keys.iter().enumerate() {
+        w.external_secret(&format!("es-{i}"), spec(key, "1h")).await?;
+    }
+    // Kill it once some, not all, Secrets are written.
+    let secrets = w.secrets();
+    let managed = ListParams::default().labels("app.kubernetes.io/managed-by=lockstep");
+    eventually(WAIT, "a first Secret", || {
+        let secrets = secrets.clone();
+        let managed = managed.clone();
+        async move { (!secrets.list(&managed).await.ok()?.items.is_empty()).then_some(()) }
+    })
+    .await?;
+    w.operator.kill();
+    let written = secrets.list(&managed).await?.items.len();
+    eprintln!("sigkill: {written} of {N} Secrets written before the kill");
+    w.operator = Operator::start(Some(w.ns()), &[])?;
+    for i in 0..N {
+        w.wait_value(&format!("es-{i}"), "k", &format!("v{i}")).await?;
+        w.wait_reason(&format!("es-{i}"), "SecretSynced").await?;
+    }
+    let list = secrets.list(&managed).await?.items;
+    let mut names: Vec<_> = list.iter().map(|s| s.name_any()).collect();
+    names.sort();
+    let mut want: Vec<_> = (0..N).map(|i| format!("es-{i}")).collect();
+    want.sort();
+    assert_eq!(names, want, "exactly one Secret per ExternalSecret ({written} written before the kill)");
+    for s in &list {
+        assert_eq!(s.owner_references().len(), 1, "{}: one owner", s.name_any());
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_apiserver_unreachable_mid_run_is_survived() -> anyhow::Result<()> {
+    let rig = Rig::get();
+    let env = rig.test_env("apicut").await?;
+    install_crds(&env.kube).await?;
+    // The operator reaches the apiserver through a relay that can cut it off.
+    let kubeconfig = std::fs::read_to_string(&rig.kubeconfig)?;
+    let upstream = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://"))
+        .ok_or_else(|| anyhow::anyhow!("no server in the rig's kubeconfig"))?
+        .to_string();
+    let relay = TcpCut::start(&upstream)?;
+    let cut_kubeconfig = rig.dir.join(format!("kubeconfig-cut-{}", lockstep_rig::unique()));
+    std::fs::write(&cut_kubeconfig, kubeconfig.replace(&upstream, &relay.addr))?;
+    let ns = env.ns.clone();
+    let operator = Operator::start_with(&cut_kubeconfig, &["--namespace", &ns], &[])?;
+    let w = World { env, operator };
+    w.store("aws", &rig.emulator.endpoint, json!({})).await?;
+    let a = w.create_aws("a", "a1").await?;
+    w.external_secret("a", spec(&a, "1s")).await?;
+    w.wait_value("a", "k", "a1").await?;
+
+    // Cut off: a rotation and a new ExternalSecret arrive meanwhile.
+    relay.cut();
+    w.env.aws.put_secret_value().secret_id(&a).secret_string("a2").send().await?;
+    let b = w.create_aws("b", "b1").await?;
+    w.external_secret("b", spec(&b, "1s")).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(text(&w.secrets().get("a").await?, "k"), "a1", "nothing is written while cut off");
+
+    // Back: the operator reconnects and converges.
+    relay.restore();
+    w.wait_value("a", "k", "a2").await?;
+    w.wait_value("b", "k", "b1").await?;
+    for n in ["a", "b"] {
+        w.wait_reason(n, "SecretSynced").await?;
+    }
+    let managed = ListParams::default().labels("app.kubernetes.io/managed-by=lockstep");
+    let mut names: Vec<_> = w.secrets().list(&managed).await?.items.iter().map(|s| s.name_any()).collect();
+    names.sort();
+    assert_eq!(names, ["a", "b"], "no Secret lost or doubled");
+    Ok(())
+}
