@@ -536,8 +536,8 @@ async fn main() -> anyhow::Result<()> {
     emu.start_recording()?;
     let started = Instant::now();
     let operator = Operator::start(Some(&ns), &[])?;
-    // Bounded: ten minutes, plus a tenth of a second per ExternalSecret for the large sizes.
-    let limit = Duration::from_secs(600) + Duration::from_millis(100) * n as u32;
+    // Bounded: ten minutes, plus a quarter of a second per ExternalSecret for the large sizes.
+    let limit = Duration::from_secs(600) + Duration::from_millis(250) * n as u32;
     let ready = all_ready(&es_api, n, limit).await.with_context(|| {
         let log = operator.logs();
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
