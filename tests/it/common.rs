@@ -42,6 +42,23 @@ pub struct Operator {
     pub metrics_addr: String,
 }
 
+/// A command for the operator binary that gets SIGKILL when the thread that started it exits, so a
+/// test binary or benchmark killed by a signal (whose `Drop` never runs) leaves no operator behind.
+/// util-linux `setpriv` sets the parent-death signal and execs (the pid stays the operator's); the
+/// crate forbids `unsafe`, which `pre_exec` would need. Tests start operators from the test's own
+/// thread, which outlives them. Without `setpriv` the operator is started directly.
+fn operator_command() -> Command {
+    const SETPRIV: &str = "/usr/bin/setpriv";
+    let exe = env!("CARGO_BIN_EXE_lockstep");
+    if std::path::Path::new(SETPRIV).exists() {
+        let mut cmd = Command::new(SETPRIV);
+        cmd.args(["--pdeathsig", "KILL", "--", exe]);
+        cmd
+    } else {
+        Command::new(exe)
+    }
+}
+
 impl Operator {
     /// Start `lockstep run` watching one namespace (ClusterSecretStores are still resolved).
     pub fn start(namespace: Option<&str>, extra_env: &[(&str, &str)]) -> anyhow::Result<Operator> {
@@ -59,7 +76,7 @@ impl Operator {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let metrics_addr = format!("127.0.0.1:{port}");
         let log = rig.dir.join(format!("operator-{}.log", lockstep_rig::unique()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockstep"));
+        let mut cmd = operator_command();
         cmd.arg("run").arg("--metrics-addr").arg(&metrics_addr);
         if !args.contains(&"--log-level") {
             cmd.arg("--log-level").arg("lockstep=debug,info");
