@@ -97,6 +97,11 @@ impl Operator {
         self.child.id()
     }
 
+    /// Whether it has not exited yet.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -1,15 +1,14 @@
 //! Faults: AWS going away mid-run (change detection failing marks every ExternalSecret of the store
 //! ProviderUnavailable and its recovery syncs them at once), throttling of a share of calls, the
-//! operator killed during a burst, the apiserver unreachable mid-run. (That last one cuts the
-//! operator's connections with a TCP relay: restarting the rig's kube-apiserver itself on the same
-//! port and data is not possible, tests/support's kube-apiserver regenerates its certificates and
-//! wipes etcd at every start.)
+//! operator killed during a burst, the apiserver restarted mid-run (a control plane of the test's
+//! own, stopped and started again on the same port and etcd data) and the apiserver unreachable
+//! mid-run (a TCP relay cuts the operator's connections, which then hang rather than fail).
 
 use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use kube::api::ListParams;
-use lockstep_rig::{Emulator, Fault, FaultProxy, Rig, TcpCut, eventually};
+use lockstep_rig::{ControlPlane, Emulator, Fault, FaultProxy, Rig, TcpCut, eventually};
 use serde_json::json;
 
 use crate::common::*;
@@ -201,5 +200,42 @@ async fn the_apiserver_unreachable_mid_run_is_survived() -> anyhow::Result<()> {
     let mut names: Vec<_> = w.secrets().list(&managed).await?.items.iter().map(|s| s.name_any()).collect();
     names.sort();
     assert_eq!(names, ["a", "b"], "no Secret lost or doubled");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_apiserver_restarted_mid_run_is_survived() -> anyhow::Result<()> {
+    let rig = Rig::get();
+    let mut cp = ControlPlane::start(&rig.dir.join(format!("restart-{}", lockstep_rig::unique())))?;
+    let env = cp.test_env(&rig.emulator, "restart").await?;
+    install_crds(&env.kube).await?;
+    let ns = env.ns.clone();
+    let operator = Operator::start_with(&cp.kubeconfig, &["--namespace", &ns], &[])?;
+    let mut w = World { env, operator };
+    w.store("aws", &rig.emulator.endpoint, json!({})).await?;
+    let a = w.create_aws("a", "a1").await?;
+    w.external_secret("a", spec(&a, "1s")).await?;
+    let uid = w.wait_value("a", "k", "a1").await?.uid();
+
+    // The apiserver stops; a rotation happens while it is down; it comes back on the same data.
+    cp.stop();
+    w.env.aws.put_secret_value().secret_id(&a).secret_string("a2").send().await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cp.restart()?;
+    assert!(w.operator.running(), "the operator outlives the apiserver restart:\n{}", w.operator.logs());
+
+    // The rotation made while it was down and a new ExternalSecret arrive.
+    let b = w.create_aws("b", "b1").await?;
+    w.external_secret("b", spec(&b, "1s")).await?;
+    assert_eq!(w.wait_value("a", "k", "a2").await?.uid(), uid, "the Secret was updated, not recreated");
+    w.wait_value("b", "k", "b1").await?;
+    for n in ["a", "b"] {
+        w.wait_reason(n, "SecretSynced").await?;
+    }
+    let managed = ListParams::default().labels("app.kubernetes.io/managed-by=lockstep");
+    let mut names: Vec<_> = w.secrets().list(&managed).await?.items.iter().map(|s| s.name_any()).collect();
+    names.sort();
+    assert_eq!(names, ["a", "b"], "no Secret lost or doubled");
+    assert!(w.operator.running(), "the operator is still running");
     Ok(())
 }

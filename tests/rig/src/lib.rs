@@ -284,9 +284,7 @@ impl Rig {
 
     /// A client with the admin token.
     pub async fn kube(&self) -> anyhow::Result<Client> {
-        let kc = Kubeconfig::read_from(&self.kubeconfig)?;
-        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-        Ok(Client::try_from(config)?)
+        client_from(&self.kubeconfig).await
     }
 
     /// A client authenticated by a bearer token (for RBAC tests).
@@ -308,14 +306,83 @@ impl Rig {
 
     /// A fresh namespace for one test, with clients for both APIs.
     pub async fn test_env(&self, prefix: &str) -> anyhow::Result<TestEnv> {
-        let kube = self.kube().await?;
-        let name = format!("{prefix}-{}", unique());
-        let ns = Namespace {
-            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
-            ..Default::default()
-        };
-        Api::<Namespace>::all(kube.clone()).create(&PostParams::default(), &ns).await?;
-        Ok(TestEnv { kube, aws: self.emulator.client(), ns: name })
+        test_env(self.kube().await?, self.emulator.client(), prefix).await
+    }
+}
+
+async fn client_from(kubeconfig: &Path) -> anyhow::Result<Client> {
+    let kc = Kubeconfig::read_from(kubeconfig)?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+async fn test_env(kube: Client, aws: aws_sdk_secretsmanager::Client, prefix: &str) -> anyhow::Result<TestEnv> {
+    let name = format!("{prefix}-{}", unique());
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(kube.clone()).create(&PostParams::default(), &ns).await?;
+    Ok(TestEnv { kube, aws, ns: name })
+}
+
+/// A control plane of one test's own (etcd and kube-apiserver, no controller-manager), for tests
+/// that stop and restart it: a restart keeps its port, certificates, tokens and etcd data, so
+/// clients holding its kubeconfig reconnect as they would to a restarted apiserver.
+pub struct ControlPlane {
+    proc: Option<Proc>,
+    dir: PathBuf,
+    port: u16,
+    starts: u32,
+    /// The admin kubeconfig (system:masters); valid across restarts.
+    pub kubeconfig: PathBuf,
+}
+
+impl ControlPlane {
+    /// Start one in `dir` on a free loopback port.
+    pub fn start(dir: &Path) -> anyhow::Result<ControlPlane> {
+        std::fs::create_dir_all(dir)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut cp = ControlPlane { proc: None, dir: dir.to_path_buf(), port, starts: 0, kubeconfig: PathBuf::new() };
+        cp.launch(false)?;
+        Ok(cp)
+    }
+
+    fn launch(&mut self, resume: bool) -> anyhow::Result<()> {
+        self.starts += 1;
+        let mut cmd = Command::new(tools_dir().join("bin/kube-apiserver"));
+        cmd.env("RIG_DIR", &self.dir).env("RIG_PORT", self.port.to_string());
+        if resume {
+            cmd.env("RIG_RESUME", "1");
+        }
+        let log = self.dir.join(format!("control-plane-{}.log", self.starts));
+        let (proc, kubeconfig) = Proc::start(cmd, &log, "kube-apiserver (tests/support)")?;
+        self.proc = Some(proc);
+        self.kubeconfig = PathBuf::from(kubeconfig);
+        Ok(())
+    }
+
+    /// Stop it (the apiserver shuts down gracefully, etcd keeps its data on disk).
+    pub fn stop(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.stop();
+        }
+    }
+
+    /// Start it again where it stopped: same port, certificates, tokens and etcd data.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.launch(true)
+    }
+
+    /// A client with the admin token.
+    pub async fn kube(&self) -> anyhow::Result<Client> {
+        client_from(&self.kubeconfig).await
+    }
+
+    /// A fresh namespace on this control plane, with clients for it and for `emulator`.
+    pub async fn test_env(&self, emulator: &Emulator, prefix: &str) -> anyhow::Result<TestEnv> {
+        test_env(self.kube().await?, emulator.client(), prefix).await
     }
 }
 

@@ -9,12 +9,14 @@
 //	env RIG_CONTROLLER_MANAGER  optional path to the kube-controller-manager binary;
 //	                            started once the apiserver is ready, stopped on exit
 //	env RIG_EXIT_ON_STDIN_EOF   "1" = stdin reaching EOF is a stop signal
+//	env RIG_RESUME              "1" = restart on what an earlier start left in RIG_DIR:
+//	                            certificates, tokens, etcd data and etcd ports are kept
 //	args                        extra kube-apiserver flags, appended last (they win)
 //
 // Files in RIG_DIR: ca.crt, apiserver.crt (leaf+CA), apiserver.key, sa.key,
 // tokens.csv, admin.token (user admin, group system:masters), nobody.token
-// (user nobody, no groups), etcd/ (wiped at start) and, once GET /readyz
-// answers 200, kubeconfig (written atomically). Then exactly one line
+// (user nobody, no groups), etcd/ (wiped at start unless resuming), etcd.ports
+// and, once GET /readyz answers 200, kubeconfig (written atomically). Then exactly one line
 // "READY <absolute kubeconfig path>" goes to stdout; everything else goes to
 // stderr. SIGTERM/SIGINT (or stdin EOF, see above) stops the controller-manager,
 // the apiserver and etcd, and the process exits 0.
@@ -126,46 +128,26 @@ func run() int {
 		}()
 	}
 
-	// PKI, tokens.
-	caPEM, certPEM, keyPEM, err := makeServingCert()
-	if err != nil {
-		logf("serving cert: %v", err)
-		return 1
-	}
-	saPEM, err := makeECKeyPEM()
-	if err != nil {
-		logf("sa key: %v", err)
-		return 1
-	}
-	adminTok, nobodyTok := randHex(24), randHex(24)
-	files := []struct {
-		name string
-		data []byte
-		mode os.FileMode
-	}{
-		{"ca.crt", caPEM, 0o644},
-		{"apiserver.crt", append(append([]byte{}, certPEM...), caPEM...), 0o644},
-		{"apiserver.key", keyPEM, 0o600},
-		{"sa.key", saPEM, 0o600},
-		{"tokens.csv", []byte(fmt.Sprintf("%s,admin,admin,\"system:masters\"\n%s,nobody,nobody\n", adminTok, nobodyTok)), 0o600},
-		{"admin.token", []byte(adminTok + "\n"), 0o600},
-		{"nobody.token", []byte(nobodyTok + "\n"), 0o600},
-	}
+	// RIG_RESUME=1 restarts a control plane stopped earlier in the same RIG_DIR (start it
+	// on the same RIG_PORT): certificates, tokens and etcd's data and ports are kept, so
+	// clients holding the old kubeconfig reconnect as they would to a restarted apiserver.
+	resume := os.Getenv("RIG_RESUME") == "1"
 	_ = os.Remove(filepath.Join(dir, "kubeconfig")) // never leave a stale one around
-	for _, f := range files {
-		if err := writeAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
-			logf("write %s: %v", f.name, err)
+	caPEM, adminTok, err := pki(dir, resume)
+	if err != nil {
+		logf("pki: %v", err)
+		return 1
+	}
+
+	// Embedded etcd (a fresh data dir on every start unless resuming).
+	etcdDir := filepath.Join(dir, "etcd")
+	if !resume {
+		if err := os.RemoveAll(etcdDir); err != nil {
+			logf("clean etcd dir: %v", err)
 			return 1
 		}
 	}
-
-	// Embedded etcd (fresh data dir every start: certs and tokens are new too).
-	etcdDir := filepath.Join(dir, "etcd")
-	if err := os.RemoveAll(etcdDir); err != nil {
-		logf("clean etcd dir: %v", err)
-		return 1
-	}
-	etcd, etcdURL, err := startEtcd(etcdDir)
+	etcd, etcdURL, err := startEtcd(etcdDir, filepath.Join(dir, "etcd.ports"), resume)
 	if err != nil {
 		logf("etcd: %v", err)
 		return 1
@@ -337,14 +319,80 @@ func run() int {
 	}
 }
 
+// pki writes the serving certificate, the service-account key and the static tokens
+// into dir, or with resume reads back the ones a previous start wrote. It returns the CA
+// certificate and the admin token.
+func pki(dir string, resume bool) ([]byte, string, error) {
+	if resume {
+		caPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+		if err != nil {
+			return nil, "", fmt.Errorf("resume: %w", err)
+		}
+		tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
+		if err != nil {
+			return nil, "", fmt.Errorf("resume: %w", err)
+		}
+		return caPEM, strings.TrimSpace(string(tok)), nil
+	}
+	caPEM, certPEM, keyPEM, err := makeServingCert()
+	if err != nil {
+		return nil, "", fmt.Errorf("serving cert: %w", err)
+	}
+	saPEM, err := makeECKeyPEM()
+	if err != nil {
+		return nil, "", fmt.Errorf("sa key: %w", err)
+	}
+	adminTok, nobodyTok := randHex(24), randHex(24)
+	files := []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{
+		{"ca.crt", caPEM, 0o644},
+		{"apiserver.crt", append(append([]byte{}, certPEM...), caPEM...), 0o644},
+		{"apiserver.key", keyPEM, 0o600},
+		{"sa.key", saPEM, 0o600},
+		{"tokens.csv", []byte(fmt.Sprintf("%s,admin,admin,\"system:masters\"\n%s,nobody,nobody\n", adminTok, nobodyTok)), 0o600},
+		{"admin.token", []byte(adminTok + "\n"), 0o600},
+		{"nobody.token", []byte(nobodyTok + "\n"), 0o600},
+	}
+	for _, f := range files {
+		if err := writeAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+			return nil, "", fmt.Errorf("write %s: %w", f.name, err)
+		}
+	}
+	return caPEM, adminTok, nil
+}
+
 // ---- etcd ----
 
-func startEtcd(dataDir string) (*embed.Etcd, string, error) {
+// etcdPorts returns etcd's client and peer ports: the ones recorded in portsFile when
+// resuming (a restarted member keeps its URLs), otherwise two free ones, recorded.
+func etcdPorts(portsFile string, resume bool) (int, int, error) {
+	if resume {
+		if b, err := os.ReadFile(portsFile); err == nil {
+			var cp, pp int
+			if _, err := fmt.Sscanf(string(b), "%d %d", &cp, &pp); err == nil {
+				return cp, pp, nil
+			}
+		}
+	}
 	cp, err := freePort()
 	if err != nil {
-		return nil, "", err
+		return 0, 0, err
 	}
 	pp, err := freePort()
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := writeAtomic(portsFile, []byte(fmt.Sprintf("%d %d\n", cp, pp)), 0o644); err != nil {
+		return 0, 0, err
+	}
+	return cp, pp, nil
+}
+
+func startEtcd(dataDir, portsFile string, resume bool) (*embed.Etcd, string, error) {
+	cp, pp, err := etcdPorts(portsFile, resume)
 	if err != nil {
 		return nil, "", err
 	}
