@@ -1,6 +1,5 @@
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::error::Error;
@@ -26,18 +25,37 @@ where
         }
         SdkError::TimeoutError(_) => Error::ProviderUnavailable("the request timed out".into()),
         SdkError::DispatchFailure(f) => {
-            if let Some(cause) = f.as_other() {
-                Error::ProviderUnavailable(format!("{cause:?} error: {}", DisplayErrorContext(err)))
+            let root = root_cause(err);
+            Error::ProviderUnavailable(if f.is_timeout() {
+                format!("the connection timed out: {root}")
+            } else if f.is_io() {
+                format!("could not reach the endpoint: {root}")
+            } else if f.is_user() {
+                format!("the request could not be sent: {root}")
             } else {
-                Error::ProviderUnavailable(DisplayErrorContext(err).to_string())
-            }
+                root
+            })
         }
         SdkError::ConstructionFailure(_) => Error::StoreNotReady(format!(
             "could not build the request (credentials or configuration): {}",
-            DisplayErrorContext(err)
+            root_cause(err)
         )),
-        _ => Error::ProviderUnavailable(DisplayErrorContext(err).to_string()),
+        _ => Error::ProviderUnavailable(root_cause(err)),
     }
+}
+
+/// The innermost cause of an error, as text: what went wrong, without the SDK's layers of
+/// wrapping (`dispatch failure: io error: client error (SendRequest): ...`) or its Debug dump.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = err;
+    // Chains are a handful deep; the bound only guards against a cycle.
+    for _ in 0..32 {
+        match e.source() {
+            Some(next) => e = next,
+            None => break,
+        }
+    }
+    e.to_string()
 }
 
 /// Map an error code (and HTTP status, for answers without a parseable code) to a sync error.
@@ -90,5 +108,20 @@ mod tests {
         assert_eq!(r("InternalServiceError", "", 500), Reason::ProviderUnavailable);
         assert!(classify_code("ThrottlingException", "", 400, "k").is_transient());
         assert!(!classify_code("ResourceNotFoundException", "", 400, "k").is_transient());
+    }
+
+    #[test]
+    fn an_unreachable_endpoint_reads_as_its_root_cause() {
+        use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)");
+        let err: SdkError<GetSecretValueError, Response> =
+            SdkError::dispatch_failure(ConnectorError::io(Box::new(refused)));
+        let e = classify(&err, "k");
+        assert_eq!(e.reason(), Reason::ProviderUnavailable);
+        assert_eq!(
+            e.to_string(),
+            "AWS Secrets Manager unavailable: could not reach the endpoint: Connection refused (os error 111)"
+        );
     }
 }

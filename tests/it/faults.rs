@@ -38,7 +38,7 @@ async fn aws_going_away_keeps_the_secrets_and_recovers_within_one_backoff() -> a
     proxy.set(Fault::Drop);
     for n in names {
         let msg = w.wait_reason(n, "ProviderUnavailable").await?;
-        assert!(msg.contains("unavailable"), "{msg}");
+        assert!(msg.contains("unavailable: could not reach the endpoint: "), "{msg}");
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
     let check_untouched = async |when: &str| -> anyhow::Result<()> {
