@@ -11,7 +11,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
@@ -19,7 +19,8 @@ use tracing::{info, instrument, warn};
 use super::{Context, target};
 use crate::api::AWSCURRENT;
 use crate::api::{
-    CreationPolicy, DeletionPolicy, ExternalSecret, ExternalSecretStatus, SecretStore, SourceStatus, StoreKind,
+    ClusterSecretStore, CreationPolicy, DeletionPolicy, ExternalSecret, ExternalSecretStatus, SecretStore,
+    SourceStatus, StoreKind,
 };
 use crate::aws::fetch::batch_get;
 use crate::aws::{get_secret_value, metadata};
@@ -61,22 +62,44 @@ pub async fn run(
     let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
     let controller = ctx.controller(super::EXTERNAL_SECRET, es_api);
     let reader = controller.store();
+    let using = move |kind: StoreKind, ns: Option<String>, name: String| {
+        reader
+            .state()
+            .into_iter()
+            .filter(|es| {
+                let r = &es.spec.secret_store_ref;
+                r.kind == kind && r.name == name && (kind == StoreKind::ClusterSecretStore || es.namespace() == ns)
+            })
+            .map(|es| ObjectRef::from_obj(&*es))
+            .collect::<Vec<_>>()
+    };
+    // A store change reaches the cache that store resolution reads before it triggers the
+    // ExternalSecrets using the store, so they see the new spec.
+    let (cache, writer) = reflector::store::<SecretStore>();
+    ctx.share_secret_stores(cache);
+    let store_changes = watcher::watcher(stores, watcher::Config::default())
+        .default_backoff()
+        .modify(|s: &mut SecretStore| s.metadata.managed_fields = None)
+        .reflect(writer)
+        .touched_objects();
+    let mut controller = controller.owns(secrets, managed).watches_stream(store_changes, {
+        let using = using.clone();
+        move |store: SecretStore| using(StoreKind::SecretStore, store.namespace(), store.name_any())
+    });
+    if ctx.namespace.is_none() {
+        let (cache, writer) = reflector::store::<ClusterSecretStore>();
+        ctx.share_cluster_secret_stores(cache);
+        let cluster_store_changes =
+            watcher::watcher(Api::<ClusterSecretStore>::all(client), watcher::Config::default())
+                .default_backoff()
+                .modify(|s: &mut ClusterSecretStore| s.metadata.managed_fields = None)
+                .reflect(writer)
+                .touched_objects();
+        controller = controller.watches_stream(cluster_store_changes, move |store: ClusterSecretStore| {
+            using(StoreKind::ClusterSecretStore, None, store.name_any())
+        });
+    }
     controller
-        .owns(secrets, managed)
-        .watches(stores, watcher::Config::default(), move |store: SecretStore| {
-            let ns = store.namespace();
-            let name = store.name_any();
-            reader
-                .state()
-                .into_iter()
-                .filter(|es| {
-                    es.namespace() == ns
-                        && es.spec.secret_store_ref.kind == StoreKind::SecretStore
-                        && es.spec.secret_store_ref.name == name
-                })
-                .map(|es| ObjectRef::from_obj(&*es))
-                .collect::<Vec<_>>()
-        })
         .reconcile_on(futures::stream::unfold(ctx.take_triggers(), |rx| async move {
             let mut rx = rx?;
             let next = rx.recv().await?;

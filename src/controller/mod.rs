@@ -8,13 +8,14 @@ mod store;
 pub mod target;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client};
 use serde::de::DeserializeOwned;
@@ -52,6 +53,10 @@ pub struct Context {
     pub values: poller::ValueCache,
     /// AWSCURRENT fetches gathered into batches.
     pub batcher: Arc<batcher::Batcher>,
+    /// Caches of the stores, filled by the ExternalSecret controller's store watches: resolving a
+    /// store reads them instead of the apiserver (a GET only when the cache does not hold it).
+    secret_stores: OnceLock<reflector::Store<SecretStore>>,
+    cluster_secret_stores: OnceLock<reflector::Store<ClusterSecretStore>>,
     triggers: Mutex<Option<poller::Triggers>>,
     clients: Mutex<HashMap<StoreId, (StoreConfig, StoreClient)>>,
     failures: Mutex<HashMap<String, u32>>,
@@ -112,6 +117,8 @@ impl Context {
             pollers: poller::Pollers::new(tx, metrics.clone()),
             values: poller::ValueCache::default(),
             batcher: batcher::Batcher::new(metrics.clone()),
+            secret_stores: OnceLock::new(),
+            cluster_secret_stores: OnceLock::new(),
             triggers: Mutex::new(Some(rx)),
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -150,6 +157,16 @@ impl Context {
             .applied_objects()
             .predicate_filter(predicates::generation, PredicateConfig::default());
         Controller::for_stream(objects, reader)
+    }
+
+    /// Let store resolution read this cache of SecretStores.
+    pub(super) fn share_secret_stores(&self, cache: reflector::Store<SecretStore>) {
+        let _ = self.secret_stores.set(cache);
+    }
+
+    /// Let store resolution read this cache of ClusterSecretStores.
+    pub(super) fn share_cluster_secret_stores(&self, cache: reflector::Store<ClusterSecretStore>) {
+        let _ = self.cluster_secret_stores.set(cache);
     }
 
     /// The stream of ExternalSecrets whose sources changed (taken once, by the controller).
@@ -199,14 +216,19 @@ impl Context {
         };
         let cfg = StoreConfig::new(aws, keys);
         // The rate limit outlives a rebuild: new credentials are still the same store to AWS.
-        let limit = match self.clients.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+        let (limit, changed) = match self.clients.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
             Some((known, client)) if *known == cfg => return Ok(client.clone()),
-            Some((_, client)) => client.limit.clone(),
-            None => Arc::new(crate::aws::limit::RateLimiter::new(self.aws_rate.0, self.aws_rate.1)),
+            Some((_, client)) => (client.limit.clone(), true),
+            None => (Arc::new(crate::aws::limit::RateLimiter::new(self.aws_rate.0, self.aws_rate.1)), false),
         };
         let counter = CallCounter { metrics: self.metrics.clone(), store: id.to_string() };
         let client = StoreClient::build(&cfg, limit, counter).await?;
         self.clients.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), (cfg, client.clone()));
+        if changed {
+            // What was seen through the old settings says nothing about the new ones.
+            self.pollers.forget_versions(id);
+            self.values.forget(id);
+        }
         Ok(client)
     }
 
@@ -246,19 +268,31 @@ impl Context {
     pub async fn resolve_store(&self, namespace: &str, kind: StoreKind, name: &str) -> Result<ResolvedStore> {
         match kind {
             StoreKind::SecretStore => {
-                let store =
-                    Api::<SecretStore>::namespaced(self.client.clone(), namespace).get_opt(name).await?.ok_or_else(
-                        || Error::StoreNotReady(format!("SecretStore {name:?} not found in namespace {namespace:?}")),
-                    )?;
+                let cached = self.secret_stores.get().and_then(|c| c.get(&ObjectRef::new(name).within(namespace)));
+                let store = match cached {
+                    Some(store) => store,
+                    None => Api::<SecretStore>::namespaced(self.client.clone(), namespace)
+                        .get_opt(name)
+                        .await?
+                        .map(Arc::new)
+                        .ok_or_else(|| {
+                            Error::StoreNotReady(format!("SecretStore {name:?} not found in namespace {namespace:?}"))
+                        })?,
+                };
                 let id = StoreId { kind, namespace: Some(namespace.into()), name: name.into() };
                 let client = self.store_client(&id, &store.spec.aws, Some(namespace)).await?;
                 Ok(ResolvedStore { id, client })
             }
             StoreKind::ClusterSecretStore => {
-                let store = Api::<ClusterSecretStore>::all(self.client.clone())
-                    .get_opt(name)
-                    .await?
-                    .ok_or_else(|| Error::StoreNotReady(format!("ClusterSecretStore {name:?} not found")))?;
+                let cached = self.cluster_secret_stores.get().and_then(|c| c.get(&ObjectRef::new(name)));
+                let store = match cached {
+                    Some(store) => store,
+                    None => Api::<ClusterSecretStore>::all(self.client.clone())
+                        .get_opt(name)
+                        .await?
+                        .map(Arc::new)
+                        .ok_or_else(|| Error::StoreNotReady(format!("ClusterSecretStore {name:?} not found")))?,
+                };
                 if !store.spec.conditions.is_empty() {
                     let ns = Api::<Namespace>::all(self.client.clone()).get(namespace).await?;
                     let labels = ns.metadata.labels.unwrap_or_default();

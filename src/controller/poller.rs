@@ -154,6 +154,17 @@ impl Pollers {
         self.detected.lock().unwrap_or_else(|e| e.into_inner()).remove(es)
     }
 
+    /// Forget which versions a store's secrets were seen at: the store's settings or credentials
+    /// changed, so what it reads may be another endpoint or account. Its ExternalSecrets then
+    /// fetch again instead of taking the fast path; what is registered stays.
+    pub fn forget_versions(&self, store: &StoreId) {
+        let Some(state) = self.stores.lock().unwrap_or_else(|e| e.into_inner()).get(store).cloned() else { return };
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        for w in st.watched.values_mut() {
+            w.meta = None;
+        }
+    }
+
     /// Learn from a GetSecretValue answer which version holds a stage (saves a poll).
     pub fn seed(&self, store: &StoreId, source: &SourceKey, fetched: &Fetched) {
         let VersionSel::Stage(stage) = &source.version else { return };
@@ -334,6 +345,11 @@ impl ValueCache {
         (!by_stage || current == Some(f.version_id.as_str())).then(|| f.clone())
     }
 
+    /// Drop every value held for a store (its settings or credentials changed).
+    pub fn forget(&self, store: &StoreId) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).retain(|(s, _), _| s != store);
+    }
+
     /// Hold a value fetched elsewhere (by a batch call), to share it like one fetched by `get`.
     pub fn put(&self, store: &StoreId, source: &SourceKey, fetched: Fetched) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -383,6 +399,35 @@ mod tests {
         assert_eq!(cache.peek(&store, &source, Some("v1")), Some(value));
         assert_eq!(cache.peek(&store, &source, Some("v2")), None, "a moved stage is not served from memory");
         assert_eq!(cache.peek(&store, &source, None), None);
+    }
+
+    #[tokio::test]
+    async fn a_changed_store_forgets_what_it_saw() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let pollers = Pollers::new(tx, Arc::new(Metrics::default()));
+        let cache = ValueCache::default();
+        let store = StoreId { kind: StoreKind::SecretStore, namespace: Some("ns".into()), name: "s".into() };
+        let other = StoreId { name: "t".into(), ..store.clone() };
+        let source = stage("a", "AWSCURRENT");
+        let value = Fetched {
+            payload: crate::value::Payload::String(crate::value::SecretBytes::from("v".to_string())),
+            version_id: "v1".into(),
+            last_changed: None,
+        };
+        let es = EsRef::new("es").within("ns");
+        for id in [&store, &other] {
+            pollers.watch(id, &client(), es.clone(), Duration::from_secs(3600), std::slice::from_ref(&source));
+            pollers.seed(id, &source, &value);
+            cache.put(id, &source, value.clone());
+        }
+        assert_eq!(pollers.current(&store, "a", "AWSCURRENT").as_deref(), Some("v1"));
+
+        pollers.forget_versions(&store);
+        cache.forget(&store);
+        assert_eq!(pollers.current(&store, "a", "AWSCURRENT"), None, "the fast path cannot confirm the old version");
+        assert_eq!(cache.peek(&store, &source, Some("v1")), None);
+        assert_eq!(pollers.current(&other, "a", "AWSCURRENT").as_deref(), Some("v1"), "other stores keep theirs");
+        assert_eq!(cache.peek(&other, &source, Some("v1")), Some(value));
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@ use aws_sdk_secretsmanager::primitives::Blob;
 use k8s_openapi::api::core::v1::{Event, Namespace};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
-use lockstep_rig::{Emulator, Fault, FaultProxy, Rig, eventually};
+use lockstep_rig::{ControlPlane, Emulator, Fault, FaultProxy, Rig, eventually};
 use serde_json::json;
 
 use crate::common::*;
@@ -615,5 +615,47 @@ async fn rollout_restart_once_per_burst_and_never_on_first_sync() -> anyhow::Res
     assert_eq!(g1, g0 + 1, "exactly one restart for the burst");
     let theirs_after = theirs.get("api").await?.metadata.resource_version;
     assert_eq!(theirs_after, theirs_before, "a Deployment of another namespace must not be touched");
+    Ok(())
+}
+
+/// A store's new spec reaches the ExternalSecrets using it at once (not at their next refresh) and
+/// they use the new spec (store resolution reads a cache the change has already reached). Both
+/// kinds, so the operator watches cluster-wide: on a control plane of this test's own.
+#[tokio::test]
+async fn a_store_change_reaches_its_external_secrets_at_once() -> anyhow::Result<()> {
+    let rig = Rig::get();
+    let cp = ControlPlane::start(&rig.dir.join(format!("stores-{}", lockstep_rig::unique())))?;
+    let env = cp.test_env(&rig.emulator, "stores").await?;
+    install_crds(&env.kube).await?;
+    let operator = Operator::start_with(&cp.kubeconfig, &[], &[])?;
+    let w = World { env, operator };
+    let other = Emulator::start(&rig.dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    let key = w.create_aws("db", "old").await?;
+    other.client().create_secret().name(&key).secret_string("new").send().await?;
+
+    let cluster_store = format!("shared-{}", lockstep_rig::unique());
+    let cluster = |endpoint: &str| {
+        json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "ClusterSecretStore", "metadata": {"name": cluster_store},
+            "spec": {"aws": {"region": "us-east-1", "endpoint": endpoint, "auth": {"secretRef": {
+                "accessKeyIDSecretRef": {"name": "aws-creds", "key": "access-key-id", "namespace": w.ns()},
+                "secretAccessKeySecretRef": {"name": "aws-creds", "key": "secret-access-key", "namespace": w.ns()}}}}}})
+    };
+    w.store("aws", &rig.emulator.endpoint, json!({})).await?;
+    apply(&w.env.kube, None, cluster(&rig.emulator.endpoint)).await?;
+    for (es, kind, store) in [("a", "SecretStore", "aws"), ("b", "ClusterSecretStore", cluster_store.as_str())] {
+        w.external_secret(
+            es,
+            json!({"secretStoreRef": {"name": store, "kind": kind}, "refreshInterval": "1h",
+                   "data": [{"secretKey": "k", "remoteRef": {"key": key}}]}),
+        )
+        .await?;
+        w.wait_value(es, "k", "old").await?;
+    }
+
+    // Both stores now point at the other emulator: the Secrets follow well before an hour.
+    w.store("aws", &other.endpoint, json!({})).await?;
+    apply(&w.env.kube, None, cluster(&other.endpoint)).await?;
+    w.wait_value("a", "k", "new").await?;
+    w.wait_value("b", "k", "new").await?;
     Ok(())
 }
