@@ -11,7 +11,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
@@ -75,26 +75,14 @@ pub async fn run(
     };
     // A store change reaches the cache that store resolution reads before it triggers the
     // ExternalSecrets using the store, so they see the new spec.
-    let (cache, writer) = reflector::store::<SecretStore>();
-    ctx.share_secret_stores(cache);
-    let store_changes = watcher::watcher(stores, watcher::Config::default())
-        .default_backoff()
-        .modify(|s: &mut SecretStore| s.metadata.managed_fields = None)
-        .reflect(writer)
-        .touched_objects();
+    let store_changes = super::changes_cached_in(&ctx.secret_stores, stores);
     let mut controller = controller.owns(secrets, managed).watches_stream(store_changes, {
         let using = using.clone();
         move |store: SecretStore| using(StoreKind::SecretStore, store.namespace(), store.name_any())
     });
     if ctx.namespace.is_none() {
-        let (cache, writer) = reflector::store::<ClusterSecretStore>();
-        ctx.share_cluster_secret_stores(cache);
         let cluster_store_changes =
-            watcher::watcher(Api::<ClusterSecretStore>::all(client), watcher::Config::default())
-                .default_backoff()
-                .modify(|s: &mut ClusterSecretStore| s.metadata.managed_fields = None)
-                .reflect(writer)
-                .touched_objects();
+            super::changes_cached_in(&ctx.cluster_secret_stores, Api::<ClusterSecretStore>::all(client));
         controller = controller.watches_stream(cluster_store_changes, move |store: ClusterSecretStore| {
             using(StoreKind::ClusterSecretStore, None, store.name_any())
         });

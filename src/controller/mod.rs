@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
@@ -145,10 +145,7 @@ impl Context {
     {
         let (reader, writer) = reflector::store();
         let readiness = self.readiness.clone();
-        let objects = watcher::watcher(api, watcher::Config::default().any_semantic())
-            .default_backoff()
-            .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
-            .reflect(writer)
+        let objects = cached_watch(api, watcher::Config::default().any_semantic(), writer)
             .inspect(move |event| {
                 if matches!(event, Ok(watcher::Event::InitDone)) {
                     readiness.cache_synced(kind);
@@ -157,16 +154,6 @@ impl Context {
             .applied_objects()
             .predicate_filter(predicates::generation, PredicateConfig::default());
         Controller::for_stream(objects, reader)
-    }
-
-    /// Let store resolution read this cache of SecretStores.
-    pub(super) fn share_secret_stores(&self, cache: reflector::Store<SecretStore>) {
-        let _ = self.secret_stores.set(cache);
-    }
-
-    /// Let store resolution read this cache of ClusterSecretStores.
-    pub(super) fn share_cluster_secret_stores(&self, cache: reflector::Store<ClusterSecretStore>) {
-        let _ = self.cluster_secret_stores.set(cache);
     }
 
     /// The stream of ExternalSecrets whose sources changed (taken once, by the controller).
@@ -308,6 +295,36 @@ impl Context {
             }
         }
     }
+}
+
+/// A watch on `api` that keeps its objects in `writer`'s cache, without `managedFields` (a large
+/// JSON tree per object that nothing here reads). Each event reaches the cache before the stream
+/// yields it.
+fn cached_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+) -> impl Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    watcher::watcher(api, config)
+        .default_backoff()
+        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
+        .reflect(writer)
+}
+
+/// The objects of `api` as they change, each one already in the cache `slot` then holds.
+fn changes_cached_in<K>(
+    slot: &OnceLock<reflector::Store<K>>,
+    api: Api<K>,
+) -> impl Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (cache, writer) = reflector::store();
+    let _ = slot.set(cache);
+    cached_watch(api, watcher::Config::default(), writer).touched_objects()
 }
 
 /// The namespace a credential Secret is read from. A SecretStore (`own` is its namespace) reads its

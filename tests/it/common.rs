@@ -158,6 +158,14 @@ impl World {
         Ok(World { env, operator })
     }
 
+    /// A world on `env` whose operator reaches the apiserver through `kubeconfig` (a relay, or a
+    /// control plane of the test's own) with `args`.
+    pub async fn on(env: lockstep_rig::TestEnv, kubeconfig: &std::path::Path, args: &[&str]) -> anyhow::Result<World> {
+        install_crds(&env.kube).await?;
+        let operator = Operator::start_with(kubeconfig, args, &[])?;
+        Ok(World { env, operator })
+    }
+
     pub fn ns(&self) -> &str {
         &self.env.ns
     }
@@ -206,6 +214,14 @@ impl World {
             "metadata": {"name": name}, "spec": spec
         }))
         .await
+    }
+
+    /// The Secrets of this namespace that carry our managed-by label, sorted by name.
+    pub async fn managed_secrets(&self) -> anyhow::Result<Vec<Secret>> {
+        let managed = kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=lockstep");
+        let mut list = self.secrets().list(&managed).await?.items;
+        list.sort_by_key(|s| s.metadata.name.clone());
+        Ok(list)
     }
 
     pub fn secrets(&self) -> Api<Secret> {

@@ -146,9 +146,8 @@ async fn the_operator_killed_during_a_burst_converges_to_the_same_secrets() -> a
         w.wait_value(&format!("es-{i}"), "k", &format!("v{i}")).await?;
         w.wait_reason(&format!("es-{i}"), "SecretSynced").await?;
     }
-    let list = secrets.list(&managed).await?.items;
-    let mut names: Vec<_> = list.iter().map(|s| s.name_any()).collect();
-    names.sort();
+    let list = w.managed_secrets().await?;
+    let names: Vec<_> = list.iter().map(|s| s.name_any()).collect();
     let mut want: Vec<_> = (0..N).map(|i| format!("es-{i}")).collect();
     want.sort();
     assert_eq!(names, want, "exactly one Secret per ExternalSecret ({written} written before the kill)");
@@ -162,7 +161,6 @@ async fn the_operator_killed_during_a_burst_converges_to_the_same_secrets() -> a
 async fn the_apiserver_unreachable_mid_run_is_survived() -> anyhow::Result<()> {
     let rig = Rig::get();
     let env = rig.test_env("apicut").await?;
-    install_crds(&env.kube).await?;
     // The operator reaches the apiserver through a relay that can cut it off.
     let kubeconfig = std::fs::read_to_string(&rig.kubeconfig)?;
     let upstream = kubeconfig
@@ -174,8 +172,7 @@ async fn the_apiserver_unreachable_mid_run_is_survived() -> anyhow::Result<()> {
     let cut_kubeconfig = rig.dir.join(format!("kubeconfig-cut-{}", lockstep_rig::unique()));
     std::fs::write(&cut_kubeconfig, kubeconfig.replace(&upstream, &relay.addr))?;
     let ns = env.ns.clone();
-    let operator = Operator::start_with(&cut_kubeconfig, &["--namespace", &ns], &[])?;
-    let w = World { env, operator };
+    let w = World::on(env, &cut_kubeconfig, &["--namespace", &ns]).await?;
     w.store("aws", &rig.emulator.endpoint, json!({})).await?;
     let a = w.create_aws("a", "a1").await?;
     w.external_secret("a", spec(&a, "1s")).await?;
@@ -193,13 +190,7 @@ async fn the_apiserver_unreachable_mid_run_is_survived() -> anyhow::Result<()> {
     relay.restore();
     w.wait_value("a", "k", "a2").await?;
     w.wait_value("b", "k", "b1").await?;
-    for n in ["a", "b"] {
-        w.wait_reason(n, "SecretSynced").await?;
-    }
-    let managed = ListParams::default().labels("app.kubernetes.io/managed-by=lockstep");
-    let mut names: Vec<_> = w.secrets().list(&managed).await?.items.iter().map(|s| s.name_any()).collect();
-    names.sort();
-    assert_eq!(names, ["a", "b"], "no Secret lost or doubled");
+    synced_without_loss_or_doubles(&w).await?;
     Ok(())
 }
 
@@ -208,10 +199,8 @@ async fn the_apiserver_restarted_mid_run_is_survived() -> anyhow::Result<()> {
     let rig = Rig::get();
     let mut cp = ControlPlane::start(&rig.dir.join(format!("restart-{}", lockstep_rig::unique())))?;
     let env = cp.test_env(&rig.emulator, "restart").await?;
-    install_crds(&env.kube).await?;
     let ns = env.ns.clone();
-    let operator = Operator::start_with(&cp.kubeconfig, &["--namespace", &ns], &[])?;
-    let mut w = World { env, operator };
+    let mut w = World::on(env, &cp.kubeconfig, &["--namespace", &ns]).await?;
     w.store("aws", &rig.emulator.endpoint, json!({})).await?;
     let a = w.create_aws("a", "a1").await?;
     w.external_secret("a", spec(&a, "1s")).await?;
@@ -229,13 +218,17 @@ async fn the_apiserver_restarted_mid_run_is_survived() -> anyhow::Result<()> {
     w.external_secret("b", spec(&b, "1s")).await?;
     assert_eq!(w.wait_value("a", "k", "a2").await?.uid(), uid, "the Secret was updated, not recreated");
     w.wait_value("b", "k", "b1").await?;
+    synced_without_loss_or_doubles(&w).await?;
+    assert!(w.operator.running(), "the operator is still running");
+    Ok(())
+}
+
+/// After an apiserver fault: ExternalSecrets `a` and `b` synced, with exactly their two Secrets.
+async fn synced_without_loss_or_doubles(w: &World) -> anyhow::Result<()> {
     for n in ["a", "b"] {
         w.wait_reason(n, "SecretSynced").await?;
     }
-    let managed = ListParams::default().labels("app.kubernetes.io/managed-by=lockstep");
-    let mut names: Vec<_> = w.secrets().list(&managed).await?.items.iter().map(|s| s.name_any()).collect();
-    names.sort();
+    let names: Vec<_> = w.managed_secrets().await?.iter().map(|s| s.name_any()).collect();
     assert_eq!(names, ["a", "b"], "no Secret lost or doubled");
-    assert!(w.operator.running(), "the operator is still running");
     Ok(())
 }

@@ -625,10 +625,7 @@ async fn rollout_restart_once_per_burst_and_never_on_first_sync() -> anyhow::Res
 async fn a_store_change_reaches_its_external_secrets_at_once() -> anyhow::Result<()> {
     let rig = Rig::get();
     let cp = ControlPlane::start(&rig.dir.join(format!("stores-{}", lockstep_rig::unique())))?;
-    let env = cp.test_env(&rig.emulator, "stores").await?;
-    install_crds(&env.kube).await?;
-    let operator = Operator::start_with(&cp.kubeconfig, &[], &[])?;
-    let w = World { env, operator };
+    let w = World::on(cp.test_env(&rig.emulator, "stores").await?, &cp.kubeconfig, &[]).await?;
     let other = Emulator::start(&rig.dir.join(format!("emu-{}", lockstep_rig::unique())))?;
     let key = w.create_aws("db", "old").await?;
     other.client().create_secret().name(&key).secret_string("new").send().await?;
