@@ -8,6 +8,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -54,7 +55,7 @@ pub async fn run(
     let (es_api, secrets, stores) = match &ctx.namespace {
         Some(ns) => (
             Api::<ExternalSecret>::namespaced(client.clone(), ns),
-            Api::<Secret>::namespaced(client.clone(), ns),
+            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
             Api::<SecretStore>::namespaced(client.clone(), ns),
         ),
         None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
@@ -76,10 +77,11 @@ pub async fn run(
     // A store change reaches the cache that store resolution reads before it triggers the
     // ExternalSecrets using the store, so they see the new spec.
     let store_changes = super::changes_cached_in(&ctx.secret_stores, stores);
-    let mut controller = controller.owns(secrets, managed).watches_stream(store_changes, {
-        let using = using.clone();
-        move |store: SecretStore| using(StoreKind::SecretStore, store.namespace(), store.name_any())
-    });
+    let mut controller =
+        controller.owns_stream(super::owned_secret_changes(secrets, managed)).watches_stream(store_changes, {
+            let using = using.clone();
+            move |store: SecretStore| using(StoreKind::SecretStore, store.namespace(), store.name_any())
+        });
     if ctx.namespace.is_none() {
         let cluster_store_changes =
             super::changes_cached_in(&ctx.cluster_secret_stores, Api::<ClusterSecretStore>::all(client));

@@ -281,8 +281,19 @@ impl World {
 
     /// Wait until Secret `name` has `key` == `value`.
     pub async fn wait_value(&self, name: &str, key: &str, value: &str) -> anyhow::Result<Secret> {
+        self.wait_value_within(WAIT, name, key, value).await
+    }
+
+    /// Wait up to `timeout` until Secret `name` has `key` == `value`.
+    pub async fn wait_value_within(
+        &self,
+        timeout: Duration,
+        name: &str,
+        key: &str,
+        value: &str,
+    ) -> anyhow::Result<Secret> {
         let api = self.secrets();
-        eventually(WAIT, &format!("Secret {name}[{key}] == expected"), || {
+        eventually(timeout, &format!("Secret {name}[{key}] == expected"), || {
             let api = api.clone();
             async move {
                 let s = api.get(name).await.ok()?;
@@ -291,6 +302,7 @@ impl World {
             }
         })
         .await
+        .map_err(|e| anyhow::anyhow!("{e}\noperator log:\n{}", self.operator.logs()))
     }
 
     pub async fn create_aws(&self, short: &str, value: &str) -> anyhow::Result<String> {

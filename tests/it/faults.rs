@@ -190,8 +190,8 @@ async fn the_apiserver_unreachable_mid_run_is_survived() -> anyhow::Result<()> {
 
     // Back: the operator reconnects and converges.
     relay.restore();
-    w.wait_value("a", "k", "a2").await?;
-    w.wait_value("b", "k", "b1").await?;
+    w.wait_value_within(RECONNECT, "a", "k", "a2").await?;
+    w.wait_value_within(RECONNECT, "b", "k", "b1").await?;
     synced_without_loss_or_doubles(&w).await?;
     Ok(())
 }
@@ -213,17 +213,28 @@ async fn the_apiserver_restarted_mid_run_is_survived() -> anyhow::Result<()> {
     w.env.aws.put_secret_value().secret_id(&a).secret_string("a2").send().await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     cp.restart()?;
+    let back = std::time::Instant::now();
     assert!(w.operator.running(), "the operator outlives the apiserver restart:\n{}", w.operator.logs());
 
     // The rotation made while it was down and a new ExternalSecret arrive.
     let b = w.create_aws("b", "b1").await?;
     w.external_secret("b", spec(&b, "1s")).await?;
-    assert_eq!(w.wait_value("a", "k", "a2").await?.uid(), uid, "the Secret was updated, not recreated");
-    w.wait_value("b", "k", "b1").await?;
+    assert_eq!(
+        w.wait_value_within(RECONNECT, "a", "k", "a2").await?.uid(),
+        uid,
+        "the Secret was updated, not recreated"
+    );
+    w.wait_value_within(RECONNECT, "b", "k", "b1").await?;
+    eprintln!("apiserver restart: in sync {:?} after it was back", back.elapsed());
     synced_without_loss_or_doubles(&w).await?;
     assert!(w.operator.running(), "the operator is still running");
     Ok(())
 }
+
+/// How long to wait for the operator to catch up after an apiserver fault. Its watches retry at
+/// most 15 s apart, and after a restart each retries twice (to reconnect, then to relist: its
+/// resource version is too old for the new watch cache); a busy machine adds its share.
+const RECONNECT: Duration = Duration::from_secs(90);
 
 /// After an apiserver fault: ExternalSecrets `a` and `b` synced, with exactly their two Secrets.
 async fn synced_without_loss_or_doubles(w: &World) -> anyhow::Result<()> {
