@@ -310,11 +310,30 @@ fn cached_watch<K>(
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    let watch = watcher::watcher(api, config)
-        .backoff(WatchBackoff::default())
-        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
-        .reflect(writer);
+    let watch = retried(api, config).modify(|obj: &mut K| obj.meta_mut().managed_fields = None).reflect(writer);
     retried_quietly(K::kind(&()), watch)
+}
+
+/// A watch on `api` that retries on a [`WatchBackoff`], and relists at once the first time its
+/// resource version has expired (410 Gone, as after an apiserver restart) instead of waiting.
+fn retried<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let backoff = WatchBackoff::default();
+    let expired = backoff.expired.clone();
+    watcher::watcher(api, config)
+        .inspect(move |event| {
+            if let Err(watcher::Error::WatchError(status)) = event
+                && status.code == 410
+            {
+                expired.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+        .backoff(backoff)
 }
 
 /// A watch stream without its errors: they are logged here, and the watch retries on its own
@@ -347,7 +366,7 @@ fn owned_secret_changes(
     api: Api<PartialObjectMeta<Secret>>,
     config: watcher::Config,
 ) -> impl Stream<Item = std::result::Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
-    let watch = watcher::watcher(api, config).backoff(WatchBackoff::default()).touched_objects();
+    let watch = retried(api, config).touched_objects();
     retried_quietly("Secret".into(), watch)
 }
 
@@ -357,9 +376,14 @@ fn owned_secret_changes(
 /// more than the outage needs (its resource version is too old for the new watch cache, so it
 /// relists), and with client-go's numbers the two waits kept new ExternalSecrets unseen for up to
 /// two minutes. A few watches of one leader retrying every 10 to 15 s cost an apiserver little.
+/// That relist after an expired resource version goes at once (0.5 s), but not twice in a row.
 #[derive(Clone, Debug, Default)]
 struct WatchBackoff {
     failures: u32,
+    /// Set by the watch when its resource version expired: it relists next.
+    expired: Arc<std::sync::atomic::AtomicBool>,
+    /// The last delay was the short one for a relist.
+    relisted: bool,
 }
 
 const WATCH_RETRY_MIN: Duration = Duration::from_millis(500);
@@ -371,6 +395,11 @@ impl Iterator for WatchBackoff {
     fn next(&mut self) -> Option<Duration> {
         let base = WATCH_RETRY_MIN.saturating_mul(1 << self.failures.min(8)).min(WATCH_RETRY_MAX);
         self.failures = self.failures.saturating_add(1);
+        let expired = self.expired.swap(false, std::sync::atomic::Ordering::Relaxed);
+        self.relisted = expired && !self.relisted;
+        if self.relisted {
+            return Some(WATCH_RETRY_MIN);
+        }
         Some(base + base.mul_f64(jitter_fraction("watch", self.failures) * 0.5))
     }
 }
@@ -378,6 +407,7 @@ impl Iterator for WatchBackoff {
 impl kube::runtime::utils::Backoff for WatchBackoff {
     fn reset(&mut self) {
         self.failures = 0;
+        self.relisted = false;
     }
 }
 
@@ -435,6 +465,20 @@ mod tests {
         assert!(delays[10] + delays[11] <= Duration::from_secs(30));
         b.reset();
         assert!(b.next().is_some_and(|d| d < Duration::from_millis(750)));
+    }
+
+    #[test]
+    fn an_expired_watch_relists_at_once_but_not_twice_in_a_row() {
+        let mut b = WatchBackoff::default();
+        let outage: Vec<Duration> = b.by_ref().take(6).collect();
+        assert!(outage[5] >= WATCH_RETRY_MAX);
+        b.expired.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(b.next(), Some(WATCH_RETRY_MIN), "the first relist after a 410 goes at once");
+        b.expired.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(b.next().is_some_and(|d| d >= WATCH_RETRY_MAX), "a second 410 in a row waits");
+        b.expired.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(b.next(), Some(WATCH_RETRY_MIN));
+        assert!(b.next().is_some_and(|d| d >= WATCH_RETRY_MAX), "other errors keep the backoff");
     }
 
     #[test]
