@@ -155,7 +155,7 @@ impl Context {
             })
             .applied_objects()
             .predicate_filter(predicates::generation, PredicateConfig::default());
-        Controller::for_stream(objects, reader).trigger_backoff(WatchBackoff::default())
+        Controller::for_stream(objects, reader)
     }
 
     /// The stream of ExternalSecrets whose sources changed (taken once, by the controller).
@@ -257,31 +257,20 @@ impl Context {
     pub async fn resolve_store(&self, namespace: &str, kind: StoreKind, name: &str) -> Result<ResolvedStore> {
         match kind {
             StoreKind::SecretStore => {
-                let cached = self.secret_stores.get().and_then(|c| c.get(&ObjectRef::new(name).within(namespace)));
-                let store = match cached {
-                    Some(store) => store,
-                    None => Api::<SecretStore>::namespaced(self.client.clone(), namespace)
-                        .get_opt(name)
-                        .await?
-                        .map(Arc::new)
-                        .ok_or_else(|| {
-                            Error::StoreNotReady(format!("SecretStore {name:?} not found in namespace {namespace:?}"))
-                        })?,
-                };
+                let api = Api::<SecretStore>::namespaced(self.client.clone(), namespace);
+                let store =
+                    cached_or_get(&self.secret_stores, api, ObjectRef::new(name).within(namespace)).await?.ok_or_else(
+                        || Error::StoreNotReady(format!("SecretStore {name:?} not found in namespace {namespace:?}")),
+                    )?;
                 let id = StoreId { kind, namespace: Some(namespace.into()), name: name.into() };
                 let client = self.store_client(&id, &store.spec.aws, Some(namespace)).await?;
                 Ok(ResolvedStore { id, client })
             }
             StoreKind::ClusterSecretStore => {
-                let cached = self.cluster_secret_stores.get().and_then(|c| c.get(&ObjectRef::new(name)));
-                let store = match cached {
-                    Some(store) => store,
-                    None => Api::<ClusterSecretStore>::all(self.client.clone())
-                        .get_opt(name)
-                        .await?
-                        .map(Arc::new)
-                        .ok_or_else(|| Error::StoreNotReady(format!("ClusterSecretStore {name:?} not found")))?,
-                };
+                let api = Api::<ClusterSecretStore>::all(self.client.clone());
+                let store = cached_or_get(&self.cluster_secret_stores, api, ObjectRef::new(name))
+                    .await?
+                    .ok_or_else(|| Error::StoreNotReady(format!("ClusterSecretStore {name:?} not found")))?;
                 if !store.spec.conditions.is_empty() {
                     let ns = Api::<Namespace>::all(self.client.clone()).get(namespace).await?;
                     let labels = ns.metadata.labels.unwrap_or_default();
@@ -299,6 +288,22 @@ impl Context {
     }
 }
 
+/// The object `key` from the cache `slot` holds, or from `api` (its scope matching `key`) when the
+/// cache does not hold it (not filled yet, or the object is newer than the watch).
+async fn cached_or_get<K>(
+    slot: &OnceLock<reflector::Store<K>>,
+    api: Api<K>,
+    key: ObjectRef<K>,
+) -> Result<Option<Arc<K>>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    if let Some(cached) = slot.get().and_then(|c| c.get(&key)) {
+        return Ok(Some(cached));
+    }
+    Ok(api.get_opt(&key.name).await?.map(Arc::new))
+}
+
 /// A watch on `api` that keeps its objects in `writer`'s cache, without `managedFields` (a large
 /// JSON tree per object that nothing here reads). Each event reaches the cache before the stream
 /// yields it.
@@ -310,18 +315,20 @@ fn cached_watch<K>(
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    let watch = retried(api, config).modify(|obj: &mut K| obj.meta_mut().managed_fields = None).reflect(writer);
-    retried_quietly(K::kind(&()), watch)
+    retried(api, config).modify(|obj: &mut K| obj.meta_mut().managed_fields = None).reflect(writer)
 }
 
-/// A watch on `api` that retries on a [`WatchBackoff`], and relists at once the first time its
-/// resource version has expired (410 Gone, as after an apiserver restart) instead of waiting.
+/// A watch on `api` that retries on its own [`WatchBackoff`], relists at once the first time its
+/// resource version has expired (410 Gone, as after an apiserver restart), and logs its errors
+/// instead of yielding them. Yielded, each would also pause the controller's merged trigger stream
+/// (the controller's own backoff), one watch's error after another, so that after an apiserver
+/// restart the watches relisted one by one, 10 to 15 s apart, instead of each on its own.
 fn retried<K>(
     api: Api<K>,
     config: watcher::Config,
 ) -> impl Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>> + Send + 'static
 where
-    K: kube::Resource + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let backoff = WatchBackoff::default();
     let expired = backoff.expired.clone();
@@ -334,40 +341,25 @@ where
             }
         })
         .backoff(backoff)
+        .filter_map(|event| {
+            let kept = match event {
+                Ok(event) => Some(Ok(event)),
+                Err(e) => {
+                    warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
+                    None
+                }
+            };
+            std::future::ready(kept)
+        })
 }
 
-/// A watch stream without its errors: they are logged here, and the watch retries on its own
-/// backoff. Passed on, each would also pause the controller's merged trigger stream (its own
-/// backoff), one watch's error after another, so that after an apiserver restart the watches
-/// relisted one by one, 10 to 15 s apart, instead of at once.
-fn retried_quietly<T, S>(
-    kind: std::borrow::Cow<'static, str>,
-    watch: S,
-) -> impl Stream<Item = std::result::Result<T, watcher::Error>> + Send + 'static
-where
-    S: Stream<Item = std::result::Result<T, watcher::Error>> + Send + 'static,
-    T: Send + 'static,
-{
-    watch.filter_map(move |item| {
-        let kept = match item {
-            Ok(item) => Some(Ok(item)),
-            Err(e) => {
-                warn!(kind = %kind, error = %e, "watch failed; retrying");
-                None
-            }
-        };
-        std::future::ready(kept)
-    })
-}
-
-/// The managed Secrets' metadata as they change (the controller's owned objects), on the same
-/// backoff as the other watches, their errors logged here.
+/// The managed Secrets' metadata as they change (the controller's owned objects), retried like
+/// the other watches.
 fn owned_secret_changes(
     api: Api<PartialObjectMeta<Secret>>,
     config: watcher::Config,
 ) -> impl Stream<Item = std::result::Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
-    let watch = retried(api, config).touched_objects();
-    retried_quietly("Secret".into(), watch)
+    retried(api, config).touched_objects()
 }
 
 /// How a watch retries after an error: 0.5 s doubling to 10 s, each delay plus up to half again,

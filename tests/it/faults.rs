@@ -231,9 +231,9 @@ async fn the_apiserver_restarted_mid_run_is_survived() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long to wait for the operator to catch up after an apiserver fault. Its watches retry at
-/// most 15 s apart, and after a restart each retries twice (to reconnect, then to relist: its
-/// resource version is too old for the new watch cache); a busy machine adds its share.
+/// How long to wait for the operator to catch up after an apiserver fault. Its watches retry to
+/// reconnect at most 15 s apart, and after a restart relist once more (their resource version is
+/// too old for the new watch cache); a busy machine adds its share.
 const RECONNECT: Duration = Duration::from_secs(90);
 
 /// After an apiserver fault: ExternalSecrets `a` and `b` synced, with exactly their two Secrets.
