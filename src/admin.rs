@@ -24,27 +24,27 @@ impl Readiness {
 
     /// A controller whose cache must sync before the process is ready.
     pub fn expect_cache(&self, kind: &'static str) {
-        self.caches.lock().unwrap_or_else(|e| e.into_inner()).entry(kind).or_insert(false);
+        crate::lock(&self.caches).entry(kind).or_insert(false);
     }
 
     /// That controller's cache has synced.
     pub fn cache_synced(&self, kind: &'static str) {
-        self.caches.lock().unwrap_or_else(|e| e.into_inner()).insert(kind, true);
+        crate::lock(&self.caches).insert(kind, true);
     }
 
     /// The leader state changed.
     pub fn set_role(&self, role: Role) {
-        *self.role.lock().unwrap_or_else(|e| e.into_inner()) = role;
+        *crate::lock(&self.role) = role;
     }
 
     /// `Ok` when ready, else what is missing.
     pub fn check(&self) -> Result<(), String> {
-        match *self.role.lock().unwrap_or_else(|e| e.into_inner()) {
+        match *crate::lock(&self.role) {
             Role::Unknown => return Err("leader state not known yet".into()),
             Role::Follower => return Ok(()),
             Role::Leader => {}
         }
-        let caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        let caches = crate::lock(&self.caches);
         let waiting: Vec<&str> = caches.iter().filter(|(_, synced)| !**synced).map(|(k, _)| *k).collect();
         if caches.is_empty() {
             Err("controllers not started".into())

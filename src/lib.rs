@@ -1,15 +1,19 @@
 //! Lockstep keeps Kubernetes Secrets in lockstep with AWS Secrets Manager.
 //!
-//! IO lives at the edges (`aws`, `controller`); `render` and `status` are pure and unit-tested.
+//! Data flows down: `api` (the CRDs) -> `source` (what a spec reads) -> `aws` (the one AWS seam
+//! per store) -> `controller` (reconcile as named steps) using the pure `render`, `template`,
+//! `codec` and `status`. IO lives in `aws` and `controller`; the rest is pure and unit-tested.
 
 pub mod admin;
 pub mod api;
 pub mod aws;
+pub mod codec;
 pub mod controller;
 pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod render;
+pub mod source;
 pub mod status;
 pub mod template;
 pub mod value;
@@ -27,3 +31,47 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const DATA_HASH_ANNOTATION: &str = "lockstep.dev/data-hash";
 /// Annotation naming the AWS secret versions the data was built from.
 pub const SOURCE_VERSIONS_ANNOTATION: &str = "lockstep.dev/source-versions";
+
+/// A mutex's guard; a poisoned mutex (a panic while it was held) is used as it is: every value
+/// guarded here stays consistent between statements, and release builds abort on panic anyway.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    #[test]
+    fn debug_of_every_value_holding_type_redacts() {
+        const V: &str = "SENTINEL-7f3a-debug";
+        let bytes = || crate::value::SecretBytes::from(V.to_string());
+        let data: std::collections::BTreeMap<String, crate::value::SecretBytes> = [("k".to_string(), bytes())].into();
+        let shown = [
+            format!("{:?}", bytes()),
+            format!("{:?}", crate::value::Payload::String(bytes())),
+            format!("{:?}", crate::value::Payload::Binary(bytes())),
+            format!(
+                "{:?}",
+                crate::source::Fetched {
+                    payload: crate::value::Payload::String(bytes()),
+                    version_id: "v1".into(),
+                    created_date: None
+                }
+            ),
+            format!("{:?}", crate::render::Desired { data: data.clone(), ..Default::default() }),
+            // The template's inputs and outputs.
+            format!("{data:?}"),
+            format!("{:?}", crate::template::Rendered { data, ..Default::default() }),
+            format!(
+                "{:?}",
+                crate::aws::StaticKeys {
+                    access_key_id: "AKIA".into(),
+                    secret_access_key: V.into(),
+                    session_token: Some(V.into())
+                }
+            ),
+        ];
+        for s in shown {
+            assert!(!s.contains("SENTINEL"), "Debug shows a value: {s}");
+        }
+    }
+}

@@ -149,14 +149,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         false => None,
     };
     let readiness = Arc::new(Readiness::new(if elector.is_some() { Role::Unknown } else { Role::Leader }));
-    let ctx = Arc::new(Context::new(
+    let (ctx, wiring) = Context::new(
         client,
         metrics.clone(),
         readiness.clone(),
         args.namespace.clone(),
         Duration::from_secs(args.restart_debounce_seconds),
-        (args.aws_qps, args.aws_burst),
-    ));
+        controller::AwsRate { qps: args.aws_qps, burst: args.aws_burst },
+    );
+    let ctx = Arc::new(ctx);
     metrics.set_leader(elector.is_none());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -193,16 +194,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     () = stop => return,
                 }
             }
-            let cluster_stores = async {
-                if ctx.namespace.is_none() {
-                    controller::run_cluster_stores(ctx.clone(), stopped()).await;
-                }
-            };
-            tokio::join!(
-                controller::run_external_secrets(ctx.clone(), args.concurrency, stopped()),
-                controller::run_stores(ctx.clone(), stopped()),
-                cluster_stores,
-            );
+            controller::run(ctx, wiring, args.concurrency, stopped).await;
         }
     };
     let election = async {

@@ -1,6 +1,9 @@
-//! Pure status computation: the Ready condition with stable transition times.
+//! PURE: the Ready condition with stable transition times, and what a reconcile does next.
+
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::runtime::controller::Action;
 
 /// The condition type Lockstep reports.
 pub const READY: &str = "Ready";
@@ -107,6 +110,32 @@ pub fn ready_reason(conditions: &[Condition]) -> Option<&str> {
     conditions.iter().find(|c| c.type_ == READY).map(|c| c.reason.as_str())
 }
 
+/// How a sync ended, as far as the next reconcile is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// The Secret is in sync; a rollout restart may be waiting out its quiet period.
+    Synced { restart_in: Option<Duration> },
+    /// A failure that waits for a change (an invalid spec, a missing secret, a conflict).
+    Permanent,
+    /// A failure that retries (throttled, unavailable, an apiserver error) after `backoff`.
+    Transient { backoff: Duration },
+}
+
+/// A transient failure never retries sooner than this because of a short refreshInterval.
+const MIN_RETRY: Duration = Duration::from_secs(5);
+
+/// When to reconcile again. `refresh`: the refreshInterval (`None`: sync once, then only on
+/// changes). A transient failure retries after its backoff, or sooner at refreshInterval (but not
+/// under [`MIN_RETRY`]); a waiting restart is looked at again when its quiet period ends.
+pub fn next_action(next: Next, refresh: Option<Duration>) -> Action {
+    let at_refresh = || refresh.map_or_else(Action::await_change, Action::requeue);
+    match next {
+        Next::Synced { restart_in: Some(wait) } => Action::requeue(refresh.map_or(wait, |r| wait.min(r))),
+        Next::Synced { restart_in: None } | Next::Permanent => at_refresh(),
+        Next::Transient { backoff } => Action::requeue(refresh.map_or(backoff, |r| backoff.min(r.max(MIN_RETRY)))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +157,61 @@ mod tests {
         assert_eq!(d[0].last_transition_time, t(30), "False -> False keeps the time");
         assert_eq!(d[0].reason, "SecretNotFound");
         assert_eq!(d[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn next_action_for_every_outcome() {
+        let s = Duration::from_secs;
+        let (hour, second) = (Some(s(3600)), Some(s(1)));
+        let rows: &[(Next, Option<Duration>, Action)] = &[
+            (Next::Synced { restart_in: None }, hour, Action::requeue(s(3600))),
+            (Next::Synced { restart_in: None }, None, Action::await_change()),
+            (Next::Synced { restart_in: Some(s(3)) }, hour, Action::requeue(s(3))),
+            (Next::Synced { restart_in: Some(s(3)) }, second, Action::requeue(s(1))),
+            (Next::Synced { restart_in: Some(s(3)) }, None, Action::requeue(s(3))),
+            (Next::Permanent, hour, Action::requeue(s(3600))),
+            (Next::Permanent, None, Action::await_change()),
+            (Next::Transient { backoff: s(8) }, hour, Action::requeue(s(8))),
+            (Next::Transient { backoff: s(8) }, None, Action::requeue(s(8))),
+            (Next::Transient { backoff: s(300) }, Some(s(60)), Action::requeue(s(60))),
+            (Next::Transient { backoff: s(8) }, second, Action::requeue(s(5))),
+        ];
+        for (next, refresh, want) in rows {
+            assert_eq!(&next_action(*next, *refresh), want, "{next:?} at refresh {refresh:?}");
+        }
+    }
+
+    #[test]
+    fn every_failure_reason_has_its_next_action() {
+        use crate::error::Error;
+        let hour = Some(Duration::from_secs(3600));
+        let errors = [
+            Error::SecretNotFound { key: "k".into(), detail: None },
+            Error::SecretScheduledForDeletion { key: "k".into() },
+            Error::PropertyNotFound { key: "k".into(), property: "p".into() },
+            Error::InvalidValue(String::new()),
+            Error::InvalidTemplate(String::new()),
+            Error::KeyConflict(String::new()),
+            Error::AccessDenied(None),
+            Error::Throttled,
+            Error::ProviderUnavailable(String::new()),
+            Error::StoreNotReady(String::new()),
+            Error::StoreNotAllowed(String::new()),
+            Error::TargetConflict(String::new()),
+            Error::TargetTooLarge { size: 0 },
+            Error::Kube(kube::Error::Api(Box::new(kube::core::Status::failure("x", "y").with_code(500)))),
+        ];
+        let transient = [Reason::Throttled, Reason::ProviderUnavailable, Reason::ApplyFailed];
+        for e in errors {
+            let next =
+                if e.is_transient() { Next::Transient { backoff: Duration::from_secs(2) } } else { Next::Permanent };
+            let want = if transient.contains(&e.reason()) {
+                Action::requeue(Duration::from_secs(2))
+            } else {
+                Action::requeue(Duration::from_secs(3600))
+            };
+            assert_eq!(next_action(next, hour), want, "{}", e.reason());
+        }
     }
 
     #[test]

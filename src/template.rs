@@ -94,22 +94,28 @@ pub fn check_type(type_: &str, data: &BTreeMap<String, SecretBytes>) -> Result<(
     match type_ {
         "kubernetes.io/dockerconfigjson" => {
             need(&[".dockerconfigjson"], true)?;
-            let valid = data
-                .get(".dockerconfigjson")
-                .is_some_and(|v| serde_json::from_slice::<serde_json::Value>(v.expose()).is_ok_and(|j| j.is_object()));
-            if !valid {
-                return Err(Error::InvalidTemplate(format!(
-                    "Secret type {type_}: .dockerconfigjson is not a JSON object such as {{\"auths\": {{...}}}}"
-                )));
-            }
-            Ok(())
+            json_object(type_, ".dockerconfigjson", data, "{\"auths\": {...}}")
         }
-        "kubernetes.io/dockercfg" => need(&[".dockercfg"], true),
+        "kubernetes.io/dockercfg" => {
+            need(&[".dockercfg"], true)?;
+            json_object(type_, ".dockercfg", data, "{\"registry.example.com\": {\"auth\": \"...\"}}")
+        }
         "kubernetes.io/tls" => need(&["tls.crt", "tls.key"], true),
         "kubernetes.io/basic-auth" => need(&["username", "password"], false),
         "kubernetes.io/ssh-auth" => need(&["ssh-privatekey"], true),
         _ => Ok(()),
     }
+}
+
+/// A key that must hold a JSON object, checked here: the apiserver's refusal quotes the value.
+fn json_object(type_: &str, key: &str, data: &BTreeMap<String, SecretBytes>, example: &str) -> Result<()> {
+    let valid = data
+        .get(key)
+        .is_some_and(|v| serde_json::from_slice::<serde_json::Value>(v.expose()).is_ok_and(|j| j.is_object()));
+    if valid {
+        return Ok(());
+    }
+    Err(Error::InvalidTemplate(format!("Secret type {type_}: {key} is not a JSON object such as {example}")))
 }
 
 /// Whether `v` is a valid label value (empty, or up to 63 alphanumerics, '-', '_', '.' with
@@ -183,9 +189,8 @@ fn b64enc(v: Value) -> String {
 }
 
 fn b64dec(v: Value) -> std::result::Result<String, minijinja::Error> {
-    let bytes = crate::render::decode_base64(&bytes_of(&v), false)
-        .or_else(|| crate::render::decode_base64(&bytes_of(&v), true))
-        .ok_or_else(|| op_error("b64dec: the input is not base64"))?;
+    let bytes =
+        crate::codec::decode_base64_any(&bytes_of(&v)).ok_or_else(|| op_error("b64dec: the input is not base64"))?;
     String::from_utf8(bytes).map_err(|_| op_error("b64dec: the decoded bytes are not UTF-8 text"))
 }
 

@@ -8,23 +8,16 @@ use std::fmt;
 pub struct SecretBytes(Vec<u8>);
 
 impl SecretBytes {
-    /// Wrap bytes.
     pub fn new(bytes: Vec<u8>) -> Self {
         Self(bytes)
     }
-    /// The bytes.
+    /// The bytes themselves: the one way to read a value, easy to find in a review.
     pub fn expose(&self) -> &[u8] {
         &self.0
     }
-    /// Take the bytes.
-    pub fn into_inner(self) -> Vec<u8> {
-        self.0
-    }
-    /// Length in bytes.
     pub fn len(&self) -> usize {
         self.0.len()
     }
-    /// Whether empty.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -33,12 +26,6 @@ impl SecretBytes {
 impl From<String> for SecretBytes {
     fn from(s: String) -> Self {
         Self(s.into_bytes())
-    }
-}
-
-impl From<Vec<u8>> for SecretBytes {
-    fn from(b: Vec<u8>) -> Self {
-        Self(b)
     }
 }
 
@@ -58,7 +45,7 @@ pub enum Payload {
 }
 
 impl Payload {
-    /// The raw bytes, whichever kind.
+    /// The bytes, whichever kind.
     pub fn bytes(&self) -> &SecretBytes {
         match self {
             Payload::String(b) | Payload::Binary(b) => b,

@@ -418,9 +418,9 @@ pub struct SourceStatus {
     pub version_stage: Option<String>,
     /// The version id that was read.
     pub version_id: String,
-    /// LastChangedDate of the AWS secret when it was read (RFC 3339).
+    /// When the version read was created (RFC 3339), as AWS says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_changed_date: Option<String>,
+    pub created_date: Option<String>,
 }
 
 impl RemoteRef {

@@ -13,9 +13,6 @@ pub use secret_store::*;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-/// API group of every Lockstep resource.
-pub const GROUP: &str = "lockstep.dev";
-
 /// Every CRD this operator serves, in the order `lockstep crd` prints them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![ExternalSecret::crd(), SecretStore::crd(), ClusterSecretStore::crd()]

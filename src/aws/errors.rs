@@ -4,7 +4,8 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::error::Error;
 
-/// Turn an SDK error into a sync error. `key` names the AWS secret the call was about.
+/// Turn an SDK error into a sync error. `key` names what the call was about (an AWS secret, a
+/// role), for the messages that name it.
 ///
 /// Response bodies are never quoted: a body that failed to parse may hold a secret value.
 pub fn classify<E>(err: &SdkError<E, Response>, key: &str) -> Error
@@ -60,9 +61,9 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// Map an error code (and HTTP status, for answers without a parseable code) to a sync error.
 pub fn classify_code(code: &str, message: &str, status: u16, key: &str) -> Error {
-    let detail = if message.is_empty() { format!(" ({code}, HTTP {status})") } else { format!(": {message}") };
+    let detail = if message.is_empty() { format!("{code} (HTTP {status})") } else { message.to_string() };
     match code {
-        "ResourceNotFoundException" => Error::SecretNotFound { key: key.into(), detail: String::new() },
+        "ResourceNotFoundException" => Error::SecretNotFound { key: key.into(), detail: None },
         "InvalidRequestException" if message.to_ascii_lowercase().contains("delet") => {
             Error::SecretScheduledForDeletion { key: key.into() }
         }
@@ -74,18 +75,16 @@ pub fn classify_code(code: &str, message: &str, status: u16, key: &str) -> Error
         | "ExpiredTokenException"
         | "ExpiredToken"
         | "InvalidSignatureException"
-        | "DecryptionFailure" => Error::AccessDenied(detail),
-        "ThrottlingException" | "Throttling" | "TooManyRequestsException" | "RequestLimitExceeded" => {
-            Error::Throttled(String::new())
-        }
+        | "DecryptionFailure" => Error::AccessDenied(Some(detail)),
+        "ThrottlingException" | "Throttling" | "TooManyRequestsException" | "RequestLimitExceeded" => Error::Throttled,
         "InvalidParameterException" | "InvalidRequestException" => {
-            Error::InvalidValue(format!("AWS rejected the request for {key:?}{detail}"))
+            Error::InvalidValue(format!("AWS rejected the request for {key:?}: {detail}"))
         }
         _ => match status {
-            403 | 401 => Error::AccessDenied(format!(" (HTTP {status})")),
-            429 => Error::Throttled(String::new()),
-            404 => Error::SecretNotFound { key: key.into(), detail: String::new() },
-            _ => Error::ProviderUnavailable(format!("unexpected answer{detail}")),
+            403 | 401 => Error::AccessDenied(Some(format!("HTTP {status}"))),
+            429 => Error::Throttled,
+            404 => Error::SecretNotFound { key: key.into(), detail: None },
+            _ => Error::ProviderUnavailable(format!("unexpected answer: {detail}")),
         },
     }
 }

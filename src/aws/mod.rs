@@ -1,14 +1,17 @@
-//! AWS Secrets Manager access: one client per store, built once and reused; fetches; error
-//! classification.
+//! AWS Secrets Manager access: one seam per store ([`StoreClient`]) through which every call is
+//! rate-limited, classified and counted; the SDK transport behind it, built once per store and
+//! reused; change metadata and listing rules.
 
 mod client;
 mod errors;
-pub mod fetch;
+#[cfg(test)]
+pub mod fake;
 pub mod limit;
 pub mod metadata;
+mod sdk;
+mod seam;
 mod sts_credentials;
 
-pub use client::{StaticKeys, StoreClient, StoreConfig};
+pub use client::{StaticKeys, StoreConfig, build};
 pub use errors::{classify, classify_code};
-pub use fetch::get_secret_value;
-pub use sts_credentials::CallCounter;
+pub use seam::{BATCH_MAX, BatchPage, Calls, ListPage, StoreClient, Transport};

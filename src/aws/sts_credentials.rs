@@ -1,5 +1,6 @@
-//! Credentials from STS, with the call sent to the store's STS endpoint and counted in the metrics:
-//! AssumeRole on top of other credentials, and IRSA web identity.
+//! Credentials from STS, with the call sent to the store's STS endpoint and made through the
+//! store's [`Calls`] (limited and counted like every AWS call): AssumeRole on top of other
+//! credentials, and IRSA web identity.
 //!
 //! The SDK's own providers build their STS client from the environment (so with an endpoint
 //! override, a VPC endpoint or the local emulator, web identity would still call the public STS)
@@ -14,22 +15,7 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::{self, ProvideCredentials, error::CredentialsError, future};
 
 use super::classify;
-use crate::metrics::Metrics;
-
-/// Where a store's AWS calls are counted: the metrics and the store's label.
-#[derive(Clone)]
-pub struct CallCounter {
-    /// The registry.
-    pub metrics: Arc<Metrics>,
-    /// The store, as shown in the `store` label.
-    pub store: String,
-}
-
-impl std::fmt::Debug for CallCounter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallCounter").field("store", &self.store).finish_non_exhaustive()
-    }
-}
+use super::seam::Calls;
 
 #[derive(Debug)]
 enum Call {
@@ -43,61 +29,54 @@ pub struct StsCredentials {
     sts: aws_sdk_sts::Client,
     role_arn: String,
     call: Call,
-    counter: CallCounter,
+    calls: Arc<Calls>,
 }
 
 impl StsCredentials {
     /// AssumeRole with the credentials `sts` is configured with.
-    pub fn assume_role(
-        sts: aws_sdk_sts::Client,
-        role_arn: &str,
-        external_id: Option<&str>,
-        counter: CallCounter,
-    ) -> Self {
+    pub fn assume_role(sts: aws_sdk_sts::Client, role_arn: &str, external_id: Option<&str>, calls: Arc<Calls>) -> Self {
         let call = Call::AssumeRole { external_id: external_id.map(String::from) };
-        Self { sts, role_arn: role_arn.into(), call, counter }
+        Self { sts, role_arn: role_arn.into(), call, calls }
     }
 
     /// AssumeRoleWithWebIdentity from `AWS_ROLE_ARN` and `AWS_WEB_IDENTITY_TOKEN_FILE` (what IRSA
     /// injects), if both are set.
-    pub fn web_identity_from_env(sts: aws_sdk_sts::Client, counter: CallCounter) -> Option<Self> {
+    pub fn web_identity_from_env(sts: aws_sdk_sts::Client, calls: Arc<Calls>) -> Option<Self> {
         let role_arn = std::env::var("AWS_ROLE_ARN").ok().filter(|v| !v.is_empty())?;
         let token_file = std::env::var_os("AWS_WEB_IDENTITY_TOKEN_FILE").filter(|v| !v.is_empty())?;
-        Some(Self { sts, role_arn, call: Call::WebIdentity { token_file: PathBuf::from(token_file) }, counter })
+        Some(Self { sts, role_arn, call: Call::WebIdentity { token_file: PathBuf::from(token_file) }, calls })
     }
 
     async fn load(&self) -> provider::Result {
         let role = self.role_arn.as_str();
-        let (operation, result) = match &self.call {
+        let credentials = match &self.call {
             Call::AssumeRole { external_id } => {
-                let r = self
+                let send = self
                     .sts
                     .assume_role()
                     .role_arn(role)
                     .role_session_name(crate::MANAGER)
                     .set_external_id(external_id.clone())
-                    .send()
-                    .await;
-                let r = r.map(|o| o.credentials).map_err(|e| (classify(&e, role), CredentialsError::provider_error(e)));
-                ("AssumeRole", r)
+                    .send();
+                let sent = async { send.await.map(|o| o.credentials).map_err(|e| classify(&e, role)) };
+                self.calls.call("AssumeRole", sent).await
             }
             Call::WebIdentity { token_file } => {
                 let token = tokio::fs::read_to_string(token_file).await.map_err(CredentialsError::provider_error)?;
-                let r = self
+                let send = self
                     .sts
                     .assume_role_with_web_identity()
                     .role_arn(role)
                     .role_session_name(crate::MANAGER)
                     .web_identity_token(token.trim())
-                    .send()
-                    .await;
-                let r = r.map(|o| o.credentials).map_err(|e| (classify(&e, role), CredentialsError::provider_error(e)));
-                ("AssumeRoleWithWebIdentity", r)
+                    .send();
+                let sent = async { send.await.map(|o| o.credentials).map_err(|e| classify(&e, role)) };
+                self.calls.call("AssumeRoleWithWebIdentity", sent).await
             }
         };
-        self.counter.metrics.aws_call(&self.counter.store, operation, result.as_ref().err().map(|(e, _)| e));
-        let c =
-            result.map_err(|(_, e)| e)?.ok_or_else(|| CredentialsError::unhandled("STS returned no credentials"))?;
+        let c = credentials
+            .map_err(CredentialsError::provider_error)?
+            .ok_or_else(|| CredentialsError::unhandled("STS returned no credentials"))?;
         let expiry = SystemTime::try_from(c.expiration).ok();
         Ok(Credentials::new(c.access_key_id, c.secret_access_key, Some(c.session_token), expiry, "lockstep-sts"))
     }

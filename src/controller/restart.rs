@@ -25,13 +25,13 @@ pub struct Debouncer {
 impl Debouncer {
     /// Record a data change now.
     pub fn changed(&self, key: &str) {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), Instant::now());
+        crate::lock(&self.pending).insert(key.to_string(), Instant::now());
     }
 
     /// `None`: nothing pending. `Some(ZERO)`: the quiet period is over, restart now (and the entry is
     /// taken). `Some(d)`: ask again in `d`.
     pub fn due(&self, key: &str, quiet: Duration) -> Option<Duration> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = crate::lock(&self.pending);
         let since = pending.get(key)?.elapsed();
         if since >= quiet {
             pending.remove(key);

@@ -1,18 +1,36 @@
-//! PURE: the Secret object to server-side apply, and whether an existing Secret is ours.
+//! PURE: what to do with the target Secret. Whether an existing Secret is ours, the Secret to
+//! server-side apply, the plan (keep, apply, or refuse) from the creation policy and what exists,
+//! the deletion rule, and the fast path of a refresh.
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use serde_json::{Value, json};
 
-use crate::api::{CreationPolicy, ExternalSecret, SourceStatus};
+use crate::api::{CreationPolicy, DeletionPolicy, ExternalSecret, SourceStatus};
+use crate::codec::data_hash;
+use crate::error::{Error, Result};
 use crate::render::Desired;
+use crate::source::{SourceRef, Version};
+use crate::status::{self, Reason};
+use crate::value::SecretBytes;
 use crate::{DATA_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGER, SOURCE_VERSIONS_ANNOTATION};
 
 /// Annotation naming the ExternalSecret (same namespace) that writes a Secret.
 pub const OWNER_ANNOTATION: &str = "lockstep.dev/external-secret";
+
+/// What a sync does with the target Secret.
+#[derive(Debug, PartialEq)]
+pub enum Plan {
+    /// Write nothing: creationPolicy None, or the Secret already holds everything that would be
+    /// written.
+    Keep,
+    /// Server-side apply `secret`. `data_changed`: the Secret held other data before (so this is
+    /// not its first sync).
+    Apply { secret: Box<Secret>, data_changed: bool },
+}
 
 /// Whether an existing Secret was written by this ExternalSecret.
 pub fn is_ours(secret: &Secret, es: &ExternalSecret) -> bool {
@@ -26,20 +44,109 @@ pub fn is_ours(secret: &Secret, es: &ExternalSecret) -> bool {
     labelled && named && !foreign_controller
 }
 
+/// The plan for `desired` given the Secret that exists now (`None`: none).
+pub fn plan(es: &ExternalSecret, existing: Option<&Secret>, desired: &Desired) -> Result<Plan> {
+    let name = es.target_name();
+    let policy = es.spec.target.creation_policy;
+    match (existing, policy) {
+        (_, CreationPolicy::None) => return Ok(Plan::Keep),
+        (None, CreationPolicy::Merge) => {
+            return Err(Error::TargetConflict(format!(
+                "creationPolicy Merge needs an existing Secret {name:?}; create it first or use creationPolicy Owner"
+            )));
+        }
+        (Some(s), CreationPolicy::Owner | CreationPolicy::Orphan) if !is_ours(s, es) => {
+            return Err(Error::TargetConflict(format!(
+                "Secret {name:?} already exists and is not managed by this ExternalSecret; delete it, set target.name to another name, or use creationPolicy Merge"
+            )));
+        }
+        _ => {}
+    }
+    if let Some(s) = existing {
+        if up_to_date(s, es, desired) {
+            return Ok(Plan::Keep);
+        }
+        if s.immutable == Some(true) && hash_of(s) != Some(desired.hash.as_str()) {
+            return Err(Error::TargetConflict(format!(
+                "Secret {name:?} is immutable and its data changed; delete it so it can be written again"
+            )));
+        }
+    }
+    let data_changed = existing.and_then(hash_of).is_some_and(|h| h != desired.hash);
+    Ok(Plan::Apply { secret: Box::new(desired_secret(es, desired)), data_changed })
+}
+
+/// Whether the Secret goes because every AWS secret it is built from is gone: deletionPolicy
+/// Delete, and the Secret exists and is ours.
+pub fn delete_when_gone(es: &ExternalSecret, existing: Option<&Secret>) -> bool {
+    es.spec.target.deletion_policy == DeletionPolicy::Delete && existing.is_some_and(|s| is_ours(s, es))
+}
+
+/// The fast path of a refresh: nothing changed since the last sync (same generation, every
+/// source still at the version that is live, the Secret intact), so nothing is fetched. `live`
+/// says which version is live behind a source, as far as is known. Returns the Secret's
+/// resourceVersion and data hash when the sync can stop here.
+pub fn still_current(
+    es: &ExternalSecret,
+    sources: &[SourceRef],
+    live: impl Fn(&SourceRef) -> Option<String>,
+    existing: Option<&Secret>,
+) -> Option<Kept> {
+    let status = es.status.as_ref()?;
+    let secret = existing?;
+    let policy = es.spec.target.creation_policy;
+    let settled = matches!(policy, CreationPolicy::Owner | CreationPolicy::Orphan)
+        && status.observed_generation == es.metadata.generation
+        && status::ready_reason(&status.conditions) == Some(Reason::SecretSynced.as_str())
+        && status.sources.len() == sources.len();
+    if !settled {
+        return None;
+    }
+    for s in sources {
+        let seen = status.sources.iter().find(|l| {
+            l.key == s.key
+                && match &s.version {
+                    Version::Stage(stage) => l.version_stage.as_deref() == Some(stage.as_str()),
+                    Version::Id(id) => l.version_stage.is_none() && l.version_id == *id,
+                }
+        })?;
+        if live(s).as_deref() != Some(seen.version_id.as_str()) {
+            return None;
+        }
+    }
+    let annotations = secret.metadata.annotations.as_ref()?;
+    let hash = data_hash(&data_of(secret));
+    let intact = is_ours(secret, es)
+        && hash_of(secret) == Some(hash.as_str())
+        && annotations.get(SOURCE_VERSIONS_ANNOTATION) == Some(&versions_annotation(&status.sources));
+    intact.then(|| Kept { resource_version: secret.metadata.resource_version.clone(), hash })
+}
+
+/// A Secret left as it is by the fast path.
+#[derive(Debug, PartialEq)]
+pub struct Kept {
+    pub resource_version: Option<String>,
+    pub hash: String,
+}
+
+fn hash_of(secret: &Secret) -> Option<&str> {
+    secret.metadata.annotations.as_ref()?.get(DATA_HASH_ANNOTATION).map(String::as_str)
+}
+
+fn data_of(secret: &Secret) -> BTreeMap<String, SecretBytes> {
+    secret.data.iter().flatten().map(|(k, v)| (k.clone(), SecretBytes::new(v.0.clone()))).collect()
+}
+
 /// "key=versionId,..." for the versions annotation: ids only, never values.
 pub fn versions_annotation(sources: &[SourceStatus]) -> String {
     sources.iter().map(|s| format!("{}={}", s.key, s.version_id)).collect::<Vec<_>>().join(",")
 }
 
 /// The labels and annotations the Secret must carry.
-fn metadata_maps(
-    es: &ExternalSecret,
-    desired: &Desired,
-    merge: bool,
-) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+fn metadata_maps(es: &ExternalSecret, desired: &Desired) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     let mut labels = BTreeMap::new();
     let mut annotations = BTreeMap::new();
-    if !merge {
+    if es.spec.target.creation_policy != CreationPolicy::Merge {
         labels.extend(desired.labels.clone());
         annotations.extend(desired.annotations.clone());
         labels.insert(MANAGED_BY_LABEL.into(), MANAGER.into());
@@ -50,132 +157,52 @@ fn metadata_maps(
     (labels, annotations)
 }
 
-/// Whether `existing` already holds everything `build` would apply, so the write can be skipped.
-pub fn up_to_date(existing: &Secret, es: &ExternalSecret, desired: &Desired) -> bool {
-    let merge = es.spec.target.creation_policy == CreationPolicy::Merge;
-    let (labels, annotations) = metadata_maps(es, desired, merge);
+/// Whether `existing` already is what [`desired_secret`] would apply (metadata and owner), so the
+/// write can be skipped. The data is compared through its hash annotation.
+fn up_to_date(existing: &Secret, es: &ExternalSecret, desired: &Desired) -> bool {
+    let (labels, annotations) = metadata_maps(es, desired);
     let has_all = |want: &BTreeMap<String, String>, have: &Option<BTreeMap<String, String>>| {
         want.iter().all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
     };
-    let owner_ok = es.spec.target.creation_policy != CreationPolicy::Owner
-        || existing.metadata.owner_references.iter().flatten().any(|o| Some(&o.uid) == es.metadata.uid.as_ref());
+    let owned = existing.metadata.owner_references.iter().flatten().any(|o| Some(&o.uid) == es.metadata.uid.as_ref());
+    let owner_ok = match es.spec.target.creation_policy {
+        CreationPolicy::Owner => owned,
+        // Orphan keeps the Secret when the ExternalSecret goes: an owner reference of ours (from
+        // an earlier Owner) must be removed, or garbage collection deletes it.
+        CreationPolicy::Orphan => !owned,
+        CreationPolicy::Merge | CreationPolicy::None => true,
+    };
     has_all(&labels, &existing.metadata.labels) && has_all(&annotations, &existing.metadata.annotations) && owner_ok
 }
 
-/// The Secret to server-side apply with field manager `lockstep`.
-pub fn build(es: &ExternalSecret, namespace: &str, desired: &Desired) -> Value {
+/// The Secret to server-side apply with field manager `lockstep`: only the fields this
+/// ExternalSecret owns (under Merge: its keys and annotations, nothing else).
+pub fn desired_secret(es: &ExternalSecret, desired: &Desired) -> Secret {
     let policy = es.spec.target.creation_policy;
     let merge = policy == CreationPolicy::Merge;
-    let (labels, annotations) = metadata_maps(es, desired, merge);
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let data: BTreeMap<&String, String> = desired.data.iter().map(|(k, v)| (k, b64.encode(v.expose()))).collect();
-    let mut metadata = json!({
-        "name": es.target_name(),
-        "namespace": namespace,
-        "annotations": annotations,
-    });
-    if !labels.is_empty() {
-        metadata["labels"] = json!(labels);
+    let (labels, annotations) = metadata_maps(es, desired);
+    let owner = match policy {
+        CreationPolicy::Owner => es.controller_owner_ref(&()).map(|o| vec![o]),
+        _ => None,
+    };
+    let metadata = ObjectMeta {
+        name: Some(es.target_name().to_string()),
+        namespace: es.metadata.namespace.clone(),
+        labels: (!labels.is_empty()).then_some(labels),
+        annotations: Some(annotations),
+        owner_references: owner,
+        ..Default::default()
+    };
+    let data = desired.data.iter().map(|(k, v)| (k.clone(), ByteString(v.expose().to_vec()))).collect();
+    let type_ = es.spec.target.template.as_ref().and_then(|t| t.type_.clone()).unwrap_or_else(|| "Opaque".into());
+    Secret {
+        metadata,
+        data: Some(data),
+        type_: (!merge).then_some(type_),
+        immutable: (!merge && es.spec.target.immutable).then_some(true),
+        ..Default::default()
     }
-    if policy == CreationPolicy::Owner
-        && let Some(owner) = es.controller_owner_ref(&())
-    {
-        metadata["ownerReferences"] = json!([owner]);
-    }
-    let mut secret = json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": metadata,
-        "data": data,
-    });
-    if !merge {
-        let type_ = es.spec.target.template.as_ref().and_then(|t| t.type_.clone()).unwrap_or_else(|| "Opaque".into());
-        secret["type"] = json!(type_);
-        if es.spec.target.immutable {
-            secret["immutable"] = json!(true);
-        }
-    }
-    secret
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::ExternalSecretSpec;
-    use crate::value::SecretBytes;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-
-    fn es(policy: CreationPolicy) -> ExternalSecret {
-        let mut es = ExternalSecret::new("app", ExternalSecretSpec::default());
-        es.metadata.namespace = Some("ns".into());
-        es.metadata.uid = Some("uid-1".into());
-        es.spec.target.creation_policy = policy;
-        es
-    }
-
-    fn desired() -> Desired {
-        let mut data = BTreeMap::new();
-        data.insert("password".to_string(), SecretBytes::from("s3cret".to_string()));
-        Desired {
-            hash: crate::render::hash(&data),
-            data,
-            sources: vec![SourceStatus { key: "db".into(), version_id: "v1".into(), ..Default::default() }],
-            labels: BTreeMap::new(),
-            annotations: BTreeMap::new(),
-        }
-    }
-
-    #[test]
-    fn owner_policy_sets_owner_label_and_type() {
-        let s = build(&es(CreationPolicy::Owner), "ns", &desired());
-        assert_eq!(s["metadata"]["ownerReferences"][0]["uid"], "uid-1");
-        assert_eq!(s["metadata"]["ownerReferences"][0]["controller"], true);
-        assert_eq!(s["metadata"]["labels"][MANAGED_BY_LABEL], MANAGER);
-        assert_eq!(s["metadata"]["annotations"][SOURCE_VERSIONS_ANNOTATION], "db=v1");
-        assert_eq!(s["type"], "Opaque");
-        assert_eq!(s["data"]["password"], "czNjcmV0");
-        let shown = s.to_string();
-        assert!(!shown.contains("s3cret"));
-    }
-
-    #[test]
-    fn orphan_and_merge() {
-        let s = build(&es(CreationPolicy::Orphan), "ns", &desired());
-        assert!(s["metadata"].get("ownerReferences").is_none());
-        let s = build(&es(CreationPolicy::Merge), "ns", &desired());
-        assert!(s["metadata"].get("labels").is_none());
-        assert!(s.get("type").is_none());
-        assert!(s["metadata"]["annotations"].get(DATA_HASH_ANNOTATION).is_some());
-    }
-
-    #[test]
-    fn ownership() {
-        let e = es(CreationPolicy::Owner);
-        let mut secret = Secret { metadata: ObjectMeta::default(), ..Default::default() };
-        assert!(!is_ours(&secret, &e), "an unlabelled Secret is not ours");
-        secret.metadata.labels = Some([(MANAGED_BY_LABEL.to_string(), MANAGER.to_string())].into());
-        secret.metadata.annotations = Some([(OWNER_ANNOTATION.to_string(), "other".to_string())].into());
-        assert!(!is_ours(&secret, &e), "another ExternalSecret's Secret is not ours");
-        secret.metadata.annotations = Some([(OWNER_ANNOTATION.to_string(), "app".to_string())].into());
-        assert!(is_ours(&secret, &e));
-        secret.metadata.owner_references = Some(vec![OwnerReference {
-            kind: "Deployment".into(),
-            name: "x".into(),
-            controller: Some(true),
-            ..Default::default()
-        }]);
-        assert!(!is_ours(&secret, &e), "a Secret controlled by something else is not ours");
-    }
-
-    #[test]
-    fn up_to_date_detects_changes() {
-        let e = es(CreationPolicy::Owner);
-        let d = desired();
-        let v = build(&e, "ns", &d);
-        let existing: Secret = serde_json::from_value(v).unwrap_or_default();
-        assert!(up_to_date(&existing, &e, &d));
-        let mut d2 = d.clone();
-        d2.hash = "other".into();
-        assert!(!up_to_date(&existing, &e, &d2));
-    }
-}
+mod tests;

@@ -1,0 +1,294 @@
+//! The one way values are fetched: [`Fetcher::fetch`] answers "the values of these sources" for a
+//! store. It knows which version is live (what the poller last saw behind each stage, seeded by
+//! fetches, or what this sync's listing saw), shares each value once per (store, secret,
+//! version) while it is fresh, and gathers AWSCURRENT fetches that arrive together (a cold start,
+//! a rotation that triggers many ExternalSecrets at once) into BatchGetSecretValue calls of up to
+//! 20 ids; a lone one goes as GetSecretValue.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OnceCell, oneshot};
+
+use super::StoreId;
+use crate::api::AWSCURRENT;
+use crate::aws::{BATCH_MAX, StoreClient};
+use crate::error::{Error, Result};
+use crate::lock;
+use crate::source::{Fetched, SourceRef, Sources, Version};
+
+/// How long a fetched value may be shared before it is dropped from memory.
+const VALUE_TTL: Duration = Duration::from_secs(60);
+/// How long the first AWSCURRENT fetch of a batch waits for company.
+const WINDOW: Duration = Duration::from_millis(10);
+
+/// Stage -> version id of one AWS secret; `None` until anything was seen.
+pub type Stages = Option<BTreeMap<String, String>>;
+
+type Waiter = (String, oneshot::Sender<Result<Fetched>>);
+/// When a value was first asked for, and the value once fetched.
+type SharedValue = (Instant, Arc<OnceCell<Fetched>>);
+
+/// Values and version knowledge of every store.
+#[derive(Default)]
+pub struct Fetcher {
+    /// The versions behind the stages of the secrets the poller watches (its keys are exactly
+    /// those), by store.
+    polled: Mutex<HashMap<StoreId, HashMap<String, Stages>>>,
+    values: Mutex<HashMap<(StoreId, SourceRef), SharedValue>>,
+    /// AWSCURRENT fetches waiting to go out together, by store.
+    pending: Mutex<HashMap<StoreId, (StoreClient, Vec<Waiter>)>>,
+}
+
+impl Fetcher {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The values of every source in `sources`, each fetched at most once however many
+    /// ExternalSecrets ask at the same time.
+    pub async fn fetch(
+        self: &Arc<Self>,
+        store: &StoreId,
+        client: &StoreClient,
+        sources: &Sources,
+    ) -> BTreeMap<SourceRef, Result<Fetched>> {
+        let all = sources.all();
+        let results = futures::future::join_all(all.iter().map(|s| self.fetch_one(store, client, s, sources))).await;
+        all.into_iter().zip(results).collect()
+    }
+
+    /// The version id live behind `source` as far as is known: a version id is itself; a stage is
+    /// what this sync's listing saw (AWSCURRENT of a found secret), else what the poller last saw.
+    pub fn live(&self, store: &StoreId, source: &SourceRef, sources: &Sources) -> Option<String> {
+        let stage = match &source.version {
+            Version::Id(id) => return Some(id.clone()),
+            Version::Stage(stage) => stage,
+        };
+        if stage == AWSCURRENT
+            && let Some(listed) = sources.listed.get(&source.key)
+        {
+            return Some(listed.clone());
+        }
+        lock(&self.polled).get(store)?.get(&source.key)?.as_ref()?.get(stage).cloned()
+    }
+
+    /// Start keeping the versions of `key` (the poller watches it from now on).
+    pub fn track(&self, store: &StoreId, key: &str) {
+        lock(&self.polled).entry(store.clone()).or_default().entry(key.to_string()).or_insert(None);
+    }
+
+    /// Stop keeping the versions of `key` (no ExternalSecret reads it any more).
+    pub fn untrack(&self, store: &StoreId, key: &str) {
+        let mut polled = lock(&self.polled);
+        if let Some(keys) = polled.get_mut(store) {
+            keys.remove(key);
+            if keys.is_empty() {
+                polled.remove(store);
+            }
+        }
+    }
+
+    /// Record what a poll saw of a watched `key` (`None`: it is gone); returns what was known
+    /// before. Keys not watched are left alone.
+    pub fn observe(&self, store: &StoreId, key: &str, seen: Stages) -> Option<Stages> {
+        let mut polled = lock(&self.polled);
+        let known = polled.get_mut(store)?.get_mut(key)?;
+        Some(std::mem::replace(known, seen))
+    }
+
+    /// Forget every version and value of a store: its settings or credentials changed, so what it
+    /// reads may be another endpoint or account. What is watched stays watched.
+    pub fn forget(&self, store: &StoreId) {
+        if let Some(keys) = lock(&self.polled).get_mut(store) {
+            keys.values_mut().for_each(|stages| *stages = None);
+        }
+        lock(&self.values).retain(|(s, _), _| s != store);
+    }
+
+    async fn fetch_one(
+        self: &Arc<Self>,
+        store: &StoreId,
+        client: &StoreClient,
+        source: &SourceRef,
+        sources: &Sources,
+    ) -> Result<Fetched> {
+        let live = self.live(store, source, sources);
+        let cell = self.cell(store, source, live.as_deref());
+        let fetched = cell
+            .get_or_try_init(|| async {
+                match source.stage() {
+                    Some(AWSCURRENT) => self.fetch_current(store, client, &source.key, live.as_deref()).await,
+                    _ => client.get_value(source).await,
+                }
+            })
+            .await
+            .cloned();
+        if let Ok(f) = &fetched {
+            self.seed(store, source, f);
+        }
+        fetched
+    }
+
+    /// The shared slot of a value: a held one is reused while fresh and, for a stage, while `live`
+    /// confirms its version (a version id never changes its value); one being fetched is waited for.
+    fn cell(&self, store: &StoreId, source: &SourceRef, live: Option<&str>) -> Arc<OnceCell<Fetched>> {
+        let mut values = lock(&self.values);
+        values.retain(|_, (at, _)| at.elapsed() < VALUE_TTL);
+        let key = (store.clone(), source.clone());
+        let by_stage = source.stage().is_some();
+        let stale = values
+            .get(&key)
+            .is_some_and(|(_, cell)| cell.get().is_some_and(|f| by_stage && live != Some(f.version_id.as_str())));
+        if stale {
+            values.remove(&key);
+        }
+        values.entry(key).or_insert_with(|| (Instant::now(), Arc::new(OnceCell::new()))).1.clone()
+    }
+
+    /// Learn from a fetch which version holds a stage of a watched secret, when no poll has said.
+    fn seed(&self, store: &StoreId, source: &SourceRef, fetched: &Fetched) {
+        let Some(stage) = source.stage() else { return };
+        let mut polled = lock(&self.polled);
+        if let Some(known) = polled.get_mut(store).and_then(|keys| keys.get_mut(&source.key)) {
+            known.get_or_insert_default().entry(stage.to_string()).or_insert_with(|| fetched.version_id.clone());
+        }
+    }
+
+    /// The AWSCURRENT value of `key`, in a batch with the other AWSCURRENT fetches of the store that
+    /// arrive within [`WINDOW`]. When `expected` is known and the batch answered another version
+    /// (it moved in between), the value is fetched again by stage.
+    async fn fetch_current(
+        self: &Arc<Self>,
+        store: &StoreId,
+        client: &StoreClient,
+        key: &str,
+        expected: Option<&str>,
+    ) -> Result<Fetched> {
+        let (tx, rx) = oneshot::channel();
+        let flush_in = {
+            let mut pending = lock(&self.pending);
+            let (held, waiting) = pending.entry(store.clone()).or_insert_with(|| (client.clone(), Vec::new()));
+            *held = client.clone();
+            waiting.push((key.to_string(), tx));
+            match waiting.len() {
+                1 => Some(WINDOW),
+                n if n >= BATCH_MAX => Some(Duration::ZERO),
+                _ => None,
+            }
+        };
+        if let Some(wait) = flush_in {
+            let this = self.clone();
+            let store = store.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                this.flush(&store).await;
+            });
+        }
+        let fetched = rx.await.unwrap_or_else(|_| Err(Error::ProviderUnavailable("the fetch was dropped".into())))?;
+        match expected {
+            Some(v) if v != fetched.version_id => client.get_value(&SourceRef::current(key)).await,
+            _ => Ok(fetched),
+        }
+    }
+
+    async fn flush(&self, store: &StoreId) {
+        let Some((client, waiting)) = lock(&self.pending).remove(store) else { return };
+        let (keys, senders): (Vec<String>, Vec<_>) = waiting.into_iter().unzip();
+        let results = match keys.as_slice() {
+            [key] => vec![client.get_value(&SourceRef::current(key)).await],
+            _ => client.batch_get(&keys).await,
+        };
+        for (tx, r) in senders.into_iter().zip(results) {
+            let _ = tx.send(r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::StoreKind;
+    use crate::aws::fake::FakeAws;
+    use crate::aws::{Calls, StoreClient};
+    use crate::metrics::Metrics;
+
+    fn store() -> StoreId {
+        StoreId { kind: StoreKind::SecretStore, namespace: Some("ns".into()), name: "s".into() }
+    }
+
+    fn client(aws: &Arc<FakeAws>) -> StoreClient {
+        StoreClient::new(aws.clone(), Calls::new(Arc::new(Metrics::default()), "s".into(), 1000.0, 1000))
+    }
+
+    fn named(keys: &[&str]) -> Sources {
+        Sources { named: keys.iter().map(|k| SourceRef::current(k)).collect(), ..Default::default() }
+    }
+
+    fn value(r: &Result<Fetched>) -> String {
+        let f = r.as_ref().expect("fetched");
+        String::from_utf8(f.payload.bytes().expose().to_vec()).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn values_arriving_together_share_one_batch_and_repeat_from_memory() {
+        let aws = Arc::new(FakeAws::default());
+        for k in ["a", "b", "c"] {
+            aws.put(k, &format!("{k}-1"));
+        }
+        let fetcher = Fetcher::new();
+        let (store, client) = (store(), client(&aws));
+        for k in ["a", "b", "c"] {
+            fetcher.track(&store, k);
+        }
+        let sources = named(&["a", "b", "c"]);
+        let (one, two) =
+            tokio::join!(fetcher.fetch(&store, &client, &sources), fetcher.fetch(&store, &client, &sources));
+        assert_eq!(value(&one[&SourceRef::current("b")]), "b-1");
+        assert_eq!(value(&two[&SourceRef::current("c")]), "c-1");
+        assert_eq!(aws.calls(), [("BatchGetSecretValue", 1)].into(), "three values, two asking, one call");
+
+        fetcher.fetch(&store, &client, &sources).await;
+        assert_eq!(aws.calls(), [("BatchGetSecretValue", 1)].into(), "a confirmed value comes from memory");
+        assert_eq!(fetcher.live(&store, &SourceRef::current("a"), &sources).as_deref(), Some("v1"), "seeded");
+    }
+
+    #[tokio::test]
+    async fn a_moved_stage_is_fetched_again_and_a_changed_store_forgets() {
+        let aws = Arc::new(FakeAws::default());
+        aws.put("a", "one");
+        let fetcher = Fetcher::new();
+        let (store, client) = (store(), client(&aws));
+        fetcher.track(&store, "a");
+        let sources = named(&["a"]);
+        fetcher.fetch(&store, &client, &sources).await;
+        let v2 = aws.put("a", "two");
+        let mut stages = BTreeMap::new();
+        stages.insert(AWSCURRENT.to_string(), v2);
+        assert!(fetcher.observe(&store, "a", Some(stages)).is_some(), "a watched key");
+        let got = fetcher.fetch(&store, &client, &sources).await;
+        assert_eq!(value(&got[&SourceRef::current("a")]), "two");
+        assert_eq!(aws.calls(), [("GetSecretValue", 2)].into(), "a lone fetch goes as GetSecretValue");
+
+        fetcher.forget(&store);
+        assert_eq!(fetcher.live(&store, &SourceRef::current("a"), &sources), None);
+        fetcher.fetch(&store, &client, &sources).await;
+        assert_eq!(aws.calls()["GetSecretValue"], 3, "nothing held survives a store change");
+    }
+
+    #[tokio::test]
+    async fn a_listing_says_what_is_live_for_found_secrets_and_failures_stay_per_source() {
+        let aws = Arc::new(FakeAws::default());
+        let v1 = aws.put("found", "x");
+        let fetcher = Fetcher::new();
+        let (store, client) = (store(), client(&aws));
+        let mut sources = named(&["missing"]);
+        sources.found.insert(0, vec!["found".into()]);
+        sources.listed.insert("found".into(), v1.clone());
+        assert_eq!(fetcher.live(&store, &SourceRef::current("found"), &sources), Some(v1));
+        let got = fetcher.fetch(&store, &client, &sources).await;
+        assert_eq!(value(&got[&SourceRef::current("found")]), "x");
+        assert!(matches!(got[&SourceRef::current("missing")], Err(Error::SecretNotFound { .. })));
+    }
+}

@@ -1,0 +1,279 @@
+//! Dereferencing stores: the two store kinds behind one [`Store`] trait, resolving the store an
+//! ExternalSecret names (from the watch caches), reading credential Secrets, and the AWS client of
+//! each store, built once and reused until its settings or credentials change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::{Api, Client, ResourceExt};
+use serde::Serialize;
+
+use super::StoreId;
+use super::fetcher::Fetcher;
+use super::watch::Watched;
+use crate::api::{AwsProvider, ClusterSecretStore, SecretKeySelector, SecretStore, SecretStoreStatus, StoreKind};
+use crate::aws::{self, Calls, StaticKeys, StoreClient, StoreConfig};
+use crate::error::{Error, Result};
+use crate::lock;
+use crate::metrics::Metrics;
+
+/// A SecretStore or a ClusterSecretStore: what the store controller and resolution need of each.
+pub trait Store: Watched + Serialize {
+    const KIND: StoreKind;
+    fn provider(&self) -> &AwsProvider;
+    fn status(&self) -> Option<&SecretStoreStatus>;
+    /// The namespace whose Secrets hold its credentials: a SecretStore's own; `None` for a
+    /// ClusterSecretStore, whose references name theirs.
+    fn credential_namespace(&self) -> Option<String>;
+    /// The API its objects are watched on (one namespace, or all).
+    fn watch_api(client: &Client, namespace: Option<&str>) -> Api<Self>;
+    /// The API its own status is written through.
+    fn own_api(&self, client: &Client) -> Api<Self>;
+
+    fn id(&self) -> StoreId {
+        StoreId { kind: Self::KIND, namespace: self.credential_namespace(), name: self.name_any() }
+    }
+}
+
+impl Store for SecretStore {
+    const KIND: StoreKind = StoreKind::SecretStore;
+    fn provider(&self) -> &AwsProvider {
+        &self.spec.aws
+    }
+    fn status(&self) -> Option<&SecretStoreStatus> {
+        self.status.as_ref()
+    }
+    fn credential_namespace(&self) -> Option<String> {
+        self.namespace()
+    }
+    fn watch_api(client: &Client, namespace: Option<&str>) -> Api<Self> {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    fn own_api(&self, client: &Client) -> Api<Self> {
+        Api::namespaced(client.clone(), &self.namespace().unwrap_or_default())
+    }
+}
+
+impl Store for ClusterSecretStore {
+    const KIND: StoreKind = StoreKind::ClusterSecretStore;
+    fn provider(&self) -> &AwsProvider {
+        &self.spec.aws
+    }
+    fn status(&self) -> Option<&SecretStoreStatus> {
+        self.status.as_ref()
+    }
+    fn credential_namespace(&self) -> Option<String> {
+        None
+    }
+    fn watch_api(client: &Client, _: Option<&str>) -> Api<Self> {
+        Api::all(client.clone())
+    }
+    fn own_api(&self, client: &Client) -> Api<Self> {
+        Api::all(client.clone())
+    }
+}
+
+/// AWS calls per second per store, and the burst allowed above it.
+#[derive(Clone, Copy, Debug)]
+pub struct AwsRate {
+    pub qps: f64,
+    pub burst: u32,
+}
+
+/// A store resolved for one ExternalSecret.
+pub struct ResolvedStore {
+    pub id: StoreId,
+    pub client: StoreClient,
+}
+
+/// Store resolution and the clients of every store.
+pub struct Stores {
+    client: Client,
+    metrics: Arc<Metrics>,
+    rate: AwsRate,
+    fetcher: Arc<Fetcher>,
+    /// Filled by the ExternalSecret controller's store watches; a GET only when they do not hold
+    /// the store (not filled yet, or the store is newer than the watch).
+    secret_stores: reflector::Store<SecretStore>,
+    cluster_secret_stores: reflector::Store<ClusterSecretStore>,
+    clients: Mutex<HashMap<StoreId, (StoreConfig, StoreClient)>>,
+}
+
+/// The write halves of the store caches, for the watches that fill them.
+pub struct StoreCacheWriters {
+    pub secret_stores: reflector::store::Writer<SecretStore>,
+    pub cluster_secret_stores: reflector::store::Writer<ClusterSecretStore>,
+}
+
+impl Stores {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        rate: AwsRate,
+        fetcher: Arc<Fetcher>,
+    ) -> (Self, StoreCacheWriters) {
+        let (secret_stores, ss_writer) = reflector::store();
+        let (cluster_secret_stores, css_writer) = reflector::store();
+        let stores =
+            Self { client, metrics, rate, fetcher, secret_stores, cluster_secret_stores, clients: Mutex::default() };
+        (stores, StoreCacheWriters { secret_stores: ss_writer, cluster_secret_stores: css_writer })
+    }
+
+    /// Find the store an ExternalSecret of `namespace` names and check it may use it.
+    pub async fn resolve(&self, namespace: &str, kind: StoreKind, name: &str) -> Result<ResolvedStore> {
+        match kind {
+            StoreKind::SecretStore => {
+                let key = ObjectRef::new(name).within(namespace);
+                let store = self.cached_or_get(&self.secret_stores, key).await?.ok_or_else(|| {
+                    Error::StoreNotReady(format!("SecretStore {name:?} not found in namespace {namespace:?}"))
+                })?;
+                self.resolved(&*store).await
+            }
+            StoreKind::ClusterSecretStore => {
+                let store = self
+                    .cached_or_get(&self.cluster_secret_stores, ObjectRef::new(name))
+                    .await?
+                    .ok_or_else(|| Error::StoreNotReady(format!("ClusterSecretStore {name:?} not found")))?;
+                self.check_allowed(&store, namespace).await?;
+                self.resolved(&*store).await
+            }
+        }
+    }
+
+    async fn resolved<S: Store>(&self, store: &S) -> Result<ResolvedStore> {
+        let id = store.id();
+        let client = self.client_for(&id, store.provider(), store.credential_namespace().as_deref()).await?;
+        Ok(ResolvedStore { id, client })
+    }
+
+    async fn check_allowed(&self, store: &ClusterSecretStore, namespace: &str) -> Result<()> {
+        if store.spec.conditions.is_empty() {
+            return Ok(());
+        }
+        let ns = Api::<Namespace>::all(self.client.clone()).get(namespace).await?;
+        if store.spec.allows(namespace, &ns.metadata.labels.unwrap_or_default()) {
+            return Ok(());
+        }
+        Err(Error::StoreNotAllowed(format!(
+            "ClusterSecretStore {:?} does not allow namespace {namespace:?}: add it to the store's spec.conditions",
+            store.name_any()
+        )))
+    }
+
+    /// The object `key` from `cache`, or from the apiserver when the cache does not hold it.
+    async fn cached_or_get<K: Store>(&self, cache: &reflector::Store<K>, key: ObjectRef<K>) -> Result<Option<Arc<K>>> {
+        if let Some(cached) = cache.get(&key) {
+            return Ok(Some(cached));
+        }
+        let api = K::watch_api(&self.client, key.namespace.as_deref());
+        Ok(api.get_opt(&key.name).await?.map(Arc::new))
+    }
+
+    /// The AWS client of a store, built once and reused until its settings or its credentials
+    /// change. `cred_ns` is where its credential Secrets live (see [`Store::credential_namespace`]).
+    pub async fn client_for(&self, id: &StoreId, aws: &AwsProvider, cred_ns: Option<&str>) -> Result<StoreClient> {
+        let keys = self.static_keys(aws, cred_ns).await?;
+        let cfg = StoreConfig::new(aws, keys);
+        let (calls, changed) = match lock(&self.clients).get(id) {
+            Some((known, client)) if *known == cfg => return Ok(client.clone()),
+            Some((_, client)) => (client.calls().clone(), true),
+            None => (Calls::new(self.metrics.clone(), id.to_string(), self.rate.qps, self.rate.burst), false),
+        };
+        let client = aws::build(&cfg, calls).await;
+        lock(&self.clients).insert(id.clone(), (cfg, client.clone()));
+        if changed {
+            // What was seen through the old settings says nothing about the new ones.
+            self.fetcher.forget(id);
+        }
+        Ok(client)
+    }
+
+    /// The keys `aws.auth.secretRef` names, each credential Secret read once.
+    async fn static_keys(&self, aws: &AwsProvider, cred_ns: Option<&str>) -> Result<Option<StaticKeys>> {
+        let Some(r) = aws.auth.as_ref().and_then(|a| a.secret_ref.as_ref()) else { return Ok(None) };
+        let mut read = HashMap::new();
+        let mut key = async |sel: &SecretKeySelector| {
+            let ns = credential_namespace(sel, cred_ns)?;
+            self.read_key(sel, ns, &mut read).await
+        };
+        let access_key_id = key(&r.access_key_id_secret_ref).await?;
+        let secret_access_key = key(&r.secret_access_key_secret_ref).await?;
+        let session_token = match &r.session_token_secret_ref {
+            Some(sel) => Some(key(sel).await?),
+            None => None,
+        };
+        Ok(Some(StaticKeys { access_key_id, secret_access_key, session_token }))
+    }
+
+    async fn read_key(
+        &self,
+        sel: &SecretKeySelector,
+        ns: Option<String>,
+        read: &mut HashMap<(String, String), Secret>,
+    ) -> Result<String> {
+        let Some(ns) = ns else {
+            return Err(Error::StoreNotReady(format!(
+                "credential Secret {:?} needs a namespace in a ClusterSecretStore",
+                sel.name
+            )));
+        };
+        let id = (ns.clone(), sel.name.clone());
+        let secret = match read.get(&id) {
+            Some(s) => s,
+            None => {
+                let s = Api::<Secret>::namespaced(self.client.clone(), &ns)
+                    .get_opt(&sel.name)
+                    .await
+                    .map_err(|e| {
+                        let e = Error::from(e);
+                        Error::StoreNotReady(format!("cannot read credential Secret {ns}/{}: {e}", sel.name))
+                    })?
+                    .ok_or_else(|| Error::StoreNotReady(format!("credential Secret {ns}/{} not found", sel.name)))?;
+                read.entry(id).or_insert(s)
+            }
+        };
+        let bytes = secret.data.as_ref().and_then(|d| d.get(&sel.key)).map(|b| b.0.clone()).ok_or_else(|| {
+            Error::StoreNotReady(format!("credential Secret {ns}/{} has no key {:?}", sel.name, sel.key))
+        })?;
+        String::from_utf8(bytes).map(|s| s.trim().to_string()).map_err(|_| {
+            Error::StoreNotReady(format!("key {:?} of credential Secret {ns}/{} is not UTF-8", sel.key, sel.name))
+        })
+    }
+}
+
+/// The namespace a credential Secret is read from. A SecretStore (`own` is its namespace) reads its
+/// own namespace only: admission refuses `namespace` on its secretRef, and this refuses it again
+/// should a CRD without that rule be installed. A ClusterSecretStore (`own` None) names it.
+fn credential_namespace(sel: &SecretKeySelector, own: Option<&str>) -> Result<Option<String>> {
+    match (own, sel.namespace.as_deref()) {
+        (Some(own), Some(other)) if other != own => Err(Error::StoreNotReady(format!(
+            "a SecretStore reads credentials from its own namespace: credential Secret {:?} names namespace {other:?}; remove namespace from aws.auth.secretRef",
+            sel.name
+        ))),
+        (Some(own), _) => Ok(Some(own.to_string())),
+        (None, named) => Ok(named.map(String::from)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_store_never_reads_credentials_of_another_namespace() {
+        let sel =
+            |ns: Option<&str>| SecretKeySelector { name: "c".into(), key: "k".into(), namespace: ns.map(String::from) };
+        assert_eq!(credential_namespace(&sel(None), Some("team")).ok(), Some(Some("team".into())));
+        assert_eq!(credential_namespace(&sel(Some("team")), Some("team")).ok(), Some(Some("team".into())));
+        let err = credential_namespace(&sel(Some("kube-system")), Some("team")).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("own namespace") && e.contains("kube-system")));
+        // A ClusterSecretStore names the namespace (None is refused later, with its own message).
+        assert_eq!(credential_namespace(&sel(Some("ops")), None).ok(), Some(Some("ops".into())));
+        assert_eq!(credential_namespace(&sel(None), None).ok(), Some(None));
+    }
+}

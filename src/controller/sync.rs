@@ -1,0 +1,146 @@
+//! One sync of an ExternalSecret, as its steps: resolve the store -> list the sources -> read the
+//! target -> (nothing moved? stop) -> fetch -> render (pure) -> plan the target (pure) -> apply.
+//! The target Secret is read once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use tracing::info;
+
+use super::stores::ResolvedStore;
+use super::target::{self, Plan};
+use super::{Context, write};
+use crate::api::{AWSCURRENT, CreationPolicy, ExternalSecret, SourceStatus};
+use crate::error::{Error, Result};
+use crate::render::{self, Desired, Values};
+use crate::source::{Fetched, SourceRef, Sources};
+
+/// What a successful sync leaves behind.
+pub struct Synced {
+    pub sources: Vec<SourceStatus>,
+    /// The data hash of the Secret (for a rollout restart's annotation).
+    pub hash: String,
+    /// The Secret's resourceVersion, when one was read or written.
+    pub resource_version: Option<String>,
+    /// The Secret held other data before this sync (so this is not its first).
+    pub data_changed: bool,
+}
+
+/// Bring the target Secret in line with AWS. `refresh`: how often the sources are checked for
+/// changes (`None`: sync once).
+pub async fn sync(es: &ExternalSecret, ctx: &Context, refresh: Option<Duration>) -> Result<Synced> {
+    let ns = es.namespace().unwrap_or_default();
+    let store_ref = &es.spec.secret_store_ref;
+    let store = ctx.stores.resolve(&ns, store_ref.kind, &store_ref.name).await?;
+    let sources = list_sources(es, ctx, &store, refresh).await?;
+    let existing = read_target(es, ctx).await?;
+
+    let live = |s: &SourceRef| ctx.fetcher.live(&store.id, s, &sources);
+    if let Some(kept) = target::still_current(es, &sources.all(), live, existing.as_ref()) {
+        let sources = es.status.as_ref().map(|s| s.sources.clone()).unwrap_or_default();
+        return Ok(Synced { sources, hash: kept.hash, resource_version: kept.resource_version, data_changed: false });
+    }
+
+    let (values, sources) = fetch(es, ctx, &store, existing.as_ref(), sources).await?;
+    let desired = render::render(&es.spec, &values, &sources.found)?;
+    apply(es, ctx, existing.as_ref(), desired).await
+}
+
+/// What the spec reads, with what its finds select now (listed again at every sync: that is how
+/// new matching AWS secrets are picked up). With a refresh, the named sources are registered for
+/// change detection; while that cannot reach AWS, nothing can be confirmed: say so, touch nothing.
+async fn list_sources(
+    es: &ExternalSecret,
+    ctx: &Context,
+    store: &ResolvedStore,
+    refresh: Option<Duration>,
+) -> Result<Sources> {
+    let mut sources = Sources::of(&es.spec);
+    if let Some(refresh) = refresh {
+        ctx.pollers.register(&store.id, &store.client, ObjectRef::from_obj(es), refresh, &sources.named);
+        if let Some(why) = ctx.pollers.unavailable(&store.id) {
+            return Err(Error::ProviderUnavailable(why));
+        }
+    }
+    for (i, from) in es.spec.data_from.iter().enumerate() {
+        let Some(find) = &from.find else { continue };
+        let name = match &find.name {
+            Some(n) => Some(regex::Regex::new(&n.regexp).map_err(|e| {
+                Error::InvalidValue(format!("dataFrom[{i}].find.name.regexp is not a valid regular expression: {e}"))
+            })?),
+            None => None,
+        };
+        let mut names = Vec::new();
+        // Secrets without a current version hold no value: they are not found.
+        for meta in store.client.find(find, name.as_ref()).await? {
+            if let Some(version) = meta.stages.get(AWSCURRENT) {
+                sources.listed.insert(meta.name.clone(), version.clone());
+                names.push(meta.name);
+            }
+        }
+        sources.found.insert(i, names);
+    }
+    Ok(sources)
+}
+
+/// The target Secret as it is now (not read under creationPolicy None, which writes nothing).
+async fn read_target(es: &ExternalSecret, ctx: &Context) -> Result<Option<Secret>> {
+    if es.spec.target.creation_policy == CreationPolicy::None {
+        return Ok(None);
+    }
+    Ok(secrets(es, ctx).get_opt(es.target_name()).await?)
+}
+
+fn secrets(es: &ExternalSecret, ctx: &Context) -> Api<Secret> {
+    Api::namespaced(ctx.client.clone(), &es.namespace().unwrap_or_default())
+}
+
+/// The values of every source. A found secret deleted since it was listed is no longer found.
+/// When every named source is gone and the deletion policy says so, the Secret is deleted.
+async fn fetch(
+    es: &ExternalSecret,
+    ctx: &Context,
+    store: &ResolvedStore,
+    existing: Option<&Secret>,
+    mut sources: Sources,
+) -> Result<(Values, Sources)> {
+    let mut results = ctx.fetcher.fetch(&store.id, &store.client, &sources).await;
+    let named: Vec<Result<Fetched>> = sources.named.iter().filter_map(|s| results.remove(s)).collect();
+    let all_gone = !named.is_empty() && named.iter().all(|r| matches!(r, Err(Error::SecretNotFound { .. })));
+    if all_gone && target::delete_when_gone(es, existing) {
+        secrets(es, ctx).delete(es.target_name(), &Default::default()).await?;
+        info!(secret = %es.target_name(), "deleted Secret: every AWS secret it was built from is gone (deletionPolicy Delete)");
+    }
+    let mut values = BTreeMap::new();
+    for (source, result) in sources.named.iter().cloned().zip(named) {
+        values.insert(source, result?);
+    }
+    for (source, result) in results {
+        match result {
+            Ok(f) => {
+                values.insert(source, f);
+            }
+            Err(Error::SecretNotFound { .. }) => sources.lose(&source.key),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((values, sources))
+}
+
+/// Carry out the target plan.
+async fn apply(es: &ExternalSecret, ctx: &Context, existing: Option<&Secret>, desired: Desired) -> Result<Synced> {
+    let (resource_version, data_changed) = match target::plan(es, existing, &desired)? {
+        Plan::Keep => (existing.and_then(|s| s.metadata.resource_version.clone()), false),
+        Plan::Apply { secret, data_changed } => {
+            let written =
+                secrets(es, ctx).patch(es.target_name(), &write::apply_params(), &Patch::Apply(&*secret)).await?;
+            info!(secret = %es.target_name(), "applied Secret");
+            (written.meta().resource_version.clone(), data_changed)
+        }
+    };
+    Ok(Synced { sources: desired.sources, hash: desired.hash, resource_version, data_changed })
+}

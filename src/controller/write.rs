@@ -1,0 +1,27 @@
+//! The one way this operator writes: server-side apply with field manager `lockstep`.
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Result;
+
+/// Server-side apply as field manager `lockstep`, taking over fields another manager set.
+pub fn apply_params() -> PatchParams {
+    PatchParams::apply(crate::MANAGER).force()
+}
+
+/// Apply `status` as the status of object `name` of `api`'s kind.
+pub async fn apply_status<K>(api: &Api<K>, name: &str, status: &impl Serialize) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, &apply_params(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
