@@ -7,6 +7,7 @@ pub mod api;
 pub mod aws;
 pub mod controller;
 pub mod error;
+pub mod json_path;
 pub mod leader;
 pub mod metrics;
 pub mod render;
