@@ -13,6 +13,14 @@ pub const DEFAULT_REFRESH: std::time::Duration = std::time::Duration::from_secs(
 /// The stage read when a reference names neither a stage nor a version id.
 pub const AWSCURRENT: &str = "AWSCURRENT";
 
+/// `spec.refreshInterval` when the spec leaves it out (the schema's default, so it shows in
+/// `kubectl get`); `refresh()` reads it as `DEFAULT_REFRESH`.
+pub const DEFAULT_REFRESH_INTERVAL: &str = "1h";
+
+fn default_refresh_interval() -> Option<String> {
+    Some(DEFAULT_REFRESH_INTERVAL.to_string())
+}
+
 // The rules the apiserver applies to a Secret data key (IsConfigMapKey): 1 to 253 characters (the
 // schema's minLength/maxLength on `data[].secretKey`; the CEL rules on `template.data` keys), only
 // `[-._a-zA-Z0-9]`, not `.` or `..`, not starting with `..`.
@@ -40,7 +48,13 @@ const SECRET_KEY_NO_DOTDOT_PREFIX_MESSAGE: &str = "data[].secretKey must not sta
     printcolumn(name = "Refresh", type_ = "string", json_path = ".spec.refreshInterval"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        priority = 1
+    )
 )]
 #[x_kube(validation = Rule::new("(has(self.data) && size(self.data) > 0) || (has(self.dataFrom) && size(self.dataFrom) > 0)")
     .message("spec needs at least one entry in data or dataFrom"))]
@@ -52,7 +66,7 @@ pub struct ExternalSecretSpec {
     /// How often change metadata is checked, as a Go duration ("1m", "1h30m"), at least 1s.
     /// "0" syncs once. Defaults to 1h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = 32), default = "default_refresh_interval")]
     #[x_kube(validation = Rule::new("self == '0' || self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')")
         .message("refreshInterval must be a duration such as 30s, 5m or 1h, or 0 to sync once"))]
     // Only a well-formed duration gets here (the rule above reports the others); a zero one such

@@ -643,6 +643,43 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
     Ok(())
 }
 
+/// `kubectl get lses`: REFRESH shows the interval the apiserver defaulted; `-o wide` adds MESSAGE.
+#[tokio::test]
+async fn kubectl_get_shows_the_defaulted_refresh_and_wide_shows_the_message() -> anyhow::Result<()> {
+    let rig = Rig::get();
+    let env = rig.test_env("columns").await?;
+    install_crds(&env.kube).await?;
+    let name = format!("cols-{}", lockstep_rig::unique());
+    let spec = json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]});
+    let obj = json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "ExternalSecret", "metadata": {"name": name}, "spec": spec});
+    apply(&env.kube, Some(&env.ns), obj).await?;
+    let api = Api::<lockstep::api::ExternalSecret>::namespaced(env.kube.clone(), &env.ns);
+    let es = api.get(&name).await?;
+    assert_eq!(es.spec.refresh_interval.as_deref(), Some(lockstep::api::DEFAULT_REFRESH_INTERVAL));
+    assert_eq!(es.spec.refresh(), Ok(Some(lockstep::api::DEFAULT_REFRESH)));
+    let message = "AWS secret \"a\" was not found";
+    let status = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "SecretNotFound",
+        "message": message, "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await?;
+
+    let kubeconfig = rig.kubeconfig.to_str().unwrap_or_default();
+    let get = |extra: &[&str]| -> anyhow::Result<Vec<String>> {
+        let mut args = vec!["--kubeconfig", kubeconfig, "--namespace", &env.ns, "get", "lses", &name];
+        args.extend(extra);
+        let out = std::process::Command::new(lockstep_rig::tools_dir().join("bin/kubectl")).args(&args).output()?;
+        anyhow::ensure!(out.status.success(), "kubectl get: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
+    };
+    let plain = get(&[])?;
+    let words = |line: &str| line.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(words(&plain[0]), ["NAME", "STORE", "REFRESH", "READY", "REASON", "AGE"], "{plain:?}");
+    assert_eq!(words(&plain[1])[..5], [name.as_str(), "s", "1h", "False", "SecretNotFound"], "{plain:?}");
+    let wide = get(&["--output", "wide"])?;
+    assert_eq!(words(&wide[0]), ["NAME", "STORE", "REFRESH", "READY", "REASON", "AGE", "MESSAGE"], "{wide:?}");
+    assert!(wide[1].trim_end().ends_with(message), "{wide:?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn rollout_restart_once_per_burst_and_never_on_first_sync() -> anyhow::Result<()> {
     use k8s_openapi::api::apps::v1::Deployment;
