@@ -10,6 +10,7 @@ pub mod aws;
 pub mod codec;
 pub mod controller;
 pub mod error;
+pub mod json_path;
 pub mod leader;
 pub mod metrics;
 pub mod render;

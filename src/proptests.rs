@@ -1,5 +1,5 @@
 //! Property tests of the parsers and renderers that read user input: the property-path parser and
-//! lookup, and the template renderer. `make test` runs the default 256 cases each; `make fuzz` runs
+//! lookup, the raw JSON reader (`json_path`), and the template renderer. `make test` runs the default 256 cases each; `make fuzz` runs
 //! many more (`PROPTEST_CASES`).
 
 use std::collections::BTreeMap;
@@ -8,7 +8,8 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 use crate::api::{SecretTemplate, TemplateMetadata};
-use crate::render::{lookup, parse_path};
+use crate::json_path::parse_path;
+use crate::render::lookup;
 use crate::value::SecretBytes;
 
 /// Carried by every secret value here: no error message may show it.
@@ -165,5 +166,260 @@ fn errors_over_parts_of_a_value_withhold_them() {
         let message = r.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(message.starts_with("template data[\"out\"]"), "{source} must fail: {message}");
         assert!(!leaks(&message), "{source}: {message}");
+    }
+}
+
+// --- json_path: values read as the exact text AWS holds --------------------------------------
+
+/// A JSON document as generated: written out as text by `JsonWriter`, which records where each
+/// value lands so the reader's answers can be checked byte for byte.
+#[derive(Clone, Debug)]
+enum Doc {
+    Null,
+    Bool(bool),
+    /// The number's text, as written.
+    Num(String),
+    /// The string's content (the writer picks how to escape it).
+    Str(String),
+    Arr(Vec<Doc>),
+    /// Keys are unique (a duplicate key is a table test in json_path).
+    Obj(Vec<(String, Doc)>),
+}
+
+fn json_number() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "-?(0|[1-9][0-9]{0,30})(\\.[0-9]{1,8})?([eE][-+]?[0-9]{1,4})?",
+        prop::sample::select(vec![
+            "123456789012345678901234",
+            "-9999999999999999999",
+            "18446744073709551616",
+            "1e400",
+            "-1e400",
+            "1e3",
+            "1E+3",
+            "2.5e-400",
+            "-0",
+            "0.0",
+            "1.10",
+        ])
+        .prop_map(String::from),
+    ]
+}
+
+/// Any text, and text full of what JSON escapes: quotes, backslashes, slashes, controls, non-ASCII
+/// and astral characters (surrogate pairs when escaped), and dots (path separators).
+fn json_text() -> impl Strategy<Value = String> {
+    prop_oneof!["\\PC{0,8}", "[\"\\\\/\\x00-\\x1f\\x7f.aé\u{2028}\u{1F600}]{0,6}"]
+}
+
+fn doc() -> impl Strategy<Value = Doc> {
+    let leaf = prop_oneof![
+        Just(Doc::Null),
+        any::<bool>().prop_map(Doc::Bool),
+        json_number().prop_map(Doc::Num),
+        json_text().prop_map(Doc::Str),
+    ];
+    let tree = leaf.prop_recursive(4, 48, 6, |inner| containers(inner.boxed()));
+    // The document itself is an object or an array (a scalar has no properties).
+    containers(tree.boxed())
+}
+
+fn containers(inner: BoxedStrategy<Doc>) -> impl Strategy<Value = Doc> {
+    let key = prop_oneof!["[a-z0-9.\\\\]{0,3}", json_text()];
+    prop_oneof![
+        prop::collection::vec(inner.clone(), 0..6).prop_map(Doc::Arr),
+        prop::collection::btree_map(key, inner, 0..6)
+            .prop_map(|m| m.into_iter().collect::<Vec<_>>())
+            .prop_shuffle()
+            .prop_map(Doc::Obj),
+    ]
+}
+
+/// Writes a `Doc` as JSON text, whitespace and escapes chosen by `choices`.
+struct JsonWriter<'a> {
+    out: String,
+    choices: &'a [u8],
+    next: usize,
+}
+
+/// Where a value landed: its path, the byte range of its text, and the value.
+type Placed<'d> = (Vec<String>, std::ops::Range<usize>, &'d Doc);
+
+impl<'a> JsonWriter<'a> {
+    fn pick(&mut self) -> u8 {
+        let c = self.choices.get(self.next % self.choices.len().max(1)).copied().unwrap_or(0);
+        self.next += 1;
+        c
+    }
+
+    /// Zero to three whitespace characters, any of the four JSON allows.
+    fn ws(&mut self) {
+        for _ in 0..self.pick() % 4 {
+            let c = [' ', '\t', '\n', '\r'][usize::from(self.pick() % 4)];
+            self.out.push(c);
+        }
+    }
+
+    fn string(&mut self, s: &str) {
+        use std::fmt::Write;
+        self.out.push('"');
+        for c in s.chars() {
+            let choice = self.pick() % 3;
+            let short = match c {
+                '"' => Some("\\\""),
+                '\\' => Some("\\\\"),
+                '/' => Some("\\/"),
+                '\u{8}' => Some("\\b"),
+                '\u{c}' => Some("\\f"),
+                '\n' => Some("\\n"),
+                '\r' => Some("\\r"),
+                '\t' => Some("\\t"),
+                _ => None,
+            };
+            let must_escape = c == '"' || c == '\\' || c < ' ';
+            match (choice, short) {
+                (0, _) if !must_escape => self.out.push(c),
+                (1, Some(esc)) => self.out.push_str(esc),
+                _ => {
+                    let mut units = [0u16; 2];
+                    for u in c.encode_utf16(&mut units) {
+                        // Upper or lower case hex, as the writer likes.
+                        let _ = if self.pick().is_multiple_of(2) {
+                            write!(self.out, "\\u{u:04x}")
+                        } else {
+                            write!(self.out, "\\u{u:04X}")
+                        };
+                    }
+                }
+            }
+        }
+        self.out.push('"');
+    }
+
+    fn value<'d>(&mut self, doc: &'d Doc, path: Vec<String>, placed: &mut Vec<Placed<'d>>) {
+        let start = self.out.len();
+        match doc {
+            Doc::Null => self.out.push_str("null"),
+            Doc::Bool(b) => self.out.push_str(if *b { "true" } else { "false" }),
+            Doc::Num(n) => self.out.push_str(n),
+            Doc::Str(s) => self.string(s),
+            Doc::Arr(items) => {
+                self.out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.ws();
+                        self.out.push(',');
+                    }
+                    self.ws();
+                    let mut p = path.clone();
+                    p.push(i.to_string());
+                    self.value(item, p, placed);
+                }
+                self.ws();
+                self.out.push(']');
+            }
+            Doc::Obj(members) => {
+                self.out.push('{');
+                for (i, (k, v)) in members.iter().enumerate() {
+                    if i > 0 {
+                        self.ws();
+                        self.out.push(',');
+                    }
+                    self.ws();
+                    self.string(k);
+                    self.ws();
+                    self.out.push(':');
+                    self.ws();
+                    let mut p = path.clone();
+                    p.push(k.clone());
+                    self.value(v, p, placed);
+                }
+                self.ws();
+                self.out.push('}');
+            }
+        }
+        placed.push((path, start..self.out.len(), doc));
+    }
+}
+
+/// The document as text (with whitespace around it too) and where each value landed.
+fn write_doc<'d>(doc: &'d Doc, choices: &[u8]) -> (String, Vec<Placed<'d>>) {
+    let mut w = JsonWriter { out: String::new(), choices, next: 0 };
+    let mut placed = Vec::new();
+    w.ws();
+    w.value(doc, Vec::new(), &mut placed);
+    w.ws();
+    (w.out, placed)
+}
+
+/// What the Secret must hold for a value: a string's content, else its text as written.
+fn held(text: &str, range: &std::ops::Range<usize>, doc: &Doc) -> Vec<u8> {
+    match doc {
+        Doc::Str(s) => s.as_bytes().to_vec(),
+        _ => text.as_bytes()[range.clone()].to_vec(),
+    }
+}
+
+proptest! {
+    #[test]
+    fn proptest_json_values_round_trip_byte_for_byte(doc in doc(), choices in prop::collection::vec(any::<u8>(), 1..64)) {
+        let (text, placed) = write_doc(&doc, &choices);
+        let bytes = text.as_bytes();
+        let root = placed.iter().find(|(p, _, _)| p.is_empty()).map(|(_, r, _)| r.clone()).unwrap_or_default();
+        let parsed = crate::json_path::parse(bytes).map(|v| v.get().to_string());
+        prop_assert_eq!(parsed.as_deref(), Ok(&text[root]), "{}", text);
+
+        // A top-level key spelled exactly as a property wins over the walked path.
+        let top: BTreeMap<&str, Vec<u8>> = placed
+            .iter()
+            .filter(|(p, _, _)| p.len() == 1 && matches!(doc, Doc::Obj(_)))
+            .map(|(p, r, d)| (p[0].as_str(), held(&text, r, d)))
+            .collect();
+        for (path, range, value) in placed.iter().filter(|(p, _, _)| !p.is_empty()) {
+            let property = path.iter().map(|s| escape(s)).collect::<Vec<_>>().join(".");
+            let want = top.get(property.as_str()).cloned().unwrap_or_else(|| held(&text, range, value));
+            let got = crate::json_path::lookup(bytes, &property).map(SecretBytes::into_inner);
+            prop_assert_eq!(got, Ok(want), "property {:?} of {}", property, text);
+        }
+
+        // Every object, the document's and each inner one, extracts to its members.
+        for (path, _, value) in &placed {
+            let Doc::Obj(_) = value else { continue };
+            let want: BTreeMap<String, Vec<u8>> = placed
+                .iter()
+                .filter(|(p, _, _)| p.len() == path.len() + 1 && p.starts_with(path))
+                .map(|(p, r, d)| (p[path.len()].clone(), held(&text, r, d)))
+                .collect();
+            let property = path.iter().map(|s| escape(s)).collect::<Vec<_>>().join(".");
+            let property = (!path.is_empty()).then_some(property);
+            // Skip an object its path does not reach (a top-level key spelled as the path wins).
+            if property.as_deref().is_some_and(|p| top.contains_key(p) && path.as_slice() != [p]) {
+                continue;
+            }
+            let got = crate::json_path::extract(bytes, property.as_deref())
+                .map(|e| e.into_iter().map(|(k, v)| (k, v.into_inner())).collect::<BTreeMap<_, _>>());
+            prop_assert_eq!(got, Ok(want), "extract {:?} of {}", property, text);
+        }
+    }
+
+    #[test]
+    fn proptest_json_reader_never_panics_on_broken_documents(
+        doc in doc(),
+        choices in prop::collection::vec(any::<u8>(), 1..64),
+        cut in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        property in "[a-z0-9.\\\\]{0,8}",
+    ) {
+        let (text, _) = write_doc(&doc, &choices);
+        let mut bytes = text.into_bytes();
+        let at = cut.index(bytes.len() + 1);
+        // Truncated, and with one byte replaced.
+        let _ = crate::json_path::lookup(&bytes[..at], &property);
+        let _ = crate::json_path::extract(&bytes[..at], None);
+        if let Some(b) = bytes.get_mut(at) {
+            *b = byte;
+        }
+        let _ = crate::json_path::lookup(&bytes, &property);
+        let _ = crate::json_path::extract(&bytes, Some(&property));
     }
 }

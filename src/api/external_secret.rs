@@ -13,9 +13,24 @@ pub const DEFAULT_REFRESH: std::time::Duration = std::time::Duration::from_secs(
 /// The stage read when a reference names neither a stage nor a version id.
 pub const AWSCURRENT: &str = "AWSCURRENT";
 
-/// A CEL-checkable pattern for a Kubernetes Secret data key.
-const SECRET_KEY_RULE: &str = "self.matches('^[-._a-zA-Z0-9]+$')";
-const SECRET_KEY_MESSAGE: &str = "must be a valid Secret key: letters, digits, '-', '_' or '.'";
+/// `spec.refreshInterval` when the spec leaves it out (the schema's default, so it shows in
+/// `kubectl get`); `refresh()` reads it as `DEFAULT_REFRESH`.
+pub const DEFAULT_REFRESH_INTERVAL: &str = "1h";
+
+fn default_refresh_interval() -> Option<String> {
+    Some(DEFAULT_REFRESH_INTERVAL.to_string())
+}
+
+// The rules the apiserver applies to a Secret data key (IsConfigMapKey): 1 to 253 characters (the
+// schema's minLength/maxLength on `data[].secretKey`; the CEL rules on `template.data` keys), only
+// `[-._a-zA-Z0-9]`, not `.` or `..`, not starting with `..`.
+const SECRET_KEY_CHARS: &str = "self.matches('^[-._a-zA-Z0-9]+$')";
+const SECRET_KEY_CHARS_MESSAGE: &str =
+    "data[].secretKey must be a valid Secret key: only letters, digits, '-', '_' or '.'";
+const SECRET_KEY_NOT_DOTS: &str = "self != '.' && self != '..'";
+const SECRET_KEY_NOT_DOTS_MESSAGE: &str = "data[].secretKey must not be '.' or '..'";
+const SECRET_KEY_NO_DOTDOT_PREFIX: &str = "self == '..' || !self.startsWith('..')";
+const SECRET_KEY_NO_DOTDOT_PREFIX_MESSAGE: &str = "data[].secretKey must not start with '..'";
 
 /// An ExternalSecret names AWS Secrets Manager secrets and the Kubernetes Secret to keep in
 /// lockstep with them.
@@ -33,7 +48,13 @@ const SECRET_KEY_MESSAGE: &str = "must be a valid Secret key: letters, digits, '
     printcolumn(name = "Refresh", type_ = "string", json_path = ".spec.refreshInterval"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        priority = 1
+    )
 )]
 #[x_kube(validation = Rule::new("(has(self.data) && size(self.data) > 0) || (has(self.dataFrom) && size(self.dataFrom) > 0)")
     .message("spec needs at least one entry in data or dataFrom"))]
@@ -42,12 +63,16 @@ pub struct ExternalSecretSpec {
     /// The SecretStore or ClusterSecretStore that says how to reach AWS.
     pub secret_store_ref: SecretStoreRef,
 
-    /// How often change metadata is checked, as a Go duration ("1m", "1h30m"). "0" syncs once.
-    /// Defaults to 1h.
+    /// How often change metadata is checked, as a Go duration ("1m", "1h30m"), at least 1s.
+    /// "0" syncs once. Defaults to 1h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = 32), default = "default_refresh_interval")]
     #[x_kube(validation = Rule::new("self == '0' || self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')")
         .message("refreshInterval must be a duration such as 30s, 5m or 1h, or 0 to sync once"))]
+    // Only a well-formed duration gets here (the rule above reports the others); a zero one such
+    // as "0s" syncs once, like "0".
+    #[x_kube(validation = Rule::new("self == '0' || !self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('1s') || duration(self) == duration('0s')")
+        .message("refreshInterval must be 0 (sync once) or at least 1s"))]
     pub refresh_interval: Option<String>,
 
     /// The Kubernetes Secret to write.
@@ -171,8 +196,14 @@ pub struct SecretTemplate {
     /// `data[].secretKey` and every key from `dataFrom`, by name (`{{ username }}`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 100, "additionalProperties" = {"type": "string", "maxLength": 65536}))]
-    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 253 && k.matches('^[-._a-zA-Z0-9]+$'))")
-        .message("template.data keys must be valid Secret keys: letters, digits, '-', '_' or '.'"))]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[-._a-zA-Z0-9]+$'))")
+        .message("template.data keys must be valid Secret keys: non-empty, only letters, digits, '-', '_' or '.'"))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 253)")
+        .message("template.data keys must be at most 253 characters"))]
+    #[x_kube(validation = Rule::new("self.all(k, k != '.' && k != '..')")
+        .message("template.data keys must not be '.' or '..'"))]
+    #[x_kube(validation = Rule::new("self.all(k, k == '..' || !k.startsWith('..'))")
+        .message("template.data keys must not start with '..'"))]
     pub data: BTreeMap<String, String>,
     /// Replace (default): with `data` templates, the Secret holds only the templates' keys.
     /// Merge: it holds the fetched keys too (a template wins on the same key).
@@ -235,9 +266,12 @@ pub enum DeletionPolicy {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalSecretData {
-    /// The key in the Secret.
+    /// The key in the Secret: 1 to 253 letters, digits, '-', '_' or '.', not "." or ".." and not
+    /// starting with "..".
     #[schemars(length(min = 1, max = 253))]
-    #[x_kube(validation = Rule::new(SECRET_KEY_RULE).message(SECRET_KEY_MESSAGE))]
+    #[x_kube(validation = Rule::new(SECRET_KEY_CHARS).message(SECRET_KEY_CHARS_MESSAGE))]
+    #[x_kube(validation = Rule::new(SECRET_KEY_NOT_DOTS).message(SECRET_KEY_NOT_DOTS_MESSAGE))]
+    #[x_kube(validation = Rule::new(SECRET_KEY_NO_DOTDOT_PREFIX).message(SECRET_KEY_NO_DOTDOT_PREFIX_MESSAGE))]
     pub secret_key: String,
     /// The AWS secret (and property) to read.
     #[x_kube(validation = Rule::new("!has(self.conversionStrategy)")

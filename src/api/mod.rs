@@ -45,4 +45,37 @@ mod tests {
             assert!(have == want, "{path} is out of date: run `make crds`");
         }
     }
+
+    /// `kubectl get lses` shows the refresh interval (defaulted by the apiserver when left out);
+    /// `-o wide` adds the Ready condition's message.
+    #[test]
+    fn external_secret_columns_and_the_refresh_default() {
+        use kube::CustomResourceExt;
+        let crd = super::ExternalSecret::crd();
+        let version = &crd.spec.versions[0];
+        let columns = version.additional_printer_columns.clone().unwrap_or_default();
+        let column = |name: &str| columns.iter().find(|c| c.name == name).map(|c| (c.json_path.as_str(), c.priority));
+        assert_eq!(column("Refresh"), Some((".spec.refreshInterval", None)));
+        assert_eq!(column("Message"), Some((".status.conditions[?(@.type==\"Ready\")].message", Some(1))));
+        assert!(columns.iter().filter(|c| c.name != "Message").all(|c| c.priority.is_none()), "only Message is wide");
+
+        let spec = version
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .and_then(|s| s.properties.as_ref()?.get("spec"));
+        let refresh = spec.and_then(|s| s.properties.as_ref()?.get("refreshInterval"));
+        let default = refresh.and_then(|r| r.default.as_ref()).map(|d| d.0.clone());
+        assert_eq!(default, Some(serde_json::json!(super::DEFAULT_REFRESH_INTERVAL)));
+
+        // The defaulted value and a left-out one mean the same refresh.
+        let with = |interval: Option<&str>| {
+            super::ExternalSecretSpec { refresh_interval: interval.map(Into::into), ..Default::default() }.refresh()
+        };
+        assert_eq!(with(Some(super::DEFAULT_REFRESH_INTERVAL)), Ok(Some(super::DEFAULT_REFRESH)));
+        assert_eq!(with(None), Ok(Some(super::DEFAULT_REFRESH)));
+        assert_eq!(with(Some("1s")), Ok(Some(std::time::Duration::from_secs(1))));
+        assert_eq!(with(Some("0")), Ok(None));
+        assert_eq!(with(Some("0s")), Ok(None));
+    }
 }

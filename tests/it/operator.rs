@@ -462,11 +462,46 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
             json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "bad key", "remoteRef": {"key": "a"}}]}),
             "must be a valid Secret key",
         ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": ".", "remoteRef": {"key": "a"}}]}),
+            "data[].secretKey must not be '.' or '..'",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "..", "remoteRef": {"key": "a"}}]}),
+            "data[].secretKey must not be '.' or '..'",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "..foo", "remoteRef": {"key": "a"}}]}),
+            "data[].secretKey must not start with '..'",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "", "remoteRef": {"key": "a"}}]}),
+            "spec.data[0].secretKey in body should be at least 1 chars long",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "k".repeat(254), "remoteRef": {"key": "a"}}]}),
+            "spec.data[0].secretKey: Too long: may not be more than 253 bytes",
+        ),
         ("ExternalSecret", json!({"secretStoreRef": {"name": "s"}}), "at least one entry in data or dataFrom"),
         (
             "ExternalSecret",
             json!({"secretStoreRef": {"name": "s"}, "refreshInterval": "soon", "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
             "refreshInterval must be a duration",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "refreshInterval": "100ms", "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            "refreshInterval must be 0 (sync once) or at least 1s",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "refreshInterval": "0.5s", "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            "refreshInterval must be 0 (sync once) or at least 1s",
         ),
         (
             "ExternalSecret",
@@ -549,6 +584,26 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
         ),
         (
             "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "target": {"template": {"data": {"": "x"}}}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            "template.data keys must be valid Secret keys",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "target": {"template": {"data": {"k".repeat(254): "x"}}}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            "template.data keys must be at most 253 characters",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "target": {"template": {"data": {"..": "x"}}}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            "template.data keys must not be '.' or '..'",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "target": {"template": {"data": {"..x": "x"}}}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            "template.data keys must not start with '..'",
+        ),
+        (
+            "ExternalSecret",
             json!({"secretStoreRef": {"name": "s"}, "target": {"template": {"metadata": {"labels": {"l".repeat(318): "v"}}}}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
             "label keys must be at most 317 characters",
         ),
@@ -557,14 +612,71 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
             json!({"secretStoreRef": {"name": "s"}, "target": {"template": {"metadata": {"annotations": {"a".repeat(318): "v"}}}}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
             "annotation keys must be at most 317 characters",
         ),
+        // Valid for Kubernetes, so accepted (an empty want: no error).
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "refreshInterval": "1s", "target": {"template": {"data": {".foo": "x", "a..b": "y", "k".repeat(253): "z"}}},
+                "data": [{"secretKey": ".foo", "remoteRef": {"key": "a"}}, {"secretKey": "a..b", "remoteRef": {"key": "a"}}, {"secretKey": "k".repeat(253), "remoteRef": {"key": "a"}}]}),
+            "",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "refreshInterval": "0", "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            "",
+        ),
+        (
+            "ExternalSecret",
+            json!({"secretStoreRef": {"name": "s"}, "refreshInterval": "1h30m", "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            "",
+        ),
     ];
     for (i, (kind, spec, want)) in cases.into_iter().enumerate() {
         let name = format!("bad-{i}-{}", lockstep_rig::unique());
         let obj =
             json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec});
         let err = apply(&env.kube, Some(&env.ns), obj).await.err().map(|e| e.to_string()).unwrap_or_default();
+        if want.is_empty() {
+            assert!(err.is_empty(), "case {i} ({kind}) must be accepted: {err:?}");
+        }
         assert!(err.contains(want), "case {i} ({kind}): want {want:?} in {err:?}");
     }
+    Ok(())
+}
+
+/// `kubectl get lses`: REFRESH shows the interval the apiserver defaulted; `-o wide` adds MESSAGE.
+#[tokio::test]
+async fn kubectl_get_shows_the_defaulted_refresh_and_wide_shows_the_message() -> anyhow::Result<()> {
+    let rig = Rig::get();
+    let env = rig.test_env("columns").await?;
+    install_crds(&env.kube).await?;
+    let name = format!("cols-{}", lockstep_rig::unique());
+    let spec = json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]});
+    let obj = json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "ExternalSecret", "metadata": {"name": name}, "spec": spec});
+    apply(&env.kube, Some(&env.ns), obj).await?;
+    let api = Api::<lockstep::api::ExternalSecret>::namespaced(env.kube.clone(), &env.ns);
+    let es = api.get(&name).await?;
+    assert_eq!(es.spec.refresh_interval.as_deref(), Some(lockstep::api::DEFAULT_REFRESH_INTERVAL));
+    assert_eq!(es.spec.refresh(), Ok(Some(lockstep::api::DEFAULT_REFRESH)));
+    let message = "AWS secret \"a\" was not found";
+    let status = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "SecretNotFound",
+        "message": message, "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await?;
+
+    let kubeconfig = rig.kubeconfig.to_str().unwrap_or_default();
+    let get = |extra: &[&str]| -> anyhow::Result<Vec<String>> {
+        let mut args = vec!["--kubeconfig", kubeconfig, "--namespace", &env.ns, "get", "lses", &name];
+        args.extend(extra);
+        let out = std::process::Command::new(lockstep_rig::tools_dir().join("bin/kubectl")).args(&args).output()?;
+        anyhow::ensure!(out.status.success(), "kubectl get: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
+    };
+    let plain = get(&[])?;
+    let words = |line: &str| line.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(words(&plain[0]), ["NAME", "STORE", "REFRESH", "READY", "REASON", "AGE"], "{plain:?}");
+    assert_eq!(words(&plain[1])[..5], [name.as_str(), "s", "1h", "False", "SecretNotFound"], "{plain:?}");
+    let wide = get(&["--output", "wide"])?;
+    assert_eq!(words(&wide[0]), ["NAME", "STORE", "REFRESH", "READY", "REASON", "AGE", "MESSAGE"], "{wide:?}");
+    assert!(wide[1].trim_end().ends_with(message), "{wide:?}");
     Ok(())
 }
 
