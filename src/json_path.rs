@@ -158,7 +158,7 @@ mod tests {
     use super::*;
 
     fn text(r: Result<SecretBytes, JsonError>) -> Result<String, JsonError> {
-        r.map(|b| String::from_utf8(b.into_inner()).unwrap_or_else(|_| "<not utf-8>".into()))
+        r.map(|b| String::from_utf8(b.expose().to_vec()).unwrap_or_else(|_| "<not utf-8>".into()))
     }
 
     #[test]
@@ -254,7 +254,7 @@ mod tests {
         let got: Vec<(String, String)> = extract(doc, None)
             .unwrap_or_default()
             .into_iter()
-            .map(|(k, v)| (k, String::from_utf8(v.into_inner()).unwrap_or_default()))
+            .map(|(k, v)| (k, String::from_utf8(v.expose().to_vec()).unwrap_or_default()))
             .collect();
         let want =
             [("l", "[ ]"), ("n", "123456789012345678901234"), ("o", r#"{"k" : true}"#), ("s", "v!"), ("z", "null")];

@@ -4,13 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
 use crate::api::{
     ConversionStrategy, CreationPolicy, ExternalSecretDataFrom, ExternalSecretSpec, RemoteRef, Rewrite, SourceStatus,
 };
 use crate::codec::{data_hash, decode};
 use crate::error::{Error, Result};
+use crate::json_path::{self, JsonError};
 use crate::source::{Fetched, FindResults, SourceRef, Sources};
 use crate::value::SecretBytes;
 
@@ -46,12 +45,13 @@ pub fn render(spec: &ExternalSecretSpec, values: &Values, found: &FindResults) -
         let fetched = value_of(values, &SourceRef::from(r))?;
         let bytes = match &r.property {
             None => fetched.payload.bytes().clone(),
-            Some(property) => {
-                let json = parse_json(&r.key, fetched.payload.bytes())?;
-                let v = lookup(&json, property)
-                    .ok_or_else(|| Error::PropertyNotFound { key: r.key.clone(), property: property.clone() })?;
-                json_to_bytes(v.clone())
-            }
+            Some(property) => json_path::lookup(fetched.payload.bytes().expose(), property).map_err(|e| match e {
+                JsonError::NotJson => Error::InvalidValue(format!(
+                    "AWS secret {:?} is not JSON, so no property can be read from it; remove property to take the whole value",
+                    r.key
+                )),
+                _ => Error::PropertyNotFound { key: r.key.clone(), property: property.clone() },
+            })?,
         };
         let what = format!("the value for {:?} (AWS secret {:?})", d.secret_key, r.key);
         data.insert(d.secret_key.clone(), decode(r.decoding_strategy, bytes, &what)?);
@@ -124,33 +124,30 @@ fn data_from_entries(
 }
 
 /// (key as read, value, where it came from: names only) for every top-level key of the JSON
-/// object `extract` reads.
+/// object `extract` reads; values as the exact JSON text AWS holds (strings unquoted).
 fn extract_entries(extract: &RemoteRef, values: &Values) -> Result<Vec<(String, SecretBytes, String)>> {
     let fetched = value_of(values, &SourceRef::from(extract))?;
-    let mut json = serde_json::from_slice(fetched.payload.bytes().expose()).map_err(|_| {
-        Error::InvalidValue(format!(
-            "AWS secret {:?} is not JSON, so dataFrom.extract cannot take keys from it; read it with data[].remoteRef instead",
-            extract.key
-        ))
+    let entries = json_path::extract(fetched.payload.bytes().expose(), extract.property.as_deref()).map_err(|e| {
+        let key = &extract.key;
+        match e {
+            JsonError::NotJson => Error::InvalidValue(format!(
+                "AWS secret {key:?} is not JSON, so dataFrom.extract cannot take keys from it; read it with data[].remoteRef instead"
+            )),
+            JsonError::NotAnObject => Error::InvalidValue(format!(
+                "dataFrom.extract needs a JSON object in AWS secret {key:?}, found another JSON type"
+            )),
+            JsonError::PropertyNotFound => {
+                Error::PropertyNotFound { key: key.clone(), property: extract.property.clone().unwrap_or_default() }
+            }
+        }
     })?;
-    if let Some(property) = &extract.property {
-        json = lookup(&json, property)
-            .ok_or_else(|| Error::PropertyNotFound { key: extract.key.clone(), property: property.clone() })?
-            .clone();
-    }
-    let Value::Object(map) = json else {
-        return Err(Error::InvalidValue(format!(
-            "dataFrom.extract needs a JSON object in AWS secret {:?}, found another JSON type",
-            extract.key
-        )));
-    };
-    let mut entries = Vec::new();
-    for (k, v) in map {
-        let what = format!("key {k:?} of AWS secret {:?}", extract.key);
-        let value = decode(extract.decoding_strategy, json_to_bytes(v), &what)?;
-        entries.push((k, value, what));
-    }
-    Ok(entries)
+    entries
+        .into_iter()
+        .map(|(k, v)| {
+            let what = format!("key {k:?} of AWS secret {:?}", extract.key);
+            Ok((k, decode(extract.decoding_strategy, v, &what)?, what))
+        })
+        .collect()
 }
 
 /// The versions the data was built from, as status shows them.
@@ -208,60 +205,12 @@ pub fn is_valid_secret_key(key: &str) -> bool {
         && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-fn parse_json(key: &str, bytes: &SecretBytes) -> Result<Value> {
-    // The serde error is dropped on purpose: it may quote part of the value.
-    serde_json::from_slice(bytes.expose()).map_err(|_| {
-        Error::InvalidValue(format!(
-            "AWS secret {key:?} is not JSON, so no property can be read from it; remove property to take the whole value"
-        ))
-    })
-}
-
-/// A string value as-is; any other JSON value serialized.
-fn json_to_bytes(v: Value) -> SecretBytes {
-    match v {
-        Value::String(s) => SecretBytes::from(s),
-        other => SecretBytes::from(other.to_string()),
-    }
-}
-
-/// Split a property path on dots; `\.` is a literal dot and `\\` a literal backslash.
-pub fn parse_path(path: &str) -> Vec<String> {
-    let mut parts = vec![String::new()];
-    let mut chars = path.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.next() {
-                Some(next) => parts.last_mut().map(|p| p.push(next)).unwrap_or_default(),
-                None => parts.last_mut().map(|p| p.push('\\')).unwrap_or_default(),
-            },
-            '.' => parts.push(String::new()),
-            c => parts.last_mut().map(|p| p.push(c)).unwrap_or_default(),
-        }
-    }
-    parts
-}
-
-/// Find a property: a top-level key spelled exactly as `property` wins (so `a.b` reaches a key
-/// named "a.b"), else the dotted path is walked (numeric segments index arrays).
-pub fn lookup<'a>(json: &'a Value, property: &str) -> Option<&'a Value> {
-    if let Some(v) = json.as_object().and_then(|m| m.get(property)) {
-        return Some(v);
-    }
-    parse_path(property).iter().try_fold(json, |cur, seg| match cur {
-        Value::Object(m) => m.get(seg),
-        Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
-        _ => None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::DecodingStrategy;
     use crate::api::{ExternalSecretData, ExternalSecretDataFrom, FindRef, RewriteRegexp, SecretTemplate};
     use crate::value::Payload;
-    use serde_json::json;
 
     fn rref(key: &str, property: Option<&str>) -> RemoteRef {
         RemoteRef { key: key.into(), property: property.map(Into::into), ..Default::default() }
@@ -329,7 +278,7 @@ mod tests {
                 .expect("renders");
         assert_eq!(text(&d, "a"), "plain");
         assert_eq!(text(&d, "n"), "1");
-        assert_eq!(text(&d, "o"), r#"{"k":true}"#);
+        assert_eq!(text(&d, "o"), r#"{"k":true}"#, "the text as AWS holds it");
     }
 
     #[test]
@@ -470,11 +419,22 @@ mod tests {
     }
 
     #[test]
-    fn path_parsing() {
-        assert_eq!(parse_path("a.b"), vec!["a", "b"]);
-        assert_eq!(parse_path("a\\.b"), vec!["a.b"]);
-        assert_eq!(parse_path("a\\\\.b"), vec!["a\\", "b"]);
-        assert_eq!(lookup(&json!({"a.b": 1}), "a.b"), Some(&json!(1)));
+    fn json_values_reach_the_secret_as_the_text_aws_holds() {
+        let v = r#"{"big": 123456789012345678901234, "neg": -9999999999999999999, "e": 1e3, "huge": 1e400,
+            "obj": {"b": 1,  "a": [1, 2]}, "s": "x\u0041"}"#;
+        let keys = ["big", "neg", "e", "huge", "obj", "s"];
+        let s = spec(keys.iter().map(|k| (*k, rref("db", Some(k)))).collect(), vec![]);
+        let d = render(&s, &store(&[("db", v)]), &FindResults::new()).expect("renders");
+        assert_eq!(text(&d, "big"), "123456789012345678901234");
+        assert_eq!(text(&d, "neg"), "-9999999999999999999");
+        assert_eq!(text(&d, "e"), "1e3");
+        assert_eq!(text(&d, "huge"), "1e400");
+        assert_eq!(text(&d, "obj"), r#"{"b": 1,  "a": [1, 2]}"#);
+        assert_eq!(text(&d, "s"), "xA");
+        let x = spec(vec![], vec![rref("db", None)]);
+        let d = render(&x, &store(&[("db", v)]), &FindResults::new()).expect("renders");
+        assert_eq!(text(&d, "huge"), "1e400");
+        assert_eq!(text(&d, "obj"), r#"{"b": 1,  "a": [1, 2]}"#);
     }
 
     #[test]

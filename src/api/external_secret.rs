@@ -354,7 +354,7 @@ pub enum ConversionStrategy {
 #[serde(rename_all = "camelCase")]
 pub struct ExternalSecretDataFrom {
     /// Every top-level key of a JSON secret becomes a Secret key; values that are not strings are
-    /// written as JSON.
+    /// written as the exact JSON text AWS holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extract: Option<RemoteRef>,
     /// Many AWS secrets, one Secret key each (its name, made a valid key), value as is.
