@@ -15,6 +15,7 @@ use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
+use super::restart::{self, Need};
 use super::sync::{self, Synced};
 use super::{Context, Wiring, watch, write};
 use crate::api::{ClusterSecretStore, ExternalSecret, ExternalSecretStatus, SecretStore, StoreKind};
@@ -169,31 +170,53 @@ async fn publish(es: &ExternalSecret, ctx: &Context, type_: EventType, reason: &
     }
 }
 
-/// Debounced rollout restarts after a data change. Returns when to look again while a restart
-/// waits for its quiet period.
+/// Rollout restarts of the targets whose pods run with older data than the Secret holds, once a
+/// burst of changes has been quiet for the debounce period. Returns when to look again while a
+/// restart waits.
 async fn rollout_restarts(es: &ExternalSecret, ctx: &Context, key: &str, synced: &Synced) -> Option<Duration> {
     let targets = &es.spec.rollout_restart_targets;
     if targets.is_empty() {
         return None;
     }
-    if synced.data_changed {
-        ctx.restarts.changed(key);
+    let ns = es.namespace().unwrap_or_default();
+    let records = match restart::records(&ctx.client, &ns, targets).await {
+        Ok(records) => records,
+        Err(e) => {
+            warn!(error = %e, "cannot read the rolloutRestartTargets");
+            publish(es, ctx, EventType::Warning, "RolloutRestartFailed", &e.to_string()).await;
+            return None;
+        }
+    };
+    let mut stale = Vec::new();
+    for (target, recorded) in records {
+        match restart::need(&synced.hash, recorded.as_deref(), synced.data_changed) {
+            Need::Nothing => {}
+            Need::Record => {
+                if let Err(e) = restart::record(&ctx.client, &ns, &target, &synced.hash).await {
+                    warn!(error = %e, workload = %target.name, "cannot record the data a workload runs with");
+                }
+            }
+            Need::Restart => stale.push(target),
+        }
     }
-    let wait = ctx.restarts.due(key, ctx.restart_debounce)?;
+    if stale.is_empty() {
+        ctx.restarts.clear(key);
+        return None;
+    }
+    let wait = ctx.restarts.due(key, &synced.hash, ctx.restart_debounce);
     if !wait.is_zero() {
         return Some(wait);
     }
-    let ns = es.namespace().unwrap_or_default();
-    match super::restart::restart(&ctx.client, &ns, targets, &synced.hash).await {
-        Ok(()) => {
-            info!(targets = targets.len(), "rollout restart after a data change");
-            let note = "restarted the rolloutRestartTargets after a data change";
-            publish(es, ctx, EventType::Normal, "RolloutRestarted", note).await;
-        }
-        Err(e) => {
-            warn!(error = %e, "rollout restart failed");
-            publish(es, ctx, EventType::Warning, "RolloutRestartFailed", &e.to_string()).await;
+    for target in &stale {
+        if let Err(e) = restart::restart(&ctx.client, &ns, target, &synced.hash).await {
+            warn!(error = %e, workload = %target.name, "rollout restart failed");
+            let note = format!("{} {}: {e}", target.kind.as_str(), target.name);
+            publish(es, ctx, EventType::Warning, "RolloutRestartFailed", &note).await;
+            return None;
         }
     }
+    info!(targets = stale.len(), "rollout restart after a data change");
+    let note = format!("restarted {} of the rolloutRestartTargets after a data change", stale.len());
+    publish(es, ctx, EventType::Normal, "RolloutRestarted", &note).await;
     None
 }

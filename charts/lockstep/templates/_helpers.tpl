@@ -56,7 +56,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 # rolloutRestartTargets: a server-side apply of one pod-template annotation.
 - apiGroups: [apps]
   resources: [deployments, statefulsets, daemonsets]
-  verbs: [patch]
+  verbs: [get, patch]
 {{- if .Values.jwt.enabled }}
 # auth.jwt: a TokenRequest for the ServiceAccount a store names.
 - apiGroups: [""]
