@@ -4,6 +4,7 @@ mod batcher;
 mod external_secret;
 mod poller;
 pub mod restart;
+mod run;
 mod store;
 pub mod target;
 
@@ -29,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
 pub use external_secret::run as run_external_secrets;
+pub use run::run;
 pub use store::{run_cluster_stores, run_stores};
 
 /// Shared state of the controllers.
