@@ -11,6 +11,7 @@ pub mod leader;
 pub mod metrics;
 pub mod render;
 pub mod status;
+pub mod telemetry;
 pub mod template;
 pub mod value;
 
