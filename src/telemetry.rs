@@ -21,7 +21,7 @@ pub enum Format {
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
     /// The filter does not parse.
-    #[error("--log-level {filter:?} is not a valid filter: {source}")]
+    #[error("--log-level {filter:?} is not a valid filter")]
     Filter {
         /// The filter as given.
         filter: String,
@@ -29,7 +29,7 @@ pub enum Error {
         source: ParseError,
     },
     /// Another subscriber was installed first.
-    #[error("cannot install the log subscriber: {0}")]
+    #[error("cannot install the log subscriber")]
     Init(#[from] TryInitError),
 }
 
@@ -46,11 +46,10 @@ pub const BODY_LOGGERS: &[&str] =
 ///   debug on every call (`aws_smithy_runtime::client::orchestrator::endpoints`);
 /// - `identity`, `runtime_components`: the resolved identity, and the client's identity resolvers
 ///   (static credentials among them);
-/// - `creds`, `chain`, `base`, `provider`, `access_key_id`: credentials as the profile-file chain and
-///   the SDK's AssumeRole provider load them (at info and debug), and providers whose client config
-///   holds them.
+/// - `creds`, `chain`, `base`, `access_key_id`: credentials as the profile-file chain and the SDK's
+///   AssumeRole provider load them (at info and debug).
 pub const CREDENTIAL_FIELDS: &[&str] =
-    &["endpoint_params", "identity", "runtime_components", "creds", "chain", "base", "provider", "access_key_id"];
+    &["endpoint_params", "identity", "runtime_components", "creds", "chain", "base", "access_key_id"];
 
 /// Whether an event or span of `target` at `level` with `fields` may be logged at all, whatever the
 /// filter asks.
@@ -140,6 +139,8 @@ mod tests {
             assert!(!allowed(endpoints, &level, ["endpoint_params", "message"].into_iter()), "{level}");
             assert!(!allowed("aws_config::profile::credentials", &level, ["creds", "message"].into_iter()));
         }
+        // The credential chain names the provider that answered: a name, no credential.
+        assert!(allowed("aws_config::meta::credentials::chain", &Level::DEBUG, ["provider", "message"].into_iter()));
         assert!(allowed(endpoints, &Level::DEBUG, ["endpoint_prefix", "message"].into_iter()));
         // Lockstep's own fields are its own: `identity` is the leader's holder identity.
         assert!(allowed("lockstep::leader", &Level::INFO, ["lease", "identity", "message"].into_iter()));
