@@ -10,14 +10,19 @@
 //! Lease: [`Elector::run`] returns [`Error::Lost`] and the process exits, so that no second writer
 //! ever runs and Kubernetes restarts it as a follower.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{info, warn};
+
+use crate::admin::Readiness;
+use crate::metrics::Metrics;
 
 /// Why leader election stopped.
 #[derive(thiserror::Error, Debug)]
@@ -38,9 +43,22 @@ pub enum Error {
         /// The error.
         source: kube::Error,
     },
+    /// The timings let a leader keep writing after others may take over.
+    #[error(
+        "leader election needs retry ({retry:?}) < renew deadline ({renew_deadline:?}) < lease duration \
+         ({lease_duration:?}): a leader must give up before others may take over"
+    )]
+    Timing {
+        /// `retry`.
+        retry: Duration,
+        /// `renew_deadline`.
+        renew_deadline: Duration,
+        /// `lease_duration`.
+        lease_duration: Duration,
+    },
 }
 
-/// Settings of one election.
+/// Settings of one election. [`Config::new`] checks the timings.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Lease name.
@@ -55,6 +73,25 @@ pub struct Config {
     pub renew_deadline: Duration,
     /// How often candidates try and leaders renew.
     pub retry: Duration,
+}
+
+impl Config {
+    /// Settings whose timings are safe: a candidate tries more often than a leader may go without
+    /// renewing, and a leader gives up before the Lease expires for the others
+    /// (`retry < renew_deadline < lease_duration`).
+    pub fn new(
+        name: String,
+        namespace: String,
+        identity: String,
+        lease_duration: Duration,
+        renew_deadline: Duration,
+        retry: Duration,
+    ) -> Result<Self, Error> {
+        if !(retry < renew_deadline && renew_deadline < lease_duration) {
+            return Err(Error::Timing { retry, renew_deadline, lease_duration });
+        }
+        Ok(Self { name, namespace, identity, lease_duration, renew_deadline, retry })
+    }
 }
 
 /// What this process knows about its part.
@@ -244,6 +281,78 @@ impl Elector {
     }
 }
 
+/// Run `work` (the controllers) only while this process leads, until `stop` resolves, and mirror
+/// the role into `readiness` and the leader metric.
+///
+/// Without an elector the process leads from the start. With one, `work` starts once the Lease is
+/// held and is never paused: a lost Lease returns [`Error::Lost`] at once, dropping `work`
+/// mid-flight, and the caller must end the process so that nothing writes after another leader
+/// may have taken over. After `stop`, once `work` has returned, the Lease is released so that a
+/// follower takes over without waiting for it to expire.
+pub async fn gate(
+    elector: Option<&Elector>,
+    readiness: &Readiness,
+    metrics: &Metrics,
+    work: impl Future<Output = ()>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let Some(elector) = elector else {
+        readiness.set_role(Role::Leader);
+        metrics.set_leader(true);
+        work.await;
+        return Ok(());
+    };
+    let stop = stop.shared();
+    let election = async {
+        tokio::select! {
+            r = elector.run(stop.clone()) => r,
+            () = mirror(elector.role(), readiness, metrics) => Ok(()),
+        }
+    };
+    let led = async {
+        let mut role = elector.role();
+        tokio::select! {
+            r = role.wait_for(|r| *r == Role::Leader) => if r.is_err() { return },
+            () = stop.clone() => return,
+        }
+        work.await;
+    };
+    tokio::pin!(election, led);
+    tokio::select! {
+        r = &mut election => {
+            r?;
+            led.await;
+        }
+        () = &mut led => election.await?,
+    }
+    if let Err(e) = elector.release().await {
+        warn!(error = %e, "cannot release the leader Lease; a follower takes over when it expires");
+    }
+    Ok(())
+}
+
+/// Keep readiness and the leader metric equal to `role` while the elector lives.
+async fn mirror(mut role: watch::Receiver<Role>, readiness: &Readiness, metrics: &Metrics) {
+    loop {
+        let r = *role.borrow_and_update();
+        readiness.set_role(r);
+        metrics.set_leader(r == Role::Leader);
+        if role.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The Lease's namespace when none is given: the pod's own (`POD_NAMESPACE`), else the watched
+/// namespace, else `default`.
+pub fn default_namespace(watched: Option<&str>) -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| watched.map(String::from))
+        .unwrap_or_else(|| "default".into())
+}
+
 /// This process's identity: `POD_NAME` in a pod, else `<hostname>-<pid>`.
 pub fn identity() -> String {
     if let Some(pod) = std::env::var("POD_NAME").ok().filter(|p| !p.is_empty()) {
@@ -266,6 +375,20 @@ mod tests {
 
     fn held_by(holder: Option<&str>, seconds: Option<i32>) -> LeaseSpec {
         LeaseSpec { holder_identity: holder.map(String::from), lease_duration_seconds: seconds, ..LeaseSpec::default() }
+    }
+
+    #[test]
+    fn timings_must_let_a_leader_give_up_before_others_take_over() {
+        let s = Duration::from_secs;
+        let config =
+            |duration, deadline, retry| Config::new("l".into(), "ns".into(), "a".into(), duration, deadline, retry);
+        assert!(config(s(15), s(10), s(2)).is_ok());
+        for (duration, deadline, retry) in
+            [(s(10), s(10), s(2)), (s(15), s(10), s(10)), (s(5), s(10), s(2)), (s(15), s(2), s(10))]
+        {
+            let r = config(duration, deadline, retry);
+            assert!(matches!(r, Err(Error::Timing { .. })), "{duration:?} {deadline:?} {retry:?}: {r:?}");
+        }
     }
 
     #[test]

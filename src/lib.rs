@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod render;
 pub mod source;
 pub mod status;
+pub mod telemetry;
 pub mod template;
 pub mod value;
 

@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use futures::FutureExt;
 use kube::api::ListParams;
 use kube::{Api, Client};
-use lockstep::admin::Readiness;
+use lockstep::admin::{self, AdminState, Readiness};
 use lockstep::api::ExternalSecret;
 use lockstep::controller::{self, Context};
 use lockstep::leader::{self, Elector, Role};
 use lockstep::metrics::Metrics;
-use tokio::sync::watch;
+use lockstep::telemetry;
 use tracing::info;
 
 #[derive(Parser)]
@@ -85,6 +86,15 @@ enum LogFormat {
     Json,
 }
 
+impl From<LogFormat> for telemetry::Format {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Text => Self::Text,
+            LogFormat::Json => Self::Json,
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -100,55 +110,19 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Targets whose trace-level events can carry request or response bodies: the AWS SDK logs
-/// SecretString at trace when `LOG_SENSITIVE_BODIES=true` is in the environment, and the HTTP and
-/// Kubernetes client stacks log what they send and receive. Their trace events are dropped whatever
-/// `--log-level` asks (their debug events stay), so no log level shows a secret value.
-const BODY_LOGGERS: &[&str] =
-    &["aws_smithy", "aws_sigv4", "aws_sdk", "aws_config", "hyper", "h2", "kube_client", "tower_http", "rustls"];
-
-fn init_tracing(args: &RunArgs) -> anyhow::Result<()> {
-    use tracing_subscriber::filter::{FilterExt, filter_fn};
-    use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .with_context(|| format!("--log-level {:?} is not a valid filter", args.log_level))?;
-    let no_bodies = filter_fn(|meta| {
-        *meta.level() != tracing::Level::TRACE || !BODY_LOGGERS.iter().any(|t| meta.target().starts_with(t))
-    });
-    let filter = filter.and(no_bodies);
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
-    match args.log_format {
-        LogFormat::Text => tracing_subscriber::registry().with(layer.with_filter(filter)).init(),
-        LogFormat::Json => tracing_subscriber::registry().with(layer.json().with_filter(filter)).init(),
-    }
-    Ok(())
-}
-
-/// What a panic shows: where it happened and, when the message is a literal of the code, the
-/// message. A formatted message (a `String` payload) is withheld: it could have been built from a
-/// value. Release builds abort after this (`panic = "abort"`).
-fn describe_panic(payload: &(dyn std::any::Any + Send), location: Option<&std::panic::Location<'_>>) -> String {
-    let at = location.map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-    match payload.downcast_ref::<&'static str>() {
-        Some(literal) => format!("panicked{at}: {literal}"),
-        None => format!("panicked{at} (message withheld: it may hold a secret value)"),
-    }
-}
-
+/// Run until SIGTERM or Ctrl-C, or until this process loses the leader Lease: then it returns an
+/// error at once, so the process exits non-zero before another write can happen.
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    init_tracing(&args)?;
-    std::panic::set_hook(Box::new(|info| tracing::error!("{}", describe_panic(info.payload(), info.location()))));
+    telemetry::init(&args.log_level, args.log_format.into())?;
     let client =
         Client::try_default().await.context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?;
     check_crds(&client, args.namespace.as_deref()).await?;
-
-    let metrics = Arc::new(Metrics::default());
     let elector = match args.leader_elect {
         true => Some(Elector::new(client.clone(), lease_config(&args)?)),
         false => None,
     };
-    let readiness = Arc::new(Readiness::new(if elector.is_some() { Role::Unknown } else { Role::Leader }));
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Arc::new(Readiness::new(Role::Unknown));
     let (ctx, wiring) = Context::new(
         client,
         metrics.clone(),
@@ -158,102 +132,35 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         controller::AwsRate { qps: args.aws_qps, burst: args.aws_burst },
     );
     let ctx = Arc::new(ctx);
-    metrics.set_leader(elector.is_none());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        info!("shutting down");
-        let _ = stop_tx.send(true);
-    });
-
-    let admin = lockstep::admin::serve(
-        args.metrics_addr,
-        lockstep::admin::AdminState { metrics: metrics.clone(), ready: readiness.clone() },
-        stopped(),
-    );
+    let stop = shutdown_signal().boxed().shared();
     info!(addr = %args.metrics_addr, namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting");
 
-    // Followers only wait: the controllers start once this process leads, and never stop leading
-    // while the process lives (a lost Lease ends the process).
-    let controllers = {
-        let ctx = ctx.clone();
-        let mut role = elector.as_ref().map(Elector::role);
-        let stop = stopped();
-        let stopped = stopped.clone();
-        async move {
-            if let Some(role) = role.as_mut() {
-                tokio::select! {
-                    r = role.wait_for(|r| *r == Role::Leader) => if r.is_err() { return },
-                    () = stop => return,
-                }
-            }
-            controller::run(ctx, wiring, args.concurrency, stopped).await;
-        }
+    let admin = async {
+        let state = AdminState { metrics: metrics.clone(), ready: readiness.clone() };
+        admin::serve(args.metrics_addr, state, stop.clone()).await.context("admin server failed")
     };
-    let election = async {
-        let Some(elector) = &elector else { return Ok(()) };
-        let mut role = elector.role();
-        let publish = async {
-            loop {
-                let r = *role.borrow_and_update();
-                readiness.set_role(r);
-                metrics.set_leader(r == Role::Leader);
-                if role.changed().await.is_err() {
-                    break;
-                }
-            }
-        };
-        tokio::select! {
-            r = elector.run(stopped()) => r,
-            () = publish => Ok(()),
-        }
+    let controllers = async {
+        let work = controller::run(ctx, wiring, args.concurrency, stop.clone());
+        let gated = leader::gate(elector.as_ref(), &readiness, &metrics, work, stop.clone()).await;
+        gated.inspect_err(|e| tracing::error!(error = %e, "leadership lost, exiting")).map_err(anyhow::Error::from)
     };
-    let (admin_res, (), ()) = tokio::join!(admin, controllers, async {
-        // A lost Lease ends the process at once (non-zero), before another write can happen.
-        if let Err(e) = election.await {
-            tracing::error!(error = %e, "leadership lost, exiting");
-            std::process::exit(1);
-        }
-    });
-    if let Some(elector) = &elector
-        && let Err(e) = elector.release().await
-    {
-        tracing::warn!(error = %e, "cannot release the leader Lease; a follower takes over when it expires");
-    }
-    admin_res.context("admin server failed")?;
+    tokio::try_join!(admin, controllers)?;
     Ok(())
 }
 
 fn lease_config(args: &RunArgs) -> anyhow::Result<leader::Config> {
-    if !(args.lease_retry_seconds < args.lease_renew_deadline_seconds
-        && args.lease_renew_deadline_seconds < args.lease_duration_seconds)
-    {
-        bail!(
-            "leader election needs --lease-retry-seconds < --lease-renew-deadline-seconds < --lease-duration-seconds \
-             (a leader must give up before others may take over)"
-        );
-    }
-    let namespace = args
-        .lease_namespace
-        .clone()
-        .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
-        .or_else(|| args.namespace.clone())
-        .unwrap_or_else(|| "default".into());
-    Ok(leader::Config {
-        name: args.lease_name.clone(),
+    let namespace =
+        args.lease_namespace.clone().unwrap_or_else(|| leader::default_namespace(args.namespace.as_deref()));
+    let seconds = Duration::from_secs;
+    leader::Config::new(
+        args.lease_name.clone(),
         namespace,
-        identity: leader::identity(),
-        lease_duration: Duration::from_secs(args.lease_duration_seconds),
-        renew_deadline: Duration::from_secs(args.lease_renew_deadline_seconds),
-        retry: Duration::from_secs(args.lease_retry_seconds),
-    })
+        leader::identity(),
+        seconds(args.lease_duration_seconds),
+        seconds(args.lease_renew_deadline_seconds),
+        seconds(args.lease_retry_seconds),
+    )
+    .context("check --lease-retry-seconds, --lease-renew-deadline-seconds and --lease-duration-seconds")
 }
 
 async fn check_crds(client: &Client, namespace: Option<&str>) -> anyhow::Result<()> {
@@ -272,7 +179,13 @@ async fn check_crds(client: &Client, namespace: Option<&str>) -> anyhow::Result<
     }
 }
 
+/// Resolves on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
+    wait_for_signal().await;
+    info!("shutting down");
+}
+
+async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -290,18 +203,4 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_panic_shows_literal_messages_and_withholds_formatted_ones() {
-        let literal: &'static str = "invariant broken";
-        assert!(describe_panic(&literal, None).ends_with(": invariant broken"));
-        let formatted = format!("value was {}", "SENTINEL-7f3a");
-        let shown = describe_panic(&formatted, std::panic::Location::caller().into());
-        assert!(!shown.contains("SENTINEL") && shown.contains("withheld") && shown.contains("main.rs"), "{shown}");
-    }
 }

@@ -10,6 +10,7 @@ mod external_secret;
 mod fetcher;
 mod poller;
 pub mod restart;
+mod run;
 mod store;
 mod stores;
 mod sync;
@@ -32,6 +33,7 @@ use crate::api::StoreKind;
 use crate::metrics::Metrics;
 
 pub use external_secret::run as run_external_secrets;
+pub use run::run;
 pub use store::run as run_store_controller;
 pub use stores::{AwsRate, ResolvedStore, Store, StoreCacheWriters, Stores};
 
@@ -147,22 +149,4 @@ impl Context {
             .predicate_filter(predicates::generation, PredicateConfig::default());
         Controller::for_stream(objects, reader)
     }
-}
-
-/// Run every controller until `shutdown`: ExternalSecrets, SecretStores and, unless the process
-/// watches one namespace, ClusterSecretStores.
-pub async fn run<F>(ctx: Arc<Context>, wiring: Wiring, concurrency: u16, shutdown: impl Fn() -> F)
-where
-    F: Future<Output = ()> + Send + Sync + 'static,
-{
-    let cluster_stores = async {
-        if ctx.namespace.is_none() {
-            run_store_controller::<crate::api::ClusterSecretStore>(ctx.clone(), shutdown()).await;
-        }
-    };
-    tokio::join!(
-        run_external_secrets(ctx.clone(), wiring, concurrency, shutdown()),
-        run_store_controller::<crate::api::SecretStore>(ctx.clone(), shutdown()),
-        cluster_stores,
-    );
 }
