@@ -60,6 +60,14 @@ pub enum Error {
         /// Bytes of data.
         size: usize,
     },
+    /// Every AWS secret the Secret is built from is gone, and the Secret was deleted as
+    /// deletionPolicy Delete says.
+    #[error("{cause}; deleted Secret {secret:?} as deletionPolicy Delete says")]
+    TargetDeleted {
+        cause: Box<Error>,
+        /// The Secret's name.
+        secret: String,
+    },
     /// The Kubernetes API failed or refused a call; shown as the apiserver's own message.
     #[error("Kubernetes API: {}", kube_message(.0))]
     Kube(#[from] kube::Error),
@@ -99,6 +107,7 @@ impl Error {
             Error::StoreNotAllowed(_) => Reason::StoreNotAllowed,
             Error::TargetConflict(_) => Reason::TargetConflict,
             Error::TargetTooLarge { .. } => Reason::TargetTooLarge,
+            Error::TargetDeleted { cause, .. } => cause.reason(),
         }
     }
 
@@ -126,6 +135,9 @@ impl Error {
             Error::StoreNotAllowed(m) => Error::StoreNotAllowed(m.clone()),
             Error::TargetConflict(m) => Error::TargetConflict(m.clone()),
             Error::TargetTooLarge { size } => Error::TargetTooLarge { size: *size },
+            Error::TargetDeleted { cause, secret } => {
+                Error::TargetDeleted { cause: Box::new(cause.reissue(key)), secret: secret.clone() }
+            }
             Error::Kube(e) => Error::ProviderUnavailable(kube_message(e)),
         }
     }

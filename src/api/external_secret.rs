@@ -439,6 +439,10 @@ pub struct ExternalSecretStatus {
     /// The AWS secret versions that are live in the Secret.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceStatus>,
+    /// The Secret this ExternalSecret last wrote (ESO's field): when `target.name` changes, the
+    /// Secret named here is the one left behind (deleted under creationPolicy Owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<k8s_openapi::api::core::v1::LocalObjectReference>,
 }
 
 /// One AWS secret version that is live in the Secret.

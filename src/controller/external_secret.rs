@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{LocalObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
 use super::restart::{self, Need};
@@ -148,6 +148,7 @@ fn status_after(
             if synced.resource_version.is_some() {
                 next.synced_resource_version = synced.resource_version.clone();
             }
+            next.binding = synced.binding.clone().map(|name| LocalObjectReference { name });
             (Reason::SecretSynced, format!("Secret {:?} is in sync", es.target_name()))
         }
         Err(e) => (e.reason(), e.to_string()),
@@ -158,16 +159,7 @@ fn status_after(
 }
 
 async fn publish(es: &ExternalSecret, ctx: &Context, type_: EventType, reason: &str, message: &str) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(message.chars().take(1000).collect()),
-        action: "Sync".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &es.object_ref(&())).await {
-        warn!(error = %e, "could not publish event");
-    }
+    write::event(ctx, es, type_, reason, message).await;
 }
 
 /// Rollout restarts of the targets whose pods run with older data than the Secret holds, once a

@@ -21,8 +21,9 @@ use crate::lock;
 /// The data hash a restart was made for: on the pod template (changing it is the restart) and on
 /// the workload itself (the record that survives the operator).
 pub const RESTART_ANNOTATION: &str = "lockstep.dev/restarted-for";
-/// Field manager of the workload's record, apart from the pod template's annotation so that each
-/// apply leaves the other's field alone.
+/// Field manager of a workload's first record (made without a restart). A field manager of its
+/// own, so that this apply leaves the pod template's annotation, set by restarts as `lockstep`,
+/// alone; a restart then takes the record over.
 const RECORD_MANAGER: &str = "lockstep-restarts";
 
 /// What one workload needs now.
@@ -116,14 +117,17 @@ where
     Ok(meta.map(|m| m.metadata.annotations.unwrap_or_default()))
 }
 
-/// Restart `target` for `hash`: its pod template's annotation (the restart), then its record.
+/// Restart `target` for `hash`: its pod template's annotation (the restart) and its record, in one
+/// write (a Deployment's generation moves once).
 pub async fn restart(client: &Client, namespace: &str, target: &RolloutRestartTarget, hash: &str) -> Result<()> {
-    let template = json!({"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: hash}}}}});
-    apply(client, namespace, target, template, &super::write::apply_params()).await?;
-    record(client, namespace, target, hash).await
+    let body = json!({
+        "metadata": {"annotations": {RESTART_ANNOTATION: hash}},
+        "spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: hash}}}},
+    });
+    apply(client, namespace, target, body, &super::write::apply_params()).await
 }
 
-/// Record that `target`'s pods run with the data of `hash`.
+/// Record, without a restart, that `target`'s pods run with the data of `hash`.
 pub async fn record(client: &Client, namespace: &str, target: &RolloutRestartTarget, hash: &str) -> Result<()> {
     let record = json!({"metadata": {"annotations": {RESTART_ANNOTATION: hash}}});
     apply(client, namespace, target, record, &PatchParams::apply(RECORD_MANAGER).force()).await

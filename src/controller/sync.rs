@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::info;
@@ -28,6 +29,8 @@ pub struct Synced {
     pub resource_version: Option<String>,
     /// The Secret held other data before this sync (so this is not its first).
     pub data_changed: bool,
+    /// The Secret this ExternalSecret now writes (none under creationPolicy None).
+    pub binding: Option<String>,
 }
 
 /// Bring the target Secret in line with AWS. `refresh`: how often the sources are checked for
@@ -42,12 +45,21 @@ pub async fn sync(es: &ExternalSecret, ctx: &Context, refresh: Option<Duration>)
     let live = |s: &SourceRef| ctx.fetcher.live(&store.id, s, &sources);
     if let Some(kept) = target::still_current(es, &sources.all(), live, existing.as_ref()) {
         let sources = es.status.as_ref().map(|s| s.sources.clone()).unwrap_or_default();
-        return Ok(Synced { sources, hash: kept.hash, resource_version: kept.resource_version, data_changed: false });
+        let binding = Some(es.target_name().to_string());
+        return Ok(Synced {
+            sources,
+            hash: kept.hash,
+            resource_version: kept.resource_version,
+            data_changed: false,
+            binding,
+        });
     }
 
     let (values, sources) = fetch(es, ctx, &store, existing.as_ref(), sources).await?;
     let desired = render::render(&es.spec, &values, &sources.found)?;
-    apply(es, ctx, existing.as_ref(), desired).await
+    let synced = apply(es, ctx, existing.as_ref(), desired).await?;
+    retire_previous(es, ctx).await?;
+    Ok(synced)
 }
 
 /// What the spec reads, with what its finds select now (listed again at every sync: that is how
@@ -111,13 +123,25 @@ async fn fetch(
     let mut results = ctx.fetcher.fetch(&store.id, &store.client, &sources).await;
     let named: Vec<Result<Fetched>> = sources.named.iter().filter_map(|s| results.remove(s)).collect();
     let all_gone = !named.is_empty() && named.iter().all(|r| matches!(r, Err(Error::SecretNotFound { .. })));
-    if all_gone && target::delete_when_gone(es, existing) {
-        secrets(es, ctx).delete(es.target_name(), &Default::default()).await?;
-        info!(secret = %es.target_name(), "deleted Secret: every AWS secret it was built from is gone (deletionPolicy Delete)");
-    }
     let mut values = BTreeMap::new();
+    let mut deleted = false;
+    if all_gone && target::delete_when_gone(es, existing) {
+        let name = es.target_name();
+        secrets(es, ctx).delete(name, &Default::default()).await?;
+        info!(secret = %name, "deleted Secret: every AWS secret it was built from is gone (deletionPolicy Delete)");
+        let note =
+            format!("deleted Secret {name:?}: every AWS secret it was built from is gone (deletionPolicy Delete)");
+        write::event(ctx, es, EventType::Normal, "Deleted", &note).await;
+        deleted = true;
+    }
     for (source, result) in sources.named.iter().cloned().zip(named) {
-        values.insert(source, result?);
+        match result {
+            Ok(f) => values.insert(source, f),
+            Err(e) if deleted => {
+                return Err(Error::TargetDeleted { cause: Box::new(e), secret: es.target_name().into() });
+            }
+            Err(e) => return Err(e),
+        };
     }
     for (source, result) in results {
         match result {
@@ -142,5 +166,28 @@ async fn apply(es: &ExternalSecret, ctx: &Context, existing: Option<&Secret>, de
             (written.meta().resource_version.clone(), data_changed)
         }
     };
-    Ok(Synced { sources: desired.sources, hash: desired.hash, resource_version, data_changed })
+    let binding = (es.spec.target.creation_policy != CreationPolicy::None).then(|| es.target_name().to_string());
+    Ok(Synced { sources: desired.sources, hash: desired.hash, resource_version, data_changed, binding })
+}
+
+/// After a rename of the target under creationPolicy Owner: delete the Secret the status says was
+/// written before, when it is still ours and owned by this ExternalSecret (what garbage
+/// collection would delete with it). Under other policies it stays as it is, no longer updated.
+async fn retire_previous(es: &ExternalSecret, ctx: &Context) -> Result<()> {
+    let Some(previous) = es.status.as_ref().and_then(|s| s.binding.as_ref()).map(|b| b.name.as_str()) else {
+        return Ok(());
+    };
+    if previous == es.target_name() || es.spec.target.creation_policy != CreationPolicy::Owner {
+        return Ok(());
+    }
+    let api = secrets(es, ctx);
+    let Some(old) = api.get_opt(previous).await? else { return Ok(()) };
+    if !target::owned_by(&old, es) {
+        return Ok(());
+    }
+    api.delete(previous, &Default::default()).await?;
+    info!(secret = %previous, "deleted the previous target Secret (target.name changed)");
+    let note = format!("deleted Secret {previous:?}: target.name changed to {:?}", es.target_name());
+    write::event(ctx, es, EventType::Normal, "Deleted", &note).await;
+    Ok(())
 }

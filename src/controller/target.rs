@@ -32,16 +32,27 @@ pub enum Plan {
     Apply { secret: Box<Secret>, data_changed: bool },
 }
 
+fn labelled_ours(secret: &Secret) -> bool {
+    secret.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY_LABEL)).map(String::as_str) == Some(MANAGER)
+}
+
 /// Whether an existing Secret was written by this ExternalSecret.
 pub fn is_ours(secret: &Secret, es: &ExternalSecret) -> bool {
     let meta = &secret.metadata;
-    let labelled = meta.labels.as_ref().and_then(|l| l.get(MANAGED_BY_LABEL)).map(String::as_str) == Some(MANAGER);
+    let labelled = labelled_ours(secret);
     let named = meta.annotations.as_ref().and_then(|a| a.get(OWNER_ANNOTATION)) == es.metadata.name.as_ref();
     let foreign_controller = meta.owner_references.iter().flatten().any(|o| {
         o.controller == Some(true)
             && (o.kind != "ExternalSecret" || o.name.as_str() != es.metadata.name.as_deref().unwrap_or_default())
     });
     labelled && named && !foreign_controller
+}
+
+/// Whether `secret` is ours and owned by this very ExternalSecret (its uid): what garbage
+/// collection deletes with it.
+pub fn owned_by(secret: &Secret, es: &ExternalSecret) -> bool {
+    is_ours(secret, es)
+        && secret.metadata.owner_references.iter().flatten().any(|o| Some(&o.uid) == es.metadata.uid.as_ref())
 }
 
 /// The plan for `desired` given the Secret that exists now (`None`: none).
@@ -170,7 +181,9 @@ fn up_to_date(existing: &Secret, es: &ExternalSecret, desired: &Desired) -> bool
         // Orphan keeps the Secret when the ExternalSecret goes: an owner reference of ours (from
         // an earlier Owner) must be removed, or garbage collection deletes it.
         CreationPolicy::Orphan => !owned,
-        CreationPolicy::Merge | CreationPolicy::None => true,
+        // Merge adds keys to a Secret it does not own: no owner reference, and not our label.
+        CreationPolicy::Merge => !owned && !labelled_ours(existing),
+        CreationPolicy::None => true,
     };
     has_all(&labels, &existing.metadata.labels) && has_all(&annotations, &existing.metadata.annotations) && owner_ok
 }

@@ -1,6 +1,7 @@
-//! The one way this operator writes: server-side apply with field manager `lockstep`.
+//! The ways this operator writes: server-side apply with field manager `lockstep`, and Events.
 
 use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -24,4 +25,18 @@ where
     });
     api.patch_status(name, &apply_params(), &Patch::Apply(&patch)).await?;
     Ok(())
+}
+
+/// Publish an Event about `es` (a failure to publish is logged, never fatal).
+pub async fn event(ctx: &super::Context, es: &crate::api::ExternalSecret, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &es.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not publish event");
+    }
 }

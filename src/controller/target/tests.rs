@@ -119,8 +119,10 @@ fn plan_for_every_creation_policy_and_existing_secret() {
         (Orphan, ControlledElsewhere, Want::Conflict),
         (Merge, Absent, Want::Conflict),
         (Merge, Foreign, first(false)),
-        (Merge, Ours(Owner, "new"), Want::Keep),
+        // Owner -> Merge: the Secret is no longer ours to own; ownership and our label go.
+        (Merge, Ours(Owner, "new"), first(false)),
         (Merge, Ours(Owner, "old"), change(false)),
+        (Merge, Ours(Merge, "new"), Want::Keep),
         (Nothing, Absent, Want::Keep),
         (Nothing, Foreign, Want::Keep),
         (Nothing, Ours(Owner, "old"), Want::Keep),
