@@ -1,7 +1,7 @@
 //! Install and operate: the Helm chart renders, lints and installs; the operator does its job with
 //! nothing but the chart's RBAC; the CRDs apply with kubectl; the Dockerfile lints.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -9,9 +9,8 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
-use kube::config::Kubeconfig;
 use lockstep::api::{ClusterSecretStore, ExternalSecret};
-use lockstep_rig::{Rig, eventually, repo_root, tools_dir, unique};
+use lockstep_rig::{Rig, client_from, eventually, repo_root, tools_dir, unique};
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -230,21 +229,10 @@ async fn kubeconfig_for(kube: &kube::Client, namespace: &str, sa: &str) -> anyho
         .token
         .ok_or_else(|| anyhow::anyhow!("TokenRequest has no token"))?;
     let rig = Rig::get();
-    let mut kc = Kubeconfig::read_from(&rig.kubeconfig)?;
-    for auth in &mut kc.auth_infos {
-        if let Some(a) = auth.auth_info.as_mut() {
-            a.token = Some(token.clone().into());
-        }
-    }
+    let kc = rig.kubeconfig_with_token(&token)?;
     let path = rig.dir.join(format!("kubeconfig-{sa}"));
     std::fs::write(&path, serde_yaml::to_string(&kc)?)?;
     Ok(path)
-}
-
-async fn client_from(path: &Path) -> anyhow::Result<kube::Client> {
-    let kc = Kubeconfig::read_from(path)?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(config)?)
 }
 
 fn forbidden<T: std::fmt::Debug>(r: kube::Result<T>) -> bool {

@@ -70,7 +70,7 @@ async fn aws_going_away_keeps_the_secrets_and_recovers_within_one_backoff() -> a
 
 #[tokio::test]
 async fn throttling_a_share_of_calls_converges_without_a_retry_storm() -> anyhow::Result<()> {
-    let emu = Emulator::start(&Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    let emu = Emulator::dedicated()?;
     let proxy = FaultProxy::start(&emu.endpoint)?;
     let w = World::new("throttle").await?;
     const N: usize = 8;

@@ -88,7 +88,7 @@ async fn dockerconfigjson_from_username_and_password_and_type_checks() -> anyhow
 
 #[tokio::test]
 async fn find_by_tag_picks_up_new_secrets_with_few_calls() -> anyhow::Result<()> {
-    let emu = Emulator::start(&Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    let emu = Emulator::dedicated()?;
     let aws = emu.client();
     let tag = |team: &str| aws_sdk_secretsmanager::types::Tag::builder().key("team").value(team).build();
     for (name, team) in [("app/db", "a"), ("app/api", "a"), ("app/other-team", "b"), ("elsewhere/x", "a")] {
@@ -269,7 +269,7 @@ async fn admission_rejects_invalid_mapping_specs() -> anyhow::Result<()> {
 #[tokio::test]
 async fn batch_get_chunks_by_20_and_answers_per_id() -> anyhow::Result<()> {
     use lockstep::aws::{StaticKeys, StoreClient, StoreConfig, fetch::batch_get, limit::RateLimiter};
-    let emu = Emulator::start(&Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    let emu = Emulator::dedicated()?;
     let aws = emu.client();
     let mut ids = Vec::new();
     for i in 0..44 {

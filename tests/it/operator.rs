@@ -389,7 +389,7 @@ async fn cluster_store_conditions() -> anyhow::Result<()> {
 #[tokio::test]
 async fn assume_role_goes_to_the_configured_endpoint() -> anyhow::Result<()> {
     let w = World::new("role").await?;
-    let emu = Emulator::start(&Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    let emu = Emulator::dedicated()?;
     emu.client().create_secret().name("team/db").secret_string("v").send().await?;
     emu.start_recording()?;
     w.store("aws", &emu.endpoint, json!({"role": "arn:aws:iam::123456789012:role/reader", "externalID": "ext"}))
@@ -413,10 +413,9 @@ async fn assume_role_goes_to_the_configured_endpoint() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn ambient_web_identity_uses_the_store_endpoint_for_sts() -> anyhow::Result<()> {
-    let dir = Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique()));
-    let emu = Emulator::start(&dir)?;
+    let emu = Emulator::dedicated()?;
     emu.client().create_secret().name("irsa/db").secret_string("v").send().await?;
-    let token = dir.join("token");
+    let token = emu.dir.join("token");
     std::fs::write(&token, "projected-service-account-token")?;
     let token = token.to_string_lossy().to_string();
     let w = World::with_env(
@@ -626,7 +625,7 @@ async fn a_store_change_reaches_its_external_secrets_at_once() -> anyhow::Result
     let rig = Rig::get();
     let cp = ControlPlane::start(&rig.dir.join(format!("stores-{}", lockstep_rig::unique())))?;
     let w = World::on(cp.test_env(&rig.emulator, "stores").await?, &cp.kubeconfig, &[]).await?;
-    let other = Emulator::start(&rig.dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    let other = Emulator::dedicated()?;
     let key = w.create_aws("db", "old").await?;
     other.client().create_secret().name(&key).secret_string("new").send().await?;
 

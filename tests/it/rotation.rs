@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use lockstep_rig::{Emulator, Rig};
+use lockstep_rig::Emulator;
 use serde_json::json;
 
 use crate::common::*;
 
 #[tokio::test]
 async fn rotation_fetches_only_what_changed_and_shares_fetches() -> anyhow::Result<()> {
-    let emu = Emulator::start(&Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    let emu = Emulator::dedicated()?;
     let aws = emu.client();
     for (name, value) in [("rot/a", "a1"), ("rot/b", "b1"), ("rot/c", "c1")] {
         aws.create_secret().name(name).secret_string(value).send().await?;
@@ -51,7 +51,7 @@ async fn rotation_fetches_only_what_changed_and_shares_fetches() -> anyhow::Resu
 
 #[tokio::test]
 async fn a_wave_of_syncs_is_fetched_in_batches_and_stage_moves_are_followed() -> anyhow::Result<()> {
-    let emu = Emulator::start(&Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    let emu = Emulator::dedicated()?;
     let aws = emu.client();
     let n = 30;
     for i in 0..n {
