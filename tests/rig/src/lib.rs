@@ -5,9 +5,18 @@
 //! Every process gets a pipe as stdin and exits when it closes, so nothing outlives the test
 //! binary, even after a panic or a kill. Binaries come from `.tools/` (`make tools`).
 //!
-//! Also an HTTP client and a Prometheus text reader ([`http`]).
+//! Also what the integration tests and the benchmark share: the operator as a process
+//! ([`Operator`], given the path of its binary), one test's [`World`], the [`manifests`] they
+//! apply, an HTTP client and a Prometheus text reader ([`http`]). Nothing here depends on the
+//! `lockstep` crate: its CRDs are passed in ([`install_crds`]).
 
 pub mod http;
+pub mod manifests;
+mod operator;
+mod world;
+
+pub use operator::{Operator, install_crds};
+pub use world::{World, apply, merge, text};
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -26,6 +35,9 @@ use kube::{Api, Client, Config};
 
 /// How long a component may take to report READY.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long the tests wait for the operator to do something.
+pub const WAIT: Duration = Duration::from_secs(60);
 
 /// The repository root (from this crate's place in it).
 pub fn repo_root() -> PathBuf {
