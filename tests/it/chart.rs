@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use lockstep::api::{ClusterSecretStore, ExternalSecret};
-use lockstep_rig::{Rig, client_from, eventually, repo_root, tools_dir, unique};
+use lockstep_rig::{Rig, client_from, repo_root, tools_dir, unique};
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -241,14 +241,12 @@ fn forbidden<T: std::fmt::Debug>(r: kube::Result<T>) -> bool {
 
 /// Store, ExternalSecret, rotation and rollout restart, in `w`'s namespace.
 async fn whole_job(w: &World) -> anyhow::Result<()> {
-    w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &Rig::get().emulator.endpoint)).await?;
     w.deployment("api").await?;
     let src = w.create_aws("db", r#"{"password":"one"}"#).await?;
     w.external_secret(
         "db",
-        json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
-            "rolloutRestartTargets": [{"kind": "Deployment", "name": "api"}],
-            "data": [{"secretKey": "password", "remoteRef": {"key": src, "property": "password"}}]}),
+        es("aws").refresh("1s").restart("Deployment", "api").property("password", &src, "password"),
     )
     .await?;
     w.wait_reason("db", "SecretSynced").await?;
@@ -257,16 +255,15 @@ async fn whole_job(w: &World) -> anyhow::Result<()> {
 
     w.env.aws.put_secret_value().secret_id(&src).secret_string(r#"{"password":"two"}"#).send().await?;
     w.wait_value("db", "password", "two").await?;
-    let deployments = Api::<Deployment>::namespaced(w.env.kube.clone(), w.ns());
-    eventually(WAIT, "rollout restart", || {
+    let deployments = w.api::<Deployment>();
+    w.eventually("rollout restart", || {
         let deployments = deployments.clone();
         async move {
             let d = deployments.get("api").await.ok()?;
             d.spec.template.metadata?.annotations?.contains_key("lockstep.dev/restarted-for").then_some(())
         }
     })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}\n{}", w.operator.logs()))?;
+    .await?;
     Ok(())
 }
 
@@ -290,15 +287,16 @@ async fn installed_chart_rbac_is_enough_for_the_whole_job() -> anyhow::Result<()
     // The operator itself, as the ServiceAccount, with leader election on (as the chart runs it).
     // It watches this test's namespace only, so that it leaves the other tests' namespaces alone.
     let lease_ns = env.ns.clone();
-    let operator = Operator::start_with(
+    let operator = Operator::start(
+        LOCKSTEP,
         &kubeconfig,
         &["--namespace", &env.ns, "--leader-elect", "--lease-name", &sa, "--lease-namespace", &lease_ns],
         &[("LOCKSTEP_RESTART_DEBOUNCE_SECONDS", "1")],
     )?;
     let w = World { env, operator };
     whole_job(&w).await?;
-    let readyz = http_get(&w.operator.metrics_addr, "/readyz")?;
-    assert!(readyz.contains("ok"), "{readyz}");
+    let readyz = w.operator.get("/readyz")?;
+    assert!(readyz.body.contains("ok"), "{readyz:?}");
     let logs = w.operator.logs();
     // Past each line's timestamp (whose fraction of a second may read 403).
     let denied = logs
@@ -327,7 +325,8 @@ async fn namespace_scoped_install_cannot_read_other_namespaces() -> anyhow::Resu
     assert!(forbidden(Api::<Secret>::all(as_sa.clone()).list(&ListParams::default()).await));
     assert!(forbidden(Api::<ClusterSecretStore>::all(as_sa.clone()).list(&ListParams::default()).await));
 
-    let operator = Operator::start_with(
+    let operator = Operator::start(
+        LOCKSTEP,
         &kubeconfig,
         &["--namespace", &env.ns, "--leader-elect", "--lease-name", &sa, "--lease-namespace", &ops.ns],
         &[("LOCKSTEP_RESTART_DEBOUNCE_SECONDS", "1")],

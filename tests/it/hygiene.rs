@@ -5,6 +5,7 @@ use base64::Engine;
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
 use kube::api::ListParams;
+use lockstep::api::ExternalSecret;
 use lockstep_rig::{Fault, FaultProxy, Rig};
 use serde_json::json;
 
@@ -33,10 +34,6 @@ fn assert_clean(what: &str, text: &str) {
     }
 }
 
-fn es(store: &str, data: serde_json::Value) -> serde_json::Value {
-    json!({"secretStoreRef": {"name": store}, "refreshInterval": "1s", "data": data})
-}
-
 #[tokio::test]
 async fn no_value_leaks_at_trace_level() -> anyhow::Result<()> {
     let rig = Rig::get();
@@ -46,19 +43,20 @@ async fn no_value_leaks_at_trace_level() -> anyhow::Result<()> {
     // LOG_SENSITIVE_BODIES=true makes the AWS SDK log response bodies (SecretString) at trace: the
     // operator must not, whatever its environment says.
     let args = ["--namespace", &ns, "--log-level", "trace"];
-    let operator = Operator::start_with(&rig.kubeconfig, &args, &[("LOG_SENSITIVE_BODIES", "true")])?;
+    let operator = Operator::start(LOCKSTEP, &rig.kubeconfig, &args, &[("LOG_SENSITIVE_BODIES", "true")])?;
     let w = World { env, operator };
     // Credentials are values too: the secret key and the session token carry the sentinel.
-    w.apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sentinel-creds"},
-        "stringData": {"id": "testing", "key": format!("{SENTINEL}-key"), "token": format!("{SENTINEL}-token")}}))
-        .await?;
-    let with_creds = json!({"auth": {"secretRef": {
-        "accessKeyIDSecretRef": {"name": "sentinel-creds", "key": "id"},
-        "secretAccessKeySecretRef": {"name": "sentinel-creds", "key": "key"},
-        "sessionTokenSecretRef": {"name": "sentinel-creds", "key": "token"}}}});
-    w.store("aws", &rig.emulator.endpoint, with_creds.clone()).await?;
+    w.apply(secret(
+        "sentinel-creds",
+        json!({"access-key-id": "testing", "secret-access-key": format!("{SENTINEL}-key"),
+               "session-token": format!("{SENTINEL}-token")}),
+    ))
+    .await?;
+    let sentinel_store =
+        |name: &str, endpoint: &str| secret_store(name, endpoint).creds("sentinel-creds").session_token();
+    w.apply(sentinel_store("aws", &rig.emulator.endpoint)).await?;
     let proxy = FaultProxy::start(&rig.emulator.endpoint)?;
-    w.store("proxied", &proxy.endpoint, with_creds).await?;
+    w.apply(sentinel_store("proxied", &proxy.endpoint)).await?;
 
     let pw1 = format!("{SENTINEL}-pw1");
     let db = w.create_aws("db", &json!({"user": format!("{SENTINEL}-user"), "password": pw1}).to_string()).await?;
@@ -67,14 +65,10 @@ async fn no_value_leaks_at_trace_level() -> anyhow::Result<()> {
     w.plain_secret("taken", &[("theirs", &format!("{SENTINEL}-theirs"))]).await?;
 
     // Sync, template, rotation.
-    let good = json!([
-        {"secretKey": "password", "remoteRef": {"key": db, "property": "password"}},
-        {"secretKey": "whole", "remoteRef": {"key": db}}
-    ]);
-    w.external_secret("sync", es("aws", good.clone())).await?;
-    let mut tpl = es("aws", json!([{"secretKey": "password", "remoteRef": {"key": db, "property": "password"}}]));
-    tpl["target"] = json!({"template": {"data": {"dsn": "p={{ password }}"}}});
-    w.external_secret("tpl", tpl).await?;
+    let password = |store: &str| es(store).refresh("1s").property("password", &db, "password");
+    let good = |store: &str| password(store).key("whole", &db);
+    w.external_secret("sync", good("aws")).await?;
+    w.external_secret("tpl", password("aws").template(json!({"data": {"dsn": "p={{ password }}"}}))).await?;
     w.wait_value("sync", "password", &pw1).await?;
     w.wait_value("tpl", "dsn", &format!("p={pw1}")).await?;
     let pw2 = format!("{SENTINEL}-pw2");
@@ -83,35 +77,18 @@ async fn no_value_leaks_at_trace_level() -> anyhow::Result<()> {
     w.wait_value("sync", "password", &pw2).await?;
 
     // Every failure path that is cheap to reach, each on its own ExternalSecret.
-    let template_error = |source: &str| {
-        let mut s = es("aws", json!([{"secretKey": "password", "remoteRef": {"key": db, "property": "password"}}]));
-        s["target"] = json!({"template": {"data": {"out": source}}});
-        s
-    };
-    let mut conflict = es("aws", good.clone());
-    conflict["target"] = json!({"name": "taken"});
+    let template_error = |source: &str| password("aws").template(json!({"data": {"out": source}}));
+    let aws = || es("aws").refresh("1s");
     let failures = [
-        ("missing", es("aws", json!([{"secretKey": "k", "remoteRef": {"key": w.aws_name("nope")}}])), "SecretNotFound"),
-        (
-            "property",
-            es("aws", json!([{"secretKey": "k", "remoteRef": {"key": db, "property": "nope"}}])),
-            "PropertyNotFound",
-        ),
-        (
-            "nonjson",
-            es("aws", json!([{"secretKey": "k", "remoteRef": {"key": plain, "property": "x"}}])),
-            "InvalidValue",
-        ),
-        (
-            "badkey",
-            json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s", "dataFrom": [{"extract": {"key": badkey}}]}),
-            "InvalidValue",
-        ),
+        ("missing", aws().key("k", &w.aws_name("nope")), "SecretNotFound"),
+        ("property", aws().property("k", &db, "nope"), "PropertyNotFound"),
+        ("nonjson", aws().property("k", &plain, "x"), "InvalidValue"),
+        ("badkey", aws().extract(&badkey), "InvalidValue"),
         ("tpl-int", template_error("{{ password | int }}"), "InvalidTemplate"),
         ("tpl-undefined", template_error("{{ password.x.y }}"), "InvalidTemplate"),
         ("tpl-json", template_error("{{ password | fromJson }}"), "InvalidTemplate"),
         ("tpl-b64", template_error("{{ password | b64dec }}"), "InvalidTemplate"),
-        ("conflict", conflict, "TargetConflict"),
+        ("conflict", good("aws").target(json!({"name": "taken"})), "TargetConflict"),
     ];
     for (name, spec, _) in &failures {
         w.external_secret(name, spec.clone()).await?;
@@ -122,7 +99,7 @@ async fn no_value_leaks_at_trace_level() -> anyhow::Result<()> {
 
     // Throttled and denied, then through.
     proxy.set(Fault::Throttle);
-    w.external_secret("proxied", es("proxied", good)).await?;
+    w.external_secret("proxied", good("proxied")).await?;
     w.wait_reason("proxied", "Throttled").await?;
     proxy.set(Fault::Deny);
     w.wait_reason("proxied", "AccessDenied").await?;
@@ -136,8 +113,8 @@ async fn no_value_leaks_at_trace_level() -> anyhow::Result<()> {
     assert!(events.items.iter().any(|e| e.reason.as_deref() == Some("InvalidTemplate")));
     assert_clean("the Events", &serde_json::to_string(&events.items)?);
     let statuses: Vec<_> =
-        w.externalsecrets().list(&ListParams::default()).await?.items.into_iter().map(|e| e.status).collect();
+        w.api::<ExternalSecret>().list(&ListParams::default()).await?.items.into_iter().map(|e| e.status).collect();
     assert_clean("the ExternalSecret status", &serde_json::to_string(&statuses)?);
-    assert_clean("/metrics", &http_get(&w.operator.metrics_addr, "/metrics")?);
+    assert_clean("/metrics", w.operator.metrics()?.text());
     Ok(())
 }
