@@ -122,20 +122,23 @@ fn usage(pid: u32) -> anyhow::Result<Usage> {
             .find(|l| l.starts_with(field))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
+            .with_context(|| format!("no {field} in /proc/{pid}/status"))
     };
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).with_context(|| format!("no command name in {stat:?}"))?;
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields.get(i).and_then(|v| v.parse::<f64>().ok()).with_context(|| format!("no field {i} in {stat:?}"))
+    };
     Ok(Usage {
-        rss_mib: kib("VmRSS:") / 1024.0,
-        peak_rss_mib: kib("VmHWM:") / 1024.0,
-        cpu_seconds: (ticks(11) + ticks(12)) / clock_ticks(),
+        rss_mib: kib("VmRSS:")? / 1024.0,
+        peak_rss_mib: kib("VmHWM:")? / 1024.0,
+        cpu_seconds: (ticks(11)? + ticks(12)?) / clock_ticks(),
     })
 }
 
+/// Clock ticks per second (100, the Linux default, where `getconf` cannot say).
 fn clock_ticks() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
@@ -348,7 +351,11 @@ fn write_section(name: &str, markdown: &str) -> anyhow::Result<PathBuf> {
     let begin = format!("<!-- bench {name} -->");
     let end = "<!-- /bench -->";
     let section = format!("{begin}\n{markdown}{end}\n");
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let old = match std::fs::read_to_string(&path) {
+        Ok(old) => old,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
     let new = match (old.find(&begin), old.find(&begin).and_then(|b| old[b..].find(end).map(|e| b + e + end.len()))) {
         (Some(b), Some(e)) => format!("{}{section}{}", &old[..b], old[e..].trim_start_matches('\n')),
         _ => {

@@ -1,7 +1,7 @@
 //! Install and operate: the Helm chart renders, lints and installs; the operator does its job with
 //! nothing but the chart's RBAC; the CRDs apply with kubectl; the Dockerfile lints.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -17,8 +17,14 @@ use crate::common::*;
 
 const KUBE_VERSION: &str = "1.37.2";
 
-fn chart() -> PathBuf {
-    repo_root().join("charts/lockstep")
+/// The chart's folder, as an argument for helm.
+fn chart() -> String {
+    path_arg(&repo_root().join("charts/lockstep"))
+}
+
+/// `path` as a command-line argument (the rig's paths are UTF-8).
+fn path_arg(path: &Path) -> String {
+    path.to_str().expect("a UTF-8 path").to_string()
 }
 
 /// Run a tool from `.tools/bin` with a clean environment (helm's caches in the rig directory).
@@ -44,7 +50,7 @@ fn ok(out: Output, what: &str) -> anyhow::Result<String> {
 /// `helm template` with `--set` values; every rendered object as JSON.
 fn template(sets: &[&str]) -> anyhow::Result<Vec<Value>> {
     let chart = chart();
-    let mut args = vec!["template", "rel", chart.to_str().unwrap_or_default(), "--namespace", "ops"];
+    let mut args = vec!["template", "rel", &chart, "--namespace", "ops"];
     args.extend(["--kube-version", KUBE_VERSION]);
     for s in sets {
         args.extend(["--set", s]);
@@ -66,10 +72,8 @@ fn find<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
 
 fn container_args(docs: &[Value]) -> Vec<String> {
     let deployment = find(docs, "Deployment");
-    deployment[0]["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
-        .unwrap_or_default()
+    let args = deployment[0]["spec"]["template"]["spec"]["containers"][0]["args"].as_array();
+    args.expect("the container has args").iter().filter_map(|s| s.as_str().map(String::from)).collect()
 }
 
 /// The verbs granted on `resource` by the rules of every Role and ClusterRole rendered.
@@ -89,8 +93,7 @@ fn verbs(docs: &[Value], resource: &str) -> Vec<String> {
 
 #[test]
 fn chart_lints_and_renders_a_hardened_pod_in_both_scopes() -> anyhow::Result<()> {
-    let chart = chart();
-    let chart = chart.to_str().unwrap_or_default();
+    let chart = &chart();
     ok(tool("helm", &["lint", chart, "--strict", "--kube-version", KUBE_VERSION])?, "helm lint")?;
     ok(
         tool("helm", &["lint", chart, "--strict", "--kube-version", KUBE_VERSION, "--set", "scope.namespace=team-a"])?,
@@ -141,8 +144,7 @@ fn chart_lints_and_renders_a_hardened_pod_in_both_scopes() -> anyhow::Result<()>
 
 #[test]
 fn chart_rejects_bad_values_with_a_clear_message() -> anyhow::Result<()> {
-    let chart = chart();
-    let chart = chart.to_str().unwrap_or_default();
+    let chart = &chart();
     for (set, says) in [
         ("scope.namespace=Team_A", "/scope/namespace"),
         ("replicaCount=0", "/replicaCount"),
@@ -172,9 +174,8 @@ fn dockerfile_passes_hadolint() -> anyhow::Result<()> {
 #[tokio::test]
 async fn crds_apply_with_kubectl_server_side() -> anyhow::Result<()> {
     let rig = Rig::get();
-    let kubeconfig = rig.kubeconfig.to_str().unwrap_or_default();
-    let crds = repo_root().join("crds");
-    let crds = crds.to_str().unwrap_or_default();
+    let kubeconfig = &path_arg(&rig.kubeconfig);
+    let crds = &path_arg(&repo_root().join("crds"));
     let out = tool(
         "kubectl",
         &[
@@ -204,9 +205,8 @@ fn helm_install(namespace: &str, sets: &[&str]) -> anyhow::Result<String> {
     let rig = Rig::get();
     let release = format!("lockstep-{}", unique());
     let chart = chart();
-    let mut args = vec!["install", &release, chart.to_str().unwrap_or_default(), "--namespace", namespace];
-    let kubeconfig = rig.kubeconfig.to_str().unwrap_or_default();
-    args.extend(["--kubeconfig", kubeconfig]);
+    let kubeconfig = path_arg(&rig.kubeconfig);
+    let mut args = vec!["install", &release, &chart, "--namespace", namespace, "--kubeconfig", &kubeconfig];
     for s in sets {
         args.extend(["--set", s]);
     }

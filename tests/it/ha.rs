@@ -105,7 +105,7 @@ async fn only_the_leader_writes_and_a_killed_leader_hands_over() -> anyhow::Resu
     let World { env: _env, operator: mut second } = w;
     let status = second.terminate().await?;
     assert!(status.success(), "exit status {status:?}\n{}", second.logs());
-    let lease = leases.get("lockstep").await?.spec.unwrap_or_default();
+    let lease = leases.get("lockstep").await?.spec.expect("the Lease has a spec");
     assert_eq!(lease.holder_identity, None, "{lease:?}");
     let third = candidate(&ns)?;
     let started = Instant::now();

@@ -196,7 +196,7 @@ async fn decoding_and_key_conversion() -> anyhow::Result<()> {
     .await?;
     w.wait_reason("dec", "SecretSynced").await?;
     let s = w.secrets().get("dec").await?;
-    let data = s.data.clone().unwrap_or_default();
+    let data = s.data.clone().expect("the Secret has data");
     assert_eq!(data["bin"].0, vec![0u8, 255, 128, 255]);
     assert_eq!(data["url"].0, vec![0u8, 255, 128, 255]);
     assert_eq!(text(&s, "auto"), "plain text!");
@@ -229,7 +229,8 @@ async fn admission_rejects_invalid_mapping_specs() -> anyhow::Result<()> {
         (es("s").remote("k", json!({"key": "a", "decodingStrategy": "Hex"})), "Unsupported value: \\\"Hex\\\""),
     ];
     for (i, (spec, want)) in cases.into_iter().enumerate() {
-        let err = env.apply(spec.manifest(&format!("bad-{i}"))).await.err().map(|e| e.to_string()).unwrap_or_default();
+        let err =
+            env.rejection(spec.manifest(&format!("bad-{i}"))).await.map_err(|e| anyhow::anyhow!("case {i}: {e}"))?;
         assert!(err.contains(want), "case {i}: want {want:?} in {err:?}");
     }
     Ok(())

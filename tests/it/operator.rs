@@ -40,7 +40,7 @@ async fn syncs_properties_and_follows_a_rotation() -> anyhow::Result<()> {
     assert!(ann.get("lockstep.dev/source-versions").is_some_and(|v| v.contains(&db)));
 
     let es = w.api::<ExternalSecret>().get("db").await?;
-    let status = es.status.clone().unwrap_or_default();
+    let status = es.status.clone().expect("a synced ExternalSecret has a status");
     assert_eq!(status.observed_generation, es.metadata.generation);
     assert_eq!(status.sources.len(), 1);
     assert_eq!(status.sources[0].version_stage.as_deref(), Some("AWSCURRENT"));
@@ -87,7 +87,7 @@ async fn extract_binary_and_explicit_versions() -> anyhow::Result<()> {
     let bin = w.aws_name("bin");
     let created =
         w.env.aws.create_secret().name(&bin).secret_binary(Blob::new(vec![0u8, 159, 146, 150, 255])).send().await?;
-    let first_version = created.version_id().unwrap_or_default().to_string();
+    let first_version = created.version_id().expect("CreateSecret answers with the version id").to_string();
     w.env.aws.put_secret_value().secret_id(&bin).secret_binary(Blob::new(vec![1u8, 2, 3])).send().await?;
     w.external_secret(
         "mix",
@@ -101,7 +101,7 @@ async fn extract_binary_and_explicit_versions() -> anyhow::Result<()> {
     .await?;
     w.wait_reason("mix", "SecretSynced").await?;
     let s = w.secrets().get("mix").await?;
-    let data = s.data.clone().unwrap_or_default();
+    let data = s.data.clone().expect("the Secret has data");
     assert_eq!(data["bin"].0, vec![1u8, 2, 3]);
     assert_eq!(data["old-bin"].0, vec![0u8, 159, 146, 150, 255]);
     assert_eq!(data["prev-bin"].0, vec![0u8, 159, 146, 150, 255]);
@@ -129,7 +129,7 @@ async fn creation_policies() -> anyhow::Result<()> {
     let s = w.secrets().get("taken").await?;
     assert_eq!(s.metadata.resource_version, theirs, "a Secret owned by someone else is never written");
     assert_eq!(text(&s, "mine"), "keep");
-    assert!(!s.data.unwrap_or_default().contains_key("k"), "the conflicting Secret must stay untouched");
+    assert!(!s.data.expect("the Secret has data").contains_key("k"), "the conflicting Secret must stay untouched");
 
     // Orphan: written without an owner reference.
     w.external_secret("orphan", into("orphaned", "Orphan")).await?;
@@ -470,7 +470,7 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
     ];
     for (i, (kind, spec, want)) in cases.into_iter().enumerate() {
         let name = format!("bad-{i}-{}", lockstep_rig::unique());
-        let err = env.apply(object(kind, &name, spec)).await.err().map(|e| e.to_string()).unwrap_or_default();
+        let err = env.rejection(object(kind, &name, spec)).await.map_err(|e| anyhow::anyhow!("case {i}: {e}"))?;
         assert!(err.contains(want), "case {i} ({kind}): want {want:?} in {err:?}");
     }
     Ok(())
@@ -497,14 +497,14 @@ async fn rollout_restart_once_per_burst_and_never_on_first_sync() -> anyhow::Res
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     let d0 = deployments.get("api").await?;
     assert_eq!(restarted_for(&d0), None, "no restart on the first sync");
-    let g0 = d0.metadata.generation.unwrap_or_default();
+    let g0 = d0.metadata.generation.expect("the apiserver sets a generation");
 
     // A burst of two changes inside the quiet period.
     w.env.aws.put_secret_value().secret_id(&src).secret_string("v2").send().await?;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     w.env.aws.put_secret_value().secret_id(&src).secret_string("v3").send().await?;
     let s = w.wait_value("es", "k", "v3").await?;
-    let hash = s.annotations().get("lockstep.dev/data-hash").cloned().unwrap_or_default();
+    let hash = s.annotations().get("lockstep.dev/data-hash").cloned().expect("a synced Secret has a data hash");
     let d = deployments.clone();
     w.eventually("restart annotation", || {
         let d = d.clone();
@@ -513,7 +513,7 @@ async fn rollout_restart_once_per_burst_and_never_on_first_sync() -> anyhow::Res
     })
     .await?;
     tokio::time::sleep(std::time::Duration::from_secs(8)).await;
-    let g1 = deployments.get("api").await?.metadata.generation.unwrap_or_default();
+    let g1 = deployments.get("api").await?.metadata.generation.expect("the apiserver sets a generation");
     assert_eq!(g1, g0 + 1, "exactly one restart for the burst");
     let theirs_after = theirs.get("api").await?.metadata.resource_version;
     assert_eq!(theirs_after, theirs_before, "a Deployment of another namespace must not be touched");

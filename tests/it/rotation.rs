@@ -85,7 +85,7 @@ async fn a_wave_of_syncs_is_fetched_in_batches_and_stage_moves_are_followed() ->
         aws.update_secret_version_stage()
             .secret_id(&id)
             .version_stage("AWSCURRENT")
-            .move_to_version_id(staged.version_id().unwrap_or_default())
+            .move_to_version_id(staged.version_id().expect("PutSecretValue answers with the version id"))
             .remove_from_version_id(current)
             .send()
             .await?;
