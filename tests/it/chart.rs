@@ -239,8 +239,19 @@ fn forbidden<T: std::fmt::Debug>(r: kube::Result<T>) -> bool {
     matches!(r, Err(kube::Error::Api(e)) if e.code == 403)
 }
 
-/// Store, ExternalSecret, rotation and rollout restart, in `w`'s namespace.
-async fn whole_job(w: &World) -> anyhow::Result<()> {
+/// The operator as the ServiceAccount of `kubeconfig` (release `sa`), with leader election on as
+/// the chart runs it, its Lease in `lease_ns`; it watches `env`'s namespace only, so that it leaves
+/// the other tests' namespaces alone. Once it has done the whole job (a store, an ExternalSecret, a
+/// rotation and a rollout restart in that namespace), its world.
+async fn whole_job_as(env: TestEnv, kubeconfig: &Path, sa: &str, lease_ns: &str) -> anyhow::Result<World> {
+    let ns = env.ns.clone();
+    let operator = Operator::start(
+        LOCKSTEP,
+        kubeconfig,
+        &["--namespace", &ns, "--leader-elect", "--lease-name", sa, "--lease-namespace", lease_ns],
+        &[("LOCKSTEP_RESTART_DEBOUNCE_SECONDS", "1")],
+    )?;
+    let w = World { env, operator };
     w.store(secret_store("aws", &Rig::get().emulator.endpoint)).await?;
     w.deployment("api").await?;
     let src = w.create_aws("db", r#"{"password":"one"}"#).await?;
@@ -264,7 +275,7 @@ async fn whole_job(w: &World) -> anyhow::Result<()> {
         }
     })
     .await?;
-    Ok(())
+    Ok(w)
 }
 
 #[tokio::test]
@@ -284,17 +295,9 @@ async fn installed_chart_rbac_is_enough_for_the_whole_job() -> anyhow::Result<()
     Api::<k8s_openapi::api::core::v1::Namespace>::all(as_sa.clone()).get(&env.ns).await?;
     assert!(forbidden(Api::<ServiceAccount>::namespaced(as_sa.clone(), &env.ns).list(&ListParams::default()).await));
 
-    // The operator itself, as the ServiceAccount, with leader election on (as the chart runs it).
-    // It watches this test's namespace only, so that it leaves the other tests' namespaces alone.
+    // The operator itself, as the ServiceAccount.
     let lease_ns = env.ns.clone();
-    let operator = Operator::start(
-        LOCKSTEP,
-        &kubeconfig,
-        &["--namespace", &env.ns, "--leader-elect", "--lease-name", &sa, "--lease-namespace", &lease_ns],
-        &[("LOCKSTEP_RESTART_DEBOUNCE_SECONDS", "1")],
-    )?;
-    let w = World { env, operator };
-    whole_job(&w).await?;
+    let w = whole_job_as(env, &kubeconfig, &sa, &lease_ns).await?;
     let readyz = w.operator.get("/readyz")?;
     assert!(readyz.body.contains("ok"), "{readyz:?}");
     let logs = w.operator.logs();
@@ -325,14 +328,7 @@ async fn namespace_scoped_install_cannot_read_other_namespaces() -> anyhow::Resu
     assert!(forbidden(Api::<Secret>::all(as_sa.clone()).list(&ListParams::default()).await));
     assert!(forbidden(Api::<ClusterSecretStore>::all(as_sa.clone()).list(&ListParams::default()).await));
 
-    let operator = Operator::start(
-        LOCKSTEP,
-        &kubeconfig,
-        &["--namespace", &env.ns, "--leader-elect", "--lease-name", &sa, "--lease-namespace", &ops.ns],
-        &[("LOCKSTEP_RESTART_DEBOUNCE_SECONDS", "1")],
-    )?;
-    let w = World { env, operator };
-    whole_job(&w).await?;
+    let w = whole_job_as(env, &kubeconfig, &sa, &ops.ns).await?;
 
     let logs = w.operator.logs();
     assert!(!logs.to_lowercase().contains("forbidden"), "{logs}");
