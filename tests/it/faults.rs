@@ -78,10 +78,10 @@ async fn throttling_a_share_of_calls_converges_without_a_retry_storm() -> anyhow
         emu.client().create_secret().name(format!("t/{i}")).secret_string(format!("v{i}")).send().await?;
     }
     let throttled = |metrics: &Metrics| metrics.sum("lockstep_aws_calls_total", &[("outcome", "Throttled")]);
-    // Every call is throttled until the SDK's own three attempts were not enough and the operator
-    // saw (and counted) a throttled call; then every other call. (Throttling three in four from the
-    // start was not deterministic: concurrent operations could share the passing calls so that each
-    // one got through, and with refreshInterval 1h nothing more was called.)
+    // Every call is throttled until the SDK's own three attempts are not enough and the operator
+    // sees (and counts) a throttled call; then every other call. Throttling only a share from the
+    // start is not deterministic: concurrent operations can share the passing calls so that each
+    // one gets through, and with refreshInterval 1h nothing more is called.
     proxy.set(Fault::Throttle);
     w.store(secret_store("aws", &proxy.endpoint)).await?;
     for i in 0..N {
