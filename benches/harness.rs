@@ -11,10 +11,6 @@
 //! seconds (3) after the cold start, then checks that every Secret holds its latest value, and
 //! reports memory at start and end, errors, and AWS calls per hour.
 
-#[path = "../tests/it/common.rs"]
-#[allow(dead_code)]
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -27,10 +23,12 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use lockstep::api::ExternalSecret;
-use lockstep_rig::{Emulator, Rig};
+use lockstep_rig::manifests::{es, secret_store};
+use lockstep_rig::{Emulator, Operator, Rig, install_crds};
 use serde_json::json;
 
-use common::{Operator, install_crds};
+/// The operator binary of this build (the release build under `cargo bench`).
+const LOCKSTEP: &str = env!("CARGO_BIN_EXE_lockstep");
 
 /// What AWS calls a secret's rotation-free steady state is extrapolated with.
 const CHANGES_PER_HOUR: f64 = 0.01;
@@ -124,20 +122,23 @@ fn usage(pid: u32) -> anyhow::Result<Usage> {
             .find(|l| l.starts_with(field))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
+            .with_context(|| format!("no {field} in /proc/{pid}/status"))
     };
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).with_context(|| format!("no command name in {stat:?}"))?;
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields.get(i).and_then(|v| v.parse::<f64>().ok()).with_context(|| format!("no field {i} in {stat:?}"))
+    };
     Ok(Usage {
-        rss_mib: kib("VmRSS:") / 1024.0,
-        peak_rss_mib: kib("VmHWM:") / 1024.0,
-        cpu_seconds: (ticks(11) + ticks(12)) / clock_ticks(),
+        rss_mib: kib("VmRSS:")? / 1024.0,
+        peak_rss_mib: kib("VmHWM:")? / 1024.0,
+        cpu_seconds: (ticks(11)? + ticks(12)?) / clock_ticks(),
     })
 }
 
+/// Clock ticks per second (100, the Linux default, where `getconf` cannot say).
 fn clock_ticks() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
@@ -259,7 +260,7 @@ impl Report {
             "### {} ExternalSecrets over {} AWS secrets, refreshInterval {} s\n",
             a.es, a.secrets, a.refresh
         );
-        let build = if env!("CARGO_BIN_EXE_lockstep").contains("/release/") { "release" } else { "debug" };
+        let build = if LOCKSTEP.contains("/release/") { "release" } else { "debug" };
         let _ = writeln!(
             s,
             "Run {} on {cores} cores ({cpu}), {build} build; command: `{}`.\n",
@@ -350,7 +351,11 @@ fn write_section(name: &str, markdown: &str) -> anyhow::Result<PathBuf> {
     let begin = format!("<!-- bench {name} -->");
     let end = "<!-- /bench -->";
     let section = format!("{begin}\n{markdown}{end}\n");
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let old = match std::fs::read_to_string(&path) {
+        Ok(old) => old,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
     let new = match (old.find(&begin), old.find(&begin).and_then(|b| old[b..].find(end).map(|e| b + e + end.len()))) {
         (Some(b), Some(e)) => format!("{}{section}{}", &old[..b], old[e..].trim_start_matches('\n')),
         _ => {
@@ -411,12 +416,7 @@ async fn soak(
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
     let end = usage(operator.pid())?;
-    let metrics = common::http_get(&operator.metrics_addr, "/metrics").unwrap_or_default();
-    let failures: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("lockstep_reconcile_failures_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .fold(0.0, |a, b| a + b);
+    let failures = operator.metrics()?.sum("lockstep_reconcile_failures_total", &[]);
     let log = operator.logs();
     let warnings = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).count();
 
@@ -466,7 +466,7 @@ async fn main() -> anyhow::Result<()> {
 
     let rig = Rig::get();
     let env = rig.test_env("bench").await?;
-    install_crds(&env.kube).await?;
+    install_crds(&env.kube, &lockstep::api::crds()).await?;
     let emu = Emulator::start(&rig.dir.join("bench-emulator"))?;
     let aws = emu.client();
     let names: Vec<String> = (0..m).map(|i| format!("bench/{i:05}")).collect();
@@ -495,22 +495,7 @@ async fn main() -> anyhow::Result<()> {
 
     let kube = env.kube.clone();
     let ns = env.ns.clone();
-    common::apply(
-        &kube,
-        Some(&ns),
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "aws-creds"},
-               "stringData": {"access-key-id": "testing", "secret-access-key": "testing"}}),
-    )
-    .await?;
-    common::apply(
-        &kube,
-        Some(&ns),
-        json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": "aws"},
-               "spec": {"aws": {"region": "us-east-1", "endpoint": emu.endpoint, "auth": {"secretRef": {
-                   "accessKeyIDSecretRef": {"name": "aws-creds", "key": "access-key-id"},
-                   "secretAccessKeySecretRef": {"name": "aws-creds", "key": "secret-access-key"}}}}}}),
-    )
-    .await?;
+    env.store(secret_store("aws", &emu.endpoint)).await?;
     let es_api = Api::<ExternalSecret>::namespaced(kube.clone(), &ns);
     let t = Instant::now();
     futures::stream::iter((0..n).map(|i| {
@@ -519,12 +504,8 @@ async fn main() -> anyhow::Result<()> {
         let refresh = format!("{}s", args.refresh);
         async move {
             let name = format!("es-{i:05}");
-            let es = json!({
-                "apiVersion": "lockstep.dev/v1alpha1", "kind": "ExternalSecret", "metadata": {"name": name},
-                "spec": {"secretStoreRef": {"name": "aws"}, "refreshInterval": refresh,
-                         "data": [{"secretKey": "password", "remoteRef": {"key": key, "property": "password"}}]}
-            });
-            api.patch(&name, &PatchParams::apply("lockstep-bench"), &Patch::Apply(&es)).await.map(|_| ())
+            let manifest = es("aws").refresh(&refresh).property("password", &key, "password").manifest(&name);
+            api.patch(&name, &PatchParams::apply("lockstep-bench"), &Patch::Apply(&manifest)).await.map(|_| ())
         }
     }))
     .buffer_unordered(32)
@@ -535,7 +516,7 @@ async fn main() -> anyhow::Result<()> {
     // Cold start: the operator meets N ExternalSecrets that have never synced.
     emu.start_recording()?;
     let started = Instant::now();
-    let operator = Operator::start(Some(&ns), &[])?;
+    let operator = Operator::watching(LOCKSTEP, &ns, &[])?;
     // Bounded: ten minutes, plus a quarter of a second per ExternalSecret for the large sizes.
     let limit = Duration::from_secs(600) + Duration::from_millis(250) * n as u32;
     let ready = all_ready(&es_api, n, limit).await.with_context(|| {

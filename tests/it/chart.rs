@@ -9,17 +9,22 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
-use kube::config::Kubeconfig;
 use lockstep::api::{ClusterSecretStore, ExternalSecret};
-use lockstep_rig::{Rig, eventually, repo_root, tools_dir, unique};
+use lockstep_rig::{Rig, client_from, repo_root, tools_dir, unique};
 use serde_json::{Value, json};
 
 use crate::common::*;
 
 const KUBE_VERSION: &str = "1.37.2";
 
-fn chart() -> PathBuf {
-    repo_root().join("charts/lockstep")
+/// The chart's folder, as an argument for helm.
+fn chart() -> String {
+    path_arg(&repo_root().join("charts/lockstep"))
+}
+
+/// `path` as a command-line argument (the rig's paths are UTF-8).
+fn path_arg(path: &Path) -> String {
+    path.to_str().expect("a UTF-8 path").to_string()
 }
 
 /// Run a tool from `.tools/bin` with a clean environment (helm's caches in the rig directory).
@@ -45,7 +50,7 @@ fn ok(out: Output, what: &str) -> anyhow::Result<String> {
 /// `helm template` with `--set` values; every rendered object as JSON.
 fn template(sets: &[&str]) -> anyhow::Result<Vec<Value>> {
     let chart = chart();
-    let mut args = vec!["template", "rel", chart.to_str().unwrap_or_default(), "--namespace", "ops"];
+    let mut args = vec!["template", "rel", &chart, "--namespace", "ops"];
     args.extend(["--kube-version", KUBE_VERSION]);
     for s in sets {
         args.extend(["--set", s]);
@@ -67,10 +72,8 @@ fn find<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
 
 fn container_args(docs: &[Value]) -> Vec<String> {
     let deployment = find(docs, "Deployment");
-    deployment[0]["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
-        .unwrap_or_default()
+    let args = deployment[0]["spec"]["template"]["spec"]["containers"][0]["args"].as_array();
+    args.expect("the container has args").iter().filter_map(|s| s.as_str().map(String::from)).collect()
 }
 
 /// The verbs granted on `resource` by the rules of every Role and ClusterRole rendered.
@@ -90,8 +93,7 @@ fn verbs(docs: &[Value], resource: &str) -> Vec<String> {
 
 #[test]
 fn chart_lints_and_renders_a_hardened_pod_in_both_scopes() -> anyhow::Result<()> {
-    let chart = chart();
-    let chart = chart.to_str().unwrap_or_default();
+    let chart = &chart();
     ok(tool("helm", &["lint", chart, "--strict", "--kube-version", KUBE_VERSION])?, "helm lint")?;
     ok(
         tool("helm", &["lint", chart, "--strict", "--kube-version", KUBE_VERSION, "--set", "scope.namespace=team-a"])?,
@@ -142,8 +144,7 @@ fn chart_lints_and_renders_a_hardened_pod_in_both_scopes() -> anyhow::Result<()>
 
 #[test]
 fn chart_rejects_bad_values_with_a_clear_message() -> anyhow::Result<()> {
-    let chart = chart();
-    let chart = chart.to_str().unwrap_or_default();
+    let chart = &chart();
     for (set, says) in [
         ("scope.namespace=Team_A", "/scope/namespace"),
         ("replicaCount=0", "/replicaCount"),
@@ -173,9 +174,8 @@ fn dockerfile_passes_hadolint() -> anyhow::Result<()> {
 #[tokio::test]
 async fn crds_apply_with_kubectl_server_side() -> anyhow::Result<()> {
     let rig = Rig::get();
-    let kubeconfig = rig.kubeconfig.to_str().unwrap_or_default();
-    let crds = repo_root().join("crds");
-    let crds = crds.to_str().unwrap_or_default();
+    let kubeconfig = &path_arg(&rig.kubeconfig);
+    let crds = &path_arg(&repo_root().join("crds"));
     let out = tool(
         "kubectl",
         &[
@@ -205,9 +205,8 @@ fn helm_install(namespace: &str, sets: &[&str]) -> anyhow::Result<String> {
     let rig = Rig::get();
     let release = format!("lockstep-{}", unique());
     let chart = chart();
-    let mut args = vec!["install", &release, chart.to_str().unwrap_or_default(), "--namespace", namespace];
-    let kubeconfig = rig.kubeconfig.to_str().unwrap_or_default();
-    args.extend(["--kubeconfig", kubeconfig]);
+    let kubeconfig = path_arg(&rig.kubeconfig);
+    let mut args = vec!["install", &release, &chart, "--namespace", namespace, "--kubeconfig", &kubeconfig];
     for s in sets {
         args.extend(["--set", s]);
     }
@@ -230,37 +229,35 @@ async fn kubeconfig_for(kube: &kube::Client, namespace: &str, sa: &str) -> anyho
         .token
         .ok_or_else(|| anyhow::anyhow!("TokenRequest has no token"))?;
     let rig = Rig::get();
-    let mut kc = Kubeconfig::read_from(&rig.kubeconfig)?;
-    for auth in &mut kc.auth_infos {
-        if let Some(a) = auth.auth_info.as_mut() {
-            a.token = Some(token.clone().into());
-        }
-    }
+    let kc = rig.kubeconfig_with_token(&token)?;
     let path = rig.dir.join(format!("kubeconfig-{sa}"));
     std::fs::write(&path, serde_yaml::to_string(&kc)?)?;
     Ok(path)
-}
-
-async fn client_from(path: &Path) -> anyhow::Result<kube::Client> {
-    let kc = Kubeconfig::read_from(path)?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(config)?)
 }
 
 fn forbidden<T: std::fmt::Debug>(r: kube::Result<T>) -> bool {
     matches!(r, Err(kube::Error::Api(e)) if e.code == 403)
 }
 
-/// Store, ExternalSecret, rotation and rollout restart, in `w`'s namespace.
-async fn whole_job(w: &World) -> anyhow::Result<()> {
-    w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
+/// The operator as the ServiceAccount of `kubeconfig` (release `sa`), with leader election on as
+/// the chart runs it, its Lease in `lease_ns`; it watches `env`'s namespace only, so that it leaves
+/// the other tests' namespaces alone. Once it has done the whole job (a store, an ExternalSecret, a
+/// rotation and a rollout restart in that namespace), its world.
+async fn whole_job_as(env: TestEnv, kubeconfig: &Path, sa: &str, lease_ns: &str) -> anyhow::Result<World> {
+    let ns = env.ns.clone();
+    let operator = Operator::start(
+        LOCKSTEP,
+        kubeconfig,
+        &["--namespace", &ns, "--leader-elect", "--lease-name", sa, "--lease-namespace", lease_ns],
+        &[("LOCKSTEP_RESTART_DEBOUNCE_SECONDS", "1")],
+    )?;
+    let w = World { env, operator };
+    w.store(secret_store("aws", &Rig::get().emulator.endpoint)).await?;
     w.deployment("api").await?;
     let src = w.create_aws("db", r#"{"password":"one"}"#).await?;
     w.external_secret(
         "db",
-        json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
-            "rolloutRestartTargets": [{"kind": "Deployment", "name": "api"}],
-            "data": [{"secretKey": "password", "remoteRef": {"key": src, "property": "password"}}]}),
+        es("aws").refresh("1s").restart("Deployment", "api").property("password", &src, "password"),
     )
     .await?;
     w.wait_reason("db", "SecretSynced").await?;
@@ -269,17 +266,16 @@ async fn whole_job(w: &World) -> anyhow::Result<()> {
 
     w.env.aws.put_secret_value().secret_id(&src).secret_string(r#"{"password":"two"}"#).send().await?;
     w.wait_value("db", "password", "two").await?;
-    let deployments = Api::<Deployment>::namespaced(w.env.kube.clone(), w.ns());
-    eventually(WAIT, "rollout restart", || {
+    let deployments = w.api::<Deployment>();
+    w.eventually("rollout restart", || {
         let deployments = deployments.clone();
         async move {
             let d = deployments.get("api").await.ok()?;
             d.spec.template.metadata?.annotations?.contains_key("lockstep.dev/restarted-for").then_some(())
         }
     })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}\n{}", w.operator.logs()))?;
-    Ok(())
+    .await?;
+    Ok(w)
 }
 
 #[tokio::test]
@@ -299,18 +295,11 @@ async fn installed_chart_rbac_is_enough_for_the_whole_job() -> anyhow::Result<()
     Api::<k8s_openapi::api::core::v1::Namespace>::all(as_sa.clone()).get(&env.ns).await?;
     assert!(forbidden(Api::<ServiceAccount>::namespaced(as_sa.clone(), &env.ns).list(&ListParams::default()).await));
 
-    // The operator itself, as the ServiceAccount, with leader election on (as the chart runs it).
-    // It watches this test's namespace only, so that it leaves the other tests' namespaces alone.
+    // The operator itself, as the ServiceAccount.
     let lease_ns = env.ns.clone();
-    let operator = Operator::start_with(
-        &kubeconfig,
-        &["--namespace", &env.ns, "--leader-elect", "--lease-name", &sa, "--lease-namespace", &lease_ns],
-        &[("LOCKSTEP_RESTART_DEBOUNCE_SECONDS", "1")],
-    )?;
-    let w = World { env, operator };
-    whole_job(&w).await?;
-    let readyz = http_get(&w.operator.metrics_addr, "/readyz")?;
-    assert!(readyz.contains("ok"), "{readyz}");
+    let w = whole_job_as(env, &kubeconfig, &sa, &lease_ns).await?;
+    let readyz = w.operator.get("/readyz")?;
+    assert!(readyz.body.contains("ok"), "{readyz:?}");
     let logs = w.operator.logs();
     // Past each line's timestamp (whose fraction of a second may read 403).
     let denied = logs
@@ -339,13 +328,7 @@ async fn namespace_scoped_install_cannot_read_other_namespaces() -> anyhow::Resu
     assert!(forbidden(Api::<Secret>::all(as_sa.clone()).list(&ListParams::default()).await));
     assert!(forbidden(Api::<ClusterSecretStore>::all(as_sa.clone()).list(&ListParams::default()).await));
 
-    let operator = Operator::start_with(
-        &kubeconfig,
-        &["--namespace", &env.ns, "--leader-elect", "--lease-name", &sa, "--lease-namespace", &ops.ns],
-        &[("LOCKSTEP_RESTART_DEBOUNCE_SECONDS", "1")],
-    )?;
-    let w = World { env, operator };
-    whole_job(&w).await?;
+    let w = whole_job_as(env, &kubeconfig, &sa, &ops.ns).await?;
 
     let logs = w.operator.logs();
     assert!(!logs.to_lowercase().contains("forbidden"), "{logs}");

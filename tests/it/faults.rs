@@ -8,21 +8,21 @@ use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use kube::api::ListParams;
-use lockstep_rig::{ControlPlane, Emulator, Fault, FaultProxy, Rig, TcpCut, eventually};
-use serde_json::json;
+use lockstep_rig::http::Metrics;
+use lockstep_rig::{ControlPlane, Emulator, Fault, FaultProxy, Rig, TcpCut};
 
 use crate::common::*;
 
-fn spec(key: &str, refresh: &str) -> serde_json::Value {
-    json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": refresh,
-           "data": [{"secretKey": "k", "remoteRef": {"key": key}}]})
+/// Key `k` of the Secret holds AWS secret `key`, refreshed every `refresh`.
+fn spec(key: &str, refresh: &str) -> Es {
+    es("aws").refresh(refresh).key("k", key)
 }
 
 #[tokio::test]
 async fn aws_going_away_keeps_the_secrets_and_recovers_within_one_backoff() -> anyhow::Result<()> {
     let w = World::new("outage").await?;
     let proxy = FaultProxy::start(&Rig::get().emulator.endpoint)?;
-    w.store("aws", &proxy.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &proxy.endpoint)).await?;
     let names = ["a", "b"];
     for n in names {
         let key = w.create_aws(n, &format!("value-{n}")).await?;
@@ -70,33 +70,26 @@ async fn aws_going_away_keeps_the_secrets_and_recovers_within_one_backoff() -> a
 
 #[tokio::test]
 async fn throttling_a_share_of_calls_converges_without_a_retry_storm() -> anyhow::Result<()> {
-    let emu = Emulator::start(&Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    let emu = Emulator::dedicated()?;
     let proxy = FaultProxy::start(&emu.endpoint)?;
     let w = World::new("throttle").await?;
     const N: usize = 8;
     for i in 0..N {
         emu.client().create_secret().name(format!("t/{i}")).secret_string(format!("v{i}")).send().await?;
     }
-    let throttled = |metrics: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with("lockstep_aws_calls_total") && l.contains("outcome=\"Throttled\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
-    // Every call is throttled until the SDK's own three attempts were not enough and the operator
-    // saw (and counted) a throttled call; then every other call. (Throttling three in four from the
-    // start was not deterministic: concurrent operations could share the passing calls so that each
-    // one got through, and with refreshInterval 1h nothing more was called.)
+    let throttled = |metrics: &Metrics| metrics.sum("lockstep_aws_calls_total", &[("outcome", "Throttled")]);
+    // Every call is throttled until the SDK's own three attempts are not enough and the operator
+    // sees (and counts) a throttled call; then every other call. Throttling only a share from the
+    // start is not deterministic: concurrent operations can share the passing calls so that each
+    // one gets through, and with refreshInterval 1h nothing more is called.
     proxy.set(Fault::Throttle);
-    w.store("aws", &proxy.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &proxy.endpoint)).await?;
     for i in 0..N {
         w.external_secret(&format!("es-{i}"), spec(&format!("t/{i}"), "1h")).await?;
     }
-    let addr = w.operator.metrics_addr.clone();
-    eventually(WAIT, "a throttled call counted", || {
-        let counted = http_get(&addr, "/metrics").map(|m| throttled(&m)).unwrap_or(0.0);
-        async move { (counted >= 1.0).then_some(()) }
+    w.eventually("a throttled call counted", || {
+        let counted = w.operator.metrics().is_ok_and(|m| throttled(&m) >= 1.0);
+        async move { counted.then_some(()) }
     })
     .await?;
     proxy.set(Fault::ThrottleAllBut(2));
@@ -114,15 +107,15 @@ async fn throttling_a_share_of_calls_converges_without_a_retry_storm() -> anyhow
     let idle = proxy.requests() - converged;
     eprintln!("throttling: {converged} requests to converge, {idle} in the 3 s after");
     assert!(idle <= 4 * 3, "{idle} requests in 3 s after convergence");
-    let metrics = http_get(&w.operator.metrics_addr, "/metrics")?;
-    assert!(throttled(&metrics) >= 1.0, "the throttled calls are counted: {metrics}");
+    let metrics = w.operator.metrics()?;
+    assert!(throttled(&metrics) >= 1.0, "the throttled calls are counted: {}", metrics.text());
     Ok(())
 }
 
 #[tokio::test]
 async fn the_operator_killed_during_a_burst_converges_to_the_same_secrets() -> anyhow::Result<()> {
     let mut w = World::new("sigkill").await?;
-    w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &Rig::get().emulator.endpoint)).await?;
     const N: usize = 30;
     let mut keys = Vec::new();
     for i in 0..N {
@@ -134,7 +127,7 @@ async fn the_operator_killed_during_a_burst_converges_to_the_same_secrets() -> a
     // Kill it once some, not all, Secrets are written.
     let secrets = w.secrets();
     let managed = ListParams::default().labels("app.kubernetes.io/managed-by=lockstep");
-    eventually(WAIT, "a first Secret", || {
+    w.eventually("a first Secret", || {
         let secrets = secrets.clone();
         let managed = managed.clone();
         async move { (!secrets.list(&managed).await.ok()?.items.is_empty()).then_some(()) }
@@ -143,7 +136,7 @@ async fn the_operator_killed_during_a_burst_converges_to_the_same_secrets() -> a
     w.operator.kill();
     let written = secrets.list(&managed).await?.items.len();
     eprintln!("sigkill: {written} of {N} Secrets written before the kill");
-    w.operator = Operator::start(Some(w.ns()), &[])?;
+    w.operator = Operator::watching(LOCKSTEP, w.ns(), &[])?;
     for i in 0..N {
         w.wait_value(&format!("es-{i}"), "k", &format!("v{i}")).await?;
         w.wait_reason(&format!("es-{i}"), "SecretSynced").await?;
@@ -175,7 +168,7 @@ async fn the_apiserver_unreachable_mid_run_is_survived() -> anyhow::Result<()> {
     std::fs::write(&cut_kubeconfig, kubeconfig.replace(&upstream, &relay.addr))?;
     let ns = env.ns.clone();
     let w = World::on(env, &cut_kubeconfig, &["--namespace", &ns]).await?;
-    w.store("aws", &rig.emulator.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &rig.emulator.endpoint)).await?;
     let a = w.create_aws("a", "a1").await?;
     w.external_secret("a", spec(&a, "1s")).await?;
     w.wait_value("a", "k", "a1").await?;
@@ -203,7 +196,7 @@ async fn the_apiserver_restarted_mid_run_is_survived() -> anyhow::Result<()> {
     let env = cp.test_env(&rig.emulator, "restart").await?;
     let ns = env.ns.clone();
     let mut w = World::on(env, &cp.kubeconfig, &["--namespace", &ns]).await?;
-    w.store("aws", &rig.emulator.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &rig.emulator.endpoint)).await?;
     let a = w.create_aws("a", "a1").await?;
     w.external_secret("a", spec(&a, "1s")).await?;
     let uid = w.wait_value("a", "k", "a1").await?.uid();

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use lockstep_rig::{Rig, eventually};
-use serde_json::json;
 
 use crate::common::*;
 
@@ -18,7 +17,8 @@ const RETRY_SECONDS: u64 = 1;
 fn candidate(ns: &str) -> anyhow::Result<Operator> {
     let lease = LEASE_SECONDS.to_string();
     let retry = RETRY_SECONDS.to_string();
-    Operator::start_with(
+    Operator::start(
+        LOCKSTEP,
         &Rig::get().kubeconfig,
         &[
             "--namespace",
@@ -37,18 +37,18 @@ fn candidate(ns: &str) -> anyhow::Result<Operator> {
     )
 }
 
-fn metric(op: &Operator, line_start: &str) -> Option<String> {
-    let body = http_get(&op.metrics_addr, "/metrics").ok()?;
-    body.lines().find(|l| l.starts_with(line_start)).map(String::from)
+/// The value of `name`'s first sample in `op`'s metrics.
+fn metric(op: &Operator, name: &str) -> Option<f64> {
+    op.metrics().ok()?.value(name, &[])
 }
 
+/// Wait until `op` is ready and reports `lockstep_leader` 1 (`leading`) or 0.
 async fn wait_leading(op: &Operator, leading: bool) -> anyhow::Result<()> {
-    let want = format!("lockstep_leader {}", u8::from(leading));
-    eventually(WAIT, &want.clone(), || {
-        let want = want.clone();
-        let got = metric(op, "lockstep_leader ");
-        let ready = http_get(&op.metrics_addr, "/readyz").ok().is_some_and(|r| r.contains("200 OK"));
-        async move { (got.as_deref() == Some(want.as_str()) && ready).then_some(()) }
+    let want = f64::from(u8::from(leading));
+    eventually(WAIT, &format!("lockstep_leader {want}"), || {
+        let got = metric(op, "lockstep_leader");
+        let ready = op.get("/readyz").is_ok_and(|r| r.status == 200);
+        async move { (got == Some(want) && ready).then_some(()) }
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", op.logs()))
@@ -73,17 +73,12 @@ async fn only_the_leader_writes_and_a_killed_leader_hands_over() -> anyhow::Resu
 
     // The leader syncs; the follower reconciles nothing (its metrics count no reconcile).
     let w = World { env, operator: first };
-    w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &Rig::get().emulator.endpoint)).await?;
     let src = w.create_aws("db", "v1").await?;
-    w.external_secret(
-        "db",
-        json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
-               "data": [{"secretKey": "k", "remoteRef": {"key": src}}]}),
-    )
-    .await?;
+    w.external_secret("db", es("aws").refresh("1s").key("k", &src)).await?;
     w.wait_value("db", "k", "v1").await?;
-    assert!(metric(&w.operator, "lockstep_reconciles_total{").is_some());
-    assert_eq!(metric(&second, "lockstep_reconciles_total{"), None, "the follower reconciled:\n{}", second.logs());
+    assert!(metric(&w.operator, "lockstep_reconciles_total").is_some());
+    assert_eq!(metric(&second, "lockstep_reconciles_total"), None, "the follower reconciled:\n{}", second.logs());
     assert!(!second.logs().contains("reconcile"), "{}", second.logs());
 
     // SIGKILL: no release; the follower takes over once the Lease has not changed for its duration.
@@ -110,7 +105,7 @@ async fn only_the_leader_writes_and_a_killed_leader_hands_over() -> anyhow::Resu
     let World { env: _env, operator: mut second } = w;
     let status = second.terminate().await?;
     assert!(status.success(), "exit status {status:?}\n{}", second.logs());
-    let lease = leases.get("lockstep").await?.spec.unwrap_or_default();
+    let lease = leases.get("lockstep").await?.spec.expect("the Lease has a spec");
     assert_eq!(lease.holder_identity, None, "{lease:?}");
     let third = candidate(&ns)?;
     let started = Instant::now();

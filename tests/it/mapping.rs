@@ -5,6 +5,7 @@ use std::time::Duration;
 use base64::Engine;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
+use lockstep::api::ExternalSecret;
 use lockstep_rig::{Emulator, Rig};
 use serde_json::json;
 
@@ -17,23 +18,20 @@ fn b64(s: &str) -> String {
 #[tokio::test]
 async fn postgres_url_from_three_keys_and_templated_labels() -> anyhow::Result<()> {
     let w = World::new("tmpl").await?;
-    w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &Rig::get().emulator.endpoint)).await?;
     let db = w.create_aws("db", r#"{"username":"app","host":"db.internal"}"#).await?;
     let pw = w.create_aws("pw", &b64("s3cret-pw")).await?;
     w.external_secret(
         "pg",
-        json!({
-            "secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
-            "target": {"template": {
+        es("aws")
+            .refresh("1s")
+            .template(json!({
                 "metadata": {"labels": {"db-host": "{{ host }}"}},
                 "data": {"url": "postgres://{{ user }}:{{ password }}@{{ host }}:5432/app"}
-            }},
-            "data": [
-                {"secretKey": "user", "remoteRef": {"key": db, "property": "username"}},
-                {"secretKey": "host", "remoteRef": {"key": db, "property": "host"}},
-                {"secretKey": "password", "remoteRef": {"key": pw, "decodingStrategy": "Base64"}}
-            ]
-        }),
+            }))
+            .property("user", &db, "username")
+            .property("host", &db, "host")
+            .remote("password", json!({"key": pw, "decodingStrategy": "Base64"})),
     )
     .await?;
     w.wait_reason("pg", "SecretSynced").await?;
@@ -50,18 +48,17 @@ async fn postgres_url_from_three_keys_and_templated_labels() -> anyhow::Result<(
 #[tokio::test]
 async fn dockerconfigjson_from_username_and_password_and_type_checks() -> anyhow::Result<()> {
     let w = World::new("dockercfg").await?;
-    w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &Rig::get().emulator.endpoint)).await?;
     let reg = w.create_aws("registry", r#"{"username":"robot","password":"tok3n"}"#).await?;
     w.external_secret(
         "pull",
-        json!({
-            "secretStoreRef": {"name": "aws"}, "refreshInterval": "0",
-            "target": {"template": {
+        es("aws")
+            .refresh("0")
+            .template(json!({
                 "type": "kubernetes.io/dockerconfigjson",
                 "data": {".dockerconfigjson": r#"{"auths":{"registry.example.com":{"username":"{{ username }}","password":"{{ password }}","auth":"{{ (username ~ ':' ~ password) | b64enc }}"}}}"#}
-            }},
-            "dataFrom": [{"extract": {"key": reg}}]
-        }),
+            }))
+            .extract(&reg),
     )
     .await?;
     w.wait_reason("pull", "SecretSynced").await?;
@@ -73,11 +70,7 @@ async fn dockerconfigjson_from_username_and_password_and_type_checks() -> anyhow
     // A typed Secret without its required keys: a clear condition, nothing written.
     w.external_secret(
         "tls",
-        json!({
-            "secretStoreRef": {"name": "aws"}, "refreshInterval": "0",
-            "target": {"template": {"type": "kubernetes.io/tls"}},
-            "data": [{"secretKey": "tls.crt", "remoteRef": {"key": reg, "property": "username"}}]
-        }),
+        es("aws").refresh("0").template(json!({"type": "kubernetes.io/tls"})).property("tls.crt", &reg, "username"),
     )
     .await?;
     let msg = w.wait_reason("tls", "InvalidTemplate").await?;
@@ -88,29 +81,26 @@ async fn dockerconfigjson_from_username_and_password_and_type_checks() -> anyhow
 
 #[tokio::test]
 async fn find_by_tag_picks_up_new_secrets_with_few_calls() -> anyhow::Result<()> {
-    let emu = Emulator::start(&Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    let emu = Emulator::dedicated()?;
     let aws = emu.client();
     let tag = |team: &str| aws_sdk_secretsmanager::types::Tag::builder().key("team").value(team).build();
     for (name, team) in [("app/db", "a"), ("app/api", "a"), ("app/other-team", "b"), ("elsewhere/x", "a")] {
         aws.create_secret().name(name).secret_string(format!("v-{name}")).tags(tag(team)).send().await?;
     }
     let w = World::new("find").await?;
-    w.store("aws", &emu.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &emu.endpoint)).await?;
     w.external_secret(
         "found",
-        json!({
-            "secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
-            "dataFrom": [{"find": {"path": "app/", "tags": {"team": "a"}},
-                          "rewrite": [{"regexp": {"source": "^app/", "target": ""}}]}]
-        }),
+        es("aws").refresh("1s").data_from(json!({"find": {"path": "app/", "tags": {"team": "a"}},
+                                                 "rewrite": [{"regexp": {"source": "^app/", "target": ""}}]})),
     )
     .await?;
     w.wait_reason("found", "SecretSynced").await?;
     let s = w.wait_value("found", "db", "v-app/db").await?;
     assert_eq!(text(&s, "api"), "v-app/api");
     assert_eq!(s.data.as_ref().map(|d| d.len()), Some(2), "other team and other path are not selected");
-    let es = w.externalsecrets().get("found").await?;
-    assert_eq!(es.status.map(|s| s.sources.len()), Some(2));
+    let found = w.api::<ExternalSecret>().get("found").await?;
+    assert_eq!(found.status.map(|s| s.sources.len()), Some(2));
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Steady state: listed every refresh, no value fetched.
@@ -130,7 +120,8 @@ async fn find_by_tag_picks_up_new_secrets_with_few_calls() -> anyhow::Result<()>
     // The two held values are confirmed by the listing; the new one alone is one call.
     let value_calls = ["BatchGetSecretValue", "GetSecretValue"].iter().filter_map(|op| calls.get(*op)).sum::<usize>();
     assert_eq!(value_calls, 1, "{calls:?}");
-    let metrics = http_get(&w.operator.metrics_addr, "/metrics")?;
+    let metrics = w.operator.metrics()?;
+    let metrics = metrics.text();
     assert!(metrics.contains("operation=\"BatchGetSecretValue\",outcome=\"success\""), "{metrics}");
     assert!(!metrics.contains("v-app"));
     Ok(())
@@ -139,15 +130,12 @@ async fn find_by_tag_picks_up_new_secrets_with_few_calls() -> anyhow::Result<()>
 #[tokio::test]
 async fn rewrite_collision_is_a_condition_and_keeps_the_secret() -> anyhow::Result<()> {
     let w = World::new("collide").await?;
-    w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &Rig::get().emulator.endpoint)).await?;
     let a = w.create_aws("a/token", "first-value").await?;
     w.external_secret(
         "keys",
-        json!({
-            "secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
-            "dataFrom": [{"find": {"path": format!("{}/", w.ns())},
-                          "rewrite": [{"regexp": {"source": ".*/", "target": ""}}]}]
-        }),
+        es("aws").refresh("1s").data_from(json!({"find": {"path": format!("{}/", w.ns())},
+                                                 "rewrite": [{"regexp": {"source": ".*/", "target": ""}}]})),
     )
     .await?;
     w.wait_reason("keys", "SecretSynced").await?;
@@ -166,15 +154,9 @@ async fn rewrite_collision_is_a_condition_and_keeps_the_secret() -> anyhow::Resu
 #[tokio::test]
 async fn template_syntax_error_names_the_line_and_keeps_the_secret() -> anyhow::Result<()> {
     let w = World::new("tmplerr").await?;
-    w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &Rig::get().emulator.endpoint)).await?;
     let key = w.create_aws("creds", r#"{"user":"app","password":"sentinel-Pw9"}"#).await?;
-    let spec = |template: &str| {
-        json!({
-            "secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
-            "target": {"template": {"data": {"conf": template}}},
-            "dataFrom": [{"extract": {"key": key}}]
-        })
-    };
+    let spec = |template: &str| es("aws").refresh("1s").template(json!({"data": {"conf": template}})).extract(&key);
     w.external_secret("conf", spec("user={{ user }}\npassword={{ password }}\n")).await?;
     w.wait_reason("conf", "SecretSynced").await?;
     let before = w.wait_value("conf", "conf", "user=app\npassword=sentinel-Pw9\n").await?;
@@ -196,37 +178,35 @@ async fn template_syntax_error_names_the_line_and_keeps_the_secret() -> anyhow::
 #[tokio::test]
 async fn decoding_and_key_conversion() -> anyhow::Result<()> {
     let w = World::new("decode").await?;
-    w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &Rig::get().emulator.endpoint)).await?;
     let bin = w.create_aws("bin", "AP+A/w==").await?;
     let url = w.create_aws("url", "AP-A_w").await?;
     let auto = w.create_aws("auto", "plain text!").await?;
     let json_key = w.create_aws("json", &format!(r#"{{"a/b":"{}"}}"#, b64("decoded"))).await?;
     w.external_secret(
         "dec",
-        json!({
-            "secretStoreRef": {"name": "aws"}, "refreshInterval": "0",
-            "data": [
-                {"secretKey": "bin", "remoteRef": {"key": bin, "decodingStrategy": "Base64"}},
-                {"secretKey": "url", "remoteRef": {"key": url, "decodingStrategy": "Base64URL"}},
-                {"secretKey": "auto", "remoteRef": {"key": auto, "decodingStrategy": "Auto"}}
-            ],
-            "dataFrom": [{"extract": {"key": json_key, "decodingStrategy": "Base64", "conversionStrategy": "Unicode"}}]
-        }),
+        es("aws")
+            .refresh("0")
+            .remote("bin", json!({"key": bin, "decodingStrategy": "Base64"}))
+            .remote("url", json!({"key": url, "decodingStrategy": "Base64URL"}))
+            .remote("auto", json!({"key": auto, "decodingStrategy": "Auto"}))
+            .data_from(
+                json!({"extract": {"key": json_key, "decodingStrategy": "Base64", "conversionStrategy": "Unicode"}}),
+            ),
     )
     .await?;
     w.wait_reason("dec", "SecretSynced").await?;
     let s = w.secrets().get("dec").await?;
-    let data = s.data.clone().unwrap_or_default();
+    let data = s.data.clone().expect("the Secret has data");
     assert_eq!(data["bin"].0, vec![0u8, 255, 128, 255]);
     assert_eq!(data["url"].0, vec![0u8, 255, 128, 255]);
     assert_eq!(text(&s, "auto"), "plain text!");
     assert_eq!(text(&s, "a_U002f_b"), "decoded");
 
     // A value that is not base64 under Base64: a clear condition without the value.
-    let api = w.externalsecrets();
-    let patch =
-        json!({"spec": {"data": [{"secretKey": "auto", "remoteRef": {"key": auto, "decodingStrategy": "Base64"}}]}});
-    api.patch("dec", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let base64_auto = es("aws").remote("auto", json!({"key": auto, "decodingStrategy": "Base64"}));
+    let patch = json!({"spec": serde_json::Value::from(base64_auto)});
+    w.api::<ExternalSecret>().patch("dec", &PatchParams::default(), &Patch::Merge(&patch)).await?;
     let msg = w.wait_reason("dec", "InvalidValue").await?;
     assert!(msg.contains("not valid base64") && !msg.contains("plain text"), "{msg}");
     Ok(())
@@ -236,32 +216,22 @@ async fn decoding_and_key_conversion() -> anyhow::Result<()> {
 async fn admission_rejects_invalid_mapping_specs() -> anyhow::Result<()> {
     let env = Rig::get().test_env("admission-map").await?;
     install_crds(&env.kube).await?;
-    let store = json!({"name": "s"});
     let cases = [
+        (es("s").data_from(json!({"extract": {"key": "a"}, "find": {"path": "p/"}})), "exactly one of extract or find"),
+        (es("s").data_from(json!({"find": {}})), "find needs at least one of path, name.regexp or tags"),
         (
-            json!({"secretStoreRef": store, "dataFrom": [{"extract": {"key": "a"}, "find": {"path": "p/"}}]}),
-            "exactly one of extract or find",
-        ),
-        (
-            json!({"secretStoreRef": store, "dataFrom": [{"find": {}}]}),
-            "find needs at least one of path, name.regexp or tags",
-        ),
-        (
-            json!({"secretStoreRef": store, "data": [{"secretKey": "k", "remoteRef": {"key": "a", "conversionStrategy": "Unicode"}}]}),
+            es("s").remote("k", json!({"key": "a", "conversionStrategy": "Unicode"})),
             "conversionStrategy applies to dataFrom only",
         ),
         (
-            json!({"secretStoreRef": store, "target": {"template": {"data": {"bad key": "x"}}}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            es("s").template(json!({"data": {"bad key": "x"}})).key("k", "a"),
             "template.data keys must be valid Secret keys",
         ),
-        (
-            json!({"secretStoreRef": store, "data": [{"secretKey": "k", "remoteRef": {"key": "a", "decodingStrategy": "Hex"}}]}),
-            "Unsupported value: \\\"Hex\\\"",
-        ),
+        (es("s").remote("k", json!({"key": "a", "decodingStrategy": "Hex"})), "Unsupported value: \\\"Hex\\\""),
     ];
     for (i, (spec, want)) in cases.into_iter().enumerate() {
-        let obj = json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "ExternalSecret", "metadata": {"name": format!("bad-{i}")}, "spec": spec});
-        let err = apply(&env.kube, Some(&env.ns), obj).await.err().map(|e| e.to_string()).unwrap_or_default();
+        let err =
+            env.rejection(spec.manifest(&format!("bad-{i}"))).await.map_err(|e| anyhow::anyhow!("case {i}: {e}"))?;
         assert!(err.contains(want), "case {i}: want {want:?} in {err:?}");
     }
     Ok(())
@@ -270,7 +240,7 @@ async fn admission_rejects_invalid_mapping_specs() -> anyhow::Result<()> {
 #[tokio::test]
 async fn batch_get_chunks_by_20_and_answers_per_id() -> anyhow::Result<()> {
     use lockstep::aws::{Calls, StaticKeys, StoreConfig};
-    let emu = Emulator::start(&Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    let emu = Emulator::dedicated()?;
     let aws = emu.client();
     let mut ids = Vec::new();
     for i in 0..44 {
@@ -331,7 +301,7 @@ async fn examples_are_accepted_by_the_apiserver() -> anyhow::Result<()> {
             if obj["kind"] != "ExternalSecret" {
                 continue;
             }
-            apply(&env.kube, Some(&env.ns), obj).await.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            env.apply(obj).await.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             applied += 1;
         }
     }

@@ -4,29 +4,25 @@ use aws_sdk_secretsmanager::primitives::Blob;
 use k8s_openapi::api::core::v1::{Event, Namespace};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
-use lockstep_rig::{ControlPlane, Emulator, Fault, FaultProxy, Rig, eventually};
+use lockstep::api::ExternalSecret;
+use lockstep_rig::{ControlPlane, Emulator, Fault, FaultProxy, Rig};
 use serde_json::json;
 
 use crate::common::*;
 
-fn es_spec(data: serde_json::Value) -> serde_json::Value {
-    json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s", "data": data})
-}
-
 #[tokio::test]
 async fn syncs_properties_and_follows_a_rotation() -> anyhow::Result<()> {
     let w = World::new("sync").await?;
-    let endpoint = Rig::get().emulator.endpoint.clone();
-    w.store("aws", &endpoint, json!({})).await?;
+    w.store(secret_store("aws", &Rig::get().emulator.endpoint)).await?;
     let db = w.create_aws("db", r#"{"username":"app","password":"pw1","conn":{"host":"h1"},"a.b":"dotted"}"#).await?;
     w.external_secret(
         "db",
-        es_spec(json!([
-            {"secretKey": "password", "remoteRef": {"key": db, "property": "password"}},
-            {"secretKey": "host", "remoteRef": {"key": db, "property": "conn.host"}},
-            {"secretKey": "dotted", "remoteRef": {"key": db, "property": "a.b"}},
-            {"secretKey": "whole", "remoteRef": {"key": db}}
-        ])),
+        es("aws")
+            .refresh("1s")
+            .property("password", &db, "password")
+            .property("host", &db, "conn.host")
+            .property("dotted", &db, "a.b")
+            .key("whole", &db),
     )
     .await?;
     w.wait_reason("db", "SecretSynced").await?;
@@ -43,8 +39,8 @@ async fn syncs_properties_and_follows_a_rotation() -> anyhow::Result<()> {
     assert_eq!(ann.get("lockstep.dev/data-hash").map(String::len), Some(64));
     assert!(ann.get("lockstep.dev/source-versions").is_some_and(|v| v.contains(&db)));
 
-    let es = w.externalsecrets().get("db").await?;
-    let status = es.status.clone().unwrap_or_default();
+    let es = w.api::<ExternalSecret>().get("db").await?;
+    let status = es.status.clone().expect("a synced ExternalSecret has a status");
     assert_eq!(status.observed_generation, es.metadata.generation);
     assert_eq!(status.sources.len(), 1);
     assert_eq!(status.sources[0].version_stage.as_deref(), Some("AWSCURRENT"));
@@ -62,7 +58,7 @@ async fn syncs_properties_and_follows_a_rotation() -> anyhow::Result<()> {
 
     // An Event on the transition to SecretSynced.
     let events = Api::<Event>::namespaced(w.env.kube.clone(), w.ns());
-    eventually(WAIT, "SecretSynced event", || {
+    w.eventually("SecretSynced event", || {
         let events = events.clone();
         async move {
             let list = events.list(&ListParams::default()).await.ok()?;
@@ -72,43 +68,40 @@ async fn syncs_properties_and_follows_a_rotation() -> anyhow::Result<()> {
     .await?;
 
     // Metrics count the AWS calls and hold no value.
-    let metrics = http_get(&w.operator.metrics_addr, "/metrics")?;
-    assert!(metrics.contains("lockstep_aws_calls_total{"), "{metrics}");
-    assert!(metrics.contains("operation=\"GetSecretValue\""), "{metrics}");
-    assert!(!metrics.contains("pw1") && !metrics.contains("pw2"));
-    let timed = sample(&metrics, "lockstep_change_to_applied_seconds_count", &[]);
-    assert!(timed.is_some_and(|n| n >= 1.0), "the rotation is timed from detection to apply: {metrics}");
-    assert!(http_get(&w.operator.metrics_addr, "/readyz")?.contains("ok"));
+    let metrics = w.operator.metrics()?;
+    let text = metrics.text();
+    assert!(text.contains("lockstep_aws_calls_total{"), "{text}");
+    assert!(text.contains("operation=\"GetSecretValue\""), "{text}");
+    assert!(!text.contains("pw1") && !text.contains("pw2"));
+    let timed = metrics.value("lockstep_change_to_applied_seconds_count", &[]);
+    assert!(timed.is_some_and(|n| n >= 1.0), "the rotation is timed from detection to apply: {text}");
+    assert!(w.operator.get("/readyz")?.body.contains("ok"));
     Ok(())
 }
 
 #[tokio::test]
 async fn extract_binary_and_explicit_versions() -> anyhow::Result<()> {
     let w = World::new("extract").await?;
-    w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &Rig::get().emulator.endpoint)).await?;
     let cfg = w.create_aws("cfg", r#"{"user":"u","port":5432,"nested":{"k":true}}"#).await?;
     let bin = w.aws_name("bin");
     let created =
         w.env.aws.create_secret().name(&bin).secret_binary(Blob::new(vec![0u8, 159, 146, 150, 255])).send().await?;
-    let first_version = created.version_id().unwrap_or_default().to_string();
+    let first_version = created.version_id().expect("CreateSecret answers with the version id").to_string();
     w.env.aws.put_secret_value().secret_id(&bin).secret_binary(Blob::new(vec![1u8, 2, 3])).send().await?;
     w.external_secret(
         "mix",
-        json!({
-            "secretStoreRef": {"name": "aws"},
-            "refreshInterval": "0",
-            "data": [
-                {"secretKey": "bin", "remoteRef": {"key": bin}},
-                {"secretKey": "old-bin", "remoteRef": {"key": bin, "versionId": first_version}},
-                {"secretKey": "prev-bin", "remoteRef": {"key": bin, "versionStage": "AWSPREVIOUS"}}
-            ],
-            "dataFrom": [{"extract": {"key": cfg}}]
-        }),
+        es("aws")
+            .refresh("0")
+            .key("bin", &bin)
+            .remote("old-bin", json!({"key": bin, "versionId": first_version}))
+            .remote("prev-bin", json!({"key": bin, "versionStage": "AWSPREVIOUS"}))
+            .extract(&cfg),
     )
     .await?;
     w.wait_reason("mix", "SecretSynced").await?;
     let s = w.secrets().get("mix").await?;
-    let data = s.data.clone().unwrap_or_default();
+    let data = s.data.clone().expect("the Secret has data");
     assert_eq!(data["bin"].0, vec![1u8, 2, 3]);
     assert_eq!(data["old-bin"].0, vec![0u8, 159, 146, 150, 255]);
     assert_eq!(data["prev-bin"].0, vec![0u8, 159, 146, 150, 255]);
@@ -121,45 +114,43 @@ async fn extract_binary_and_explicit_versions() -> anyhow::Result<()> {
 #[tokio::test]
 async fn creation_policies() -> anyhow::Result<()> {
     let w = World::new("policy").await?;
-    w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &Rig::get().emulator.endpoint)).await?;
     let src = w.create_aws("src", r#"{"k":"v"}"#).await?;
-    let spec = |name: &str, policy: &str| {
-        json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
-               "target": {"name": name, "creationPolicy": policy},
-               "data": [{"secretKey": "k", "remoteRef": {"key": src, "property": "k"}}]})
+    let into = |name: &str, policy: &str| {
+        es("aws").refresh("1s").target(json!({"name": name, "creationPolicy": policy})).property("k", &src, "k")
     };
 
     // Owner never takes over a Secret it does not manage.
     w.plain_secret("taken", &[("mine", "keep")]).await?;
     let theirs = w.secrets().get("taken").await?.metadata.resource_version;
-    w.external_secret("owner", spec("taken", "Owner")).await?;
+    w.external_secret("owner", into("taken", "Owner")).await?;
     let msg = w.wait_reason("owner", "TargetConflict").await?;
     assert!(msg.contains("taken") && msg.contains("not managed"), "{msg}");
     let s = w.secrets().get("taken").await?;
     assert_eq!(s.metadata.resource_version, theirs, "a Secret owned by someone else is never written");
     assert_eq!(text(&s, "mine"), "keep");
-    assert!(!s.data.unwrap_or_default().contains_key("k"), "the conflicting Secret must stay untouched");
+    assert!(!s.data.expect("the Secret has data").contains_key("k"), "the conflicting Secret must stay untouched");
 
     // Orphan: written without an owner reference.
-    w.external_secret("orphan", spec("orphaned", "Orphan")).await?;
+    w.external_secret("orphan", into("orphaned", "Orphan")).await?;
     w.wait_reason("orphan", "SecretSynced").await?;
     let s = w.wait_value("orphaned", "k", "v").await?;
     assert!(s.owner_references().is_empty());
 
     // Merge: our key is added, the others stay.
     w.plain_secret("shared", &[("other", "stays")]).await?;
-    w.external_secret("merge", spec("shared", "Merge")).await?;
+    w.external_secret("merge", into("shared", "Merge")).await?;
     w.wait_reason("merge", "SecretSynced").await?;
     let s = w.wait_value("shared", "k", "v").await?;
     assert_eq!(text(&s, "other"), "stays");
 
     // Merge into nothing is a clear conflict.
-    w.external_secret("merge-missing", spec("absent", "Merge")).await?;
+    w.external_secret("merge-missing", into("absent", "Merge")).await?;
     let msg = w.wait_reason("merge-missing", "TargetConflict").await?;
     assert!(msg.contains("Merge"), "{msg}");
 
     // None: nothing is written.
-    w.external_secret("none", spec("never", "None")).await?;
+    w.external_secret("none", into("never", "None")).await?;
     w.wait_reason("none", "SecretSynced").await?;
     assert!(w.secrets().get_opt("never").await?.is_none());
     Ok(())
@@ -168,17 +159,12 @@ async fn creation_policies() -> anyhow::Result<()> {
 #[tokio::test]
 async fn deletion_policies() -> anyhow::Result<()> {
     let w = World::new("deletion").await?;
-    w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &Rig::get().emulator.endpoint)).await?;
     for policy in ["Retain", "Delete"] {
         let src = w.create_aws(&format!("gone-{policy}"), "v").await?;
         let name = policy.to_lowercase();
-        w.external_secret(
-            &name,
-            json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
-            "target": {"deletionPolicy": policy},
-            "data": [{"secretKey": "k", "remoteRef": {"key": src}}]}),
-        )
-        .await?;
+        w.external_secret(&name, es("aws").refresh("1s").target(json!({"deletionPolicy": policy})).key("k", &src))
+            .await?;
         w.wait_value(&name, "k", "v").await?;
         w.env.aws.delete_secret().secret_id(&src).force_delete_without_recovery(true).send().await?;
         w.wait_reason(&name, "SecretNotFound").await?;
@@ -187,7 +173,7 @@ async fn deletion_policies() -> anyhow::Result<()> {
     let kept = w.secrets().get("retain").await?;
     assert_eq!(text(&kept, "k"), "v");
     let secrets = w.secrets();
-    eventually(WAIT, "Secret deleted by deletionPolicy Delete", || {
+    w.eventually("Secret deleted by deletionPolicy Delete", || {
         let secrets = secrets.clone();
         async move { secrets.get_opt("delete").await.ok()?.is_none().then_some(()) }
     })
@@ -201,10 +187,10 @@ async fn deletion_policies() -> anyhow::Result<()> {
 async fn failures_keep_the_secret_and_say_why() -> anyhow::Result<()> {
     let w = World::new("fail").await?;
     let rig = Rig::get();
-    w.store("aws", &rig.emulator.endpoint, json!({})).await?;
+    let endpoint = &rig.emulator.endpoint;
+    w.store(secret_store("aws", endpoint)).await?;
     let src = w.create_aws("src", r#"{"password":"good"}"#).await?;
-    w.external_secret("es", es_spec(json!([{"secretKey": "p", "remoteRef": {"key": src, "property": "password"}}])))
-        .await?;
+    w.external_secret("es", es("aws").refresh("1s").property("p", &src, "password")).await?;
     w.wait_reason("es", "SecretSynced").await?;
     let before = w.wait_value("es", "p", "good").await?;
 
@@ -217,71 +203,35 @@ async fn failures_keep_the_secret_and_say_why() -> anyhow::Result<()> {
     let badkey = w.create_aws("badkey", r#"{"bad key!":"good"}"#).await?;
     let twins = w.create_aws("twins", r#"{"a":"good","b":"good"}"#).await?;
     let big = w.create_aws("big", &"x".repeat(60_000)).await?;
-    let store_spec = |creds: &str| {
-        json!({"aws": {"region": "us-east-1", "endpoint": rig.emulator.endpoint, "auth": {"secretRef": {
-            "accessKeyIDSecretRef": {"name": creds, "key": "access-key-id"},
-            "secretAccessKeySecretRef": {"name": creds, "key": "secret-access-key"}}}}})
-    };
-    w.apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "half-creds"}, "stringData": {"access-key-id": "testing"}})).await?;
-    for (name, creds) in [("half", "half-creds"), ("nocreds", "absent-creds")] {
-        w.apply(json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": name},
-            "spec": store_spec(creds)}))
-            .await?;
-    }
+    w.apply(secret("half-creds", json!({"access-key-id": "testing"}))).await?;
+    w.apply(secret_store("half", endpoint).creds("half-creds")).await?;
+    w.apply(secret_store("nocreds", endpoint).creds("absent-creds")).await?;
     // A store of the same name in another namespace is not this namespace's store.
     let other = rig.test_env("fail-other").await?;
-    apply(
-        &other.kube,
-        Some(&other.ns),
-        json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "SecretStore",
-        "metadata": {"name": "foreign"}, "spec": {"aws": {"region": "us-east-1", "endpoint": rig.emulator.endpoint}}}),
-    )
-    .await?;
+    other.apply(secret_store("foreign", endpoint).ambient()).await?;
     let excluding = format!("excl-{}", lockstep_rig::unique());
-    apply(
-        &w.env.kube,
-        None,
-        json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "ClusterSecretStore",
-        "metadata": {"name": excluding}, "spec": {"conditions": [{"namespaces": ["somebody-else"]}],
-        "aws": {"region": "us-east-1", "endpoint": rig.emulator.endpoint}}}),
-    )
-    .await?;
+    w.apply(cluster_store(&excluding, endpoint).ambient().conditions(json!([{"namespaces": ["somebody-else"]}])))
+        .await?;
 
-    let with_store = |store: serde_json::Value| json!({"secretStoreRef": store, "refreshInterval": "1s", "data": [{"secretKey": "p", "remoteRef": {"key": src}}]});
-    let one = |remote: serde_json::Value| es_spec(json!([{"secretKey": "p", "remoteRef": remote}]));
+    let one = |remote: serde_json::Value| es("aws").refresh("1s").remote("p", remote);
     let extract = |key: &str, rewrite: serde_json::Value| {
-        json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
-               "dataFrom": [{"extract": {"key": key}, "rewrite": rewrite}]})
+        es("aws").refresh("1s").data_from(json!({"extract": {"key": key}, "rewrite": rewrite}))
     };
-    let too_large: Vec<_> = (0..20).map(|i| json!({"secretKey": format!("k{i}"), "remoteRef": {"key": big}})).collect();
+    let from = |store: &str| es(store).refresh("1s").key("p", &src);
+    let too_large = (0..20).fold(es("aws").refresh("1s"), |e, i| e.key(&format!("k{i}"), &big));
     let nope = w.aws_name("nope");
     // (what, spec, reason, every one of these in the message)
-    let cases: Vec<(&str, serde_json::Value, &str, Vec<&str>)> = vec![
-        ("unknown store", with_store(json!({"name": "nope"})), "StoreNotReady", vec!["SecretStore \"nope\" not found"]),
-        (
-            "store in another namespace",
-            with_store(json!({"name": "foreign"})),
-            "StoreNotReady",
-            vec!["\"foreign\" not found", w.ns()],
-        ),
+    let cases: Vec<(&str, Es, &str, Vec<&str>)> = vec![
+        ("unknown store", from("nope"), "StoreNotReady", vec!["SecretStore \"nope\" not found"]),
+        ("store in another namespace", from("foreign"), "StoreNotReady", vec!["\"foreign\" not found", w.ns()]),
         (
             "ClusterSecretStore that excludes the namespace",
-            with_store(json!({"name": excluding, "kind": "ClusterSecretStore"})),
+            from(&excluding).kind("ClusterSecretStore"),
             "StoreNotAllowed",
             vec![&excluding, w.ns(), "spec.conditions"],
         ),
-        (
-            "credential Secret missing",
-            with_store(json!({"name": "nocreds"})),
-            "StoreNotReady",
-            vec!["absent-creds", "not found"],
-        ),
-        (
-            "credential Secret missing a key",
-            with_store(json!({"name": "half"})),
-            "StoreNotReady",
-            vec!["half-creds", "secret-access-key"],
-        ),
+        ("credential Secret missing", from("nocreds"), "StoreNotReady", vec!["absent-creds", "not found"]),
+        ("credential Secret missing a key", from("half"), "StoreNotReady", vec!["half-creds", "secret-access-key"]),
         ("AWS secret missing", one(json!({"key": nope})), "SecretNotFound", vec![&nope]),
         (
             "AWS secret scheduled for deletion",
@@ -304,7 +254,7 @@ async fn failures_keep_the_secret_and_say_why() -> anyhow::Result<()> {
             "KeyConflict",
             vec!["\"same\"", "rewrite"],
         ),
-        ("target over 1 MiB", es_spec(json!(too_large)), "TargetTooLarge", vec!["1 MiB"]),
+        ("target over 1 MiB", too_large, "TargetTooLarge", vec!["1 MiB"]),
     ];
     for (what, spec, reason, needles) in cases {
         w.external_secret("es", spec).await?;
@@ -319,20 +269,15 @@ async fn failures_keep_the_secret_and_say_why() -> anyhow::Result<()> {
     }
 
     // Emulator unreachable (a closed loopback port).
-    w.store("down", "http://127.0.0.1:9", json!({})).await?;
-    w.external_secret("es", with_store(json!({"name": "down"}))).await?;
+    w.store(secret_store("down", "http://127.0.0.1:9")).await?;
+    w.external_secret("es", from("down")).await?;
     w.wait_reason("es", "ProviderUnavailable").await?;
 
     // Throttled and denied, injected by the fault proxy.
-    let proxy = FaultProxy::start(&rig.emulator.endpoint)?;
-    w.store("proxied", &proxy.endpoint, json!({})).await?;
+    let proxy = FaultProxy::start(endpoint)?;
+    w.store(secret_store("proxied", &proxy.endpoint)).await?;
     proxy.set(Fault::Throttle);
-    w.external_secret(
-        "es",
-        json!({"secretStoreRef": {"name": "proxied"}, "refreshInterval": "1s",
-        "data": [{"secretKey": "p", "remoteRef": {"key": src, "property": "password"}}]}),
-    )
-    .await?;
+    w.external_secret("es", es("proxied").refresh("1s").property("p", &src, "password")).await?;
     w.wait_reason("es", "Throttled").await?;
     proxy.set(Fault::Deny);
     w.wait_reason("es", "AccessDenied").await?;
@@ -353,26 +298,15 @@ async fn cluster_store_conditions() -> anyhow::Result<()> {
     let src = w.create_aws("src", "v").await?;
     let allowed = format!("allow-{}", lockstep_rig::unique());
     let denied = format!("deny-{}", lockstep_rig::unique());
-    let creds_ns = w.ns().to_string();
-    w.creds().await?;
+    w.apply(creds()).await?;
     for (name, conditions) in [
         (&allowed, json!([{"namespaces": [w.ns()]}])),
         (&denied, json!([{"namespaceSelector": {"matchLabels": {"tenant": "other"}}}])),
     ] {
-        apply(&w.env.kube, None, json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "ClusterSecretStore",
-            "metadata": {"name": name},
-            "spec": {"conditions": conditions, "aws": {"region": "us-east-1", "endpoint": rig.emulator.endpoint,
-                "auth": {"secretRef": {
-                    "accessKeyIDSecretRef": {"name": "aws-creds", "key": "access-key-id", "namespace": creds_ns},
-                    "secretAccessKeySecretRef": {"name": "aws-creds", "key": "secret-access-key", "namespace": creds_ns}}}}}})).await?;
+        w.apply(cluster_store(name, &rig.emulator.endpoint).creds_in(w.ns()).conditions(conditions)).await?;
     }
-    for (es, store) in [("ok", &allowed), ("no", &denied)] {
-        w.external_secret(
-            es,
-            json!({"secretStoreRef": {"name": store, "kind": "ClusterSecretStore"}, "refreshInterval": "1s",
-            "data": [{"secretKey": "k", "remoteRef": {"key": src}}]}),
-        )
-        .await?;
+    for (name, store) in [("ok", &allowed), ("no", &denied)] {
+        w.external_secret(name, es(store).kind("ClusterSecretStore").refresh("1s").key("k", &src)).await?;
     }
     w.wait_value("ok", "k", "v").await?;
     let msg = w.wait_reason("no", "StoreNotAllowed").await?;
@@ -389,34 +323,28 @@ async fn cluster_store_conditions() -> anyhow::Result<()> {
 #[tokio::test]
 async fn assume_role_goes_to_the_configured_endpoint() -> anyhow::Result<()> {
     let w = World::new("role").await?;
-    let emu = Emulator::start(&Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    let emu = Emulator::dedicated()?;
     emu.client().create_secret().name("team/db").secret_string("v").send().await?;
     emu.start_recording()?;
-    w.store("aws", &emu.endpoint, json!({"role": "arn:aws:iam::123456789012:role/reader", "externalID": "ext"}))
-        .await?;
-    w.external_secret(
-        "es",
-        json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1h",
-        "data": [{"secretKey": "k", "remoteRef": {"key": "team/db"}}]}),
-    )
-    .await?;
+    let role = json!({"role": "arn:aws:iam::123456789012:role/reader", "externalID": "ext"});
+    w.store(secret_store("aws", &emu.endpoint).aws(role)).await?;
+    w.external_secret("es", es("aws").refresh("1h").key("k", "team/db")).await?;
     w.wait_value("es", "k", "v").await?;
     w.wait_store_ready("aws").await?;
     let calls = emu.stop_recording()?;
     assert!(calls.get("AssumeRole").copied().unwrap_or(0) >= 1, "STS AssumeRole must reach the emulator: {calls:?}");
     assert!(calls.get("GetCallerIdentity").copied().unwrap_or(0) >= 1, "{calls:?}");
-    let metrics = http_get(&w.operator.metrics_addr, "/metrics")?;
-    let counted = sample(&metrics, "lockstep_aws_calls_total", &["operation=\"AssumeRole\"", "outcome=\"success\""]);
-    assert_eq!(counted, calls.get("AssumeRole").map(|n| *n as f64), "every STS call is counted: {metrics}");
+    let metrics = w.operator.metrics()?;
+    let counted = metrics.value("lockstep_aws_calls_total", &[("operation", "AssumeRole"), ("outcome", "success")]);
+    assert_eq!(counted, calls.get("AssumeRole").map(|n| *n as f64), "every STS call is counted: {}", metrics.text());
     Ok(())
 }
 
 #[tokio::test]
 async fn ambient_web_identity_uses_the_store_endpoint_for_sts() -> anyhow::Result<()> {
-    let dir = Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique()));
-    let emu = Emulator::start(&dir)?;
+    let emu = Emulator::dedicated()?;
     emu.client().create_secret().name("irsa/db").secret_string("v").send().await?;
-    let token = dir.join("token");
+    let token = emu.dir.join("token");
     std::fs::write(&token, "projected-service-account-token")?;
     let token = token.to_string_lossy().to_string();
     let w = World::with_env(
@@ -429,21 +357,14 @@ async fn ambient_web_identity_uses_the_store_endpoint_for_sts() -> anyhow::Resul
     )
     .await?;
     emu.start_recording()?;
-    w.apply(json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": "aws"},
-        "spec": {"aws": {"region": "us-east-1", "endpoint": emu.endpoint}}}))
-        .await?;
-    w.external_secret(
-        "es",
-        json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1h",
-        "data": [{"secretKey": "k", "remoteRef": {"key": "irsa/db"}}]}),
-    )
-    .await?;
+    w.apply(secret_store("aws", &emu.endpoint).ambient()).await?;
+    w.external_secret("es", es("aws").refresh("1h").key("k", "irsa/db")).await?;
     w.wait_value("es", "k", "v").await?;
     let calls = emu.stop_recording()?;
     assert!(calls.get("AssumeRoleWithWebIdentity").copied().unwrap_or(0) >= 1, "{calls:?}");
-    let metrics = http_get(&w.operator.metrics_addr, "/metrics")?;
-    let counted = sample(&metrics, "lockstep_aws_calls_total", &["operation=\"AssumeRoleWithWebIdentity\""]);
-    assert_eq!(counted, calls.get("AssumeRoleWithWebIdentity").map(|n| *n as f64), "{metrics}");
+    let metrics = w.operator.metrics()?;
+    let counted = metrics.value("lockstep_aws_calls_total", &[("operation", "AssumeRoleWithWebIdentity")]);
+    assert_eq!(counted, calls.get("AssumeRoleWithWebIdentity").map(|n| *n as f64), "{}", metrics.text());
     Ok(())
 }
 
@@ -451,66 +372,43 @@ async fn ambient_web_identity_uses_the_store_endpoint_for_sts() -> anyhow::Resul
 async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Result<()> {
     let env = Rig::get().test_env("admission").await?;
     install_crds(&env.kube).await?;
-    let cases = [
+    let version = json!({"key": "a", "versionStage": "AWSCURRENT", "versionId": "0123456789abcdef0123456789abcdef"});
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        ("ExternalSecret", es("s").remote("k", version).into(), "set versionStage or versionId, not both"),
+        ("ExternalSecret", es("s").key("bad key", "a").into(), "must be a valid Secret key"),
+        ("ExternalSecret", es("s").into(), "at least one entry in data or dataFrom"),
+        ("ExternalSecret", es("s").refresh("soon").key("k", "a").into(), "refreshInterval must be a duration"),
+        ("ExternalSecret", es("s").key(".", "a").into(), "data[].secretKey must not be '.' or '..'"),
+        ("ExternalSecret", es("s").key("..", "a").into(), "data[].secretKey must not be '.' or '..'"),
+        ("ExternalSecret", es("s").key("..foo", "a").into(), "data[].secretKey must not start with '..'"),
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "k", "remoteRef": {"key": "a", "versionStage": "AWSCURRENT", "versionId": "0123456789abcdef0123456789abcdef"}}]}),
-            "set versionStage or versionId, not both",
-        ),
-        (
-            "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "bad key", "remoteRef": {"key": "a"}}]}),
-            "must be a valid Secret key",
-        ),
-        (
-            "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": ".", "remoteRef": {"key": "a"}}]}),
-            "data[].secretKey must not be '.' or '..'",
-        ),
-        (
-            "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "..", "remoteRef": {"key": "a"}}]}),
-            "data[].secretKey must not be '.' or '..'",
-        ),
-        (
-            "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "..foo", "remoteRef": {"key": "a"}}]}),
-            "data[].secretKey must not start with '..'",
-        ),
-        (
-            "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "", "remoteRef": {"key": "a"}}]}),
+            es("s").key("", "a").into(),
             "spec.data[0].secretKey in body should be at least 1 chars long",
         ),
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "k".repeat(254), "remoteRef": {"key": "a"}}]}),
+            es("s").key(&"k".repeat(254), "a").into(),
             "spec.data[0].secretKey: Too long: may not be more than 253 bytes",
         ),
-        ("ExternalSecret", json!({"secretStoreRef": {"name": "s"}}), "at least one entry in data or dataFrom"),
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "refreshInterval": "soon", "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
-            "refreshInterval must be a duration",
-        ),
-        (
-            "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "refreshInterval": "100ms", "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            es("s").refresh("100ms").key("k", "a").into(),
             "refreshInterval must be 0 (sync once) or at least 1s",
         ),
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "refreshInterval": "0.5s", "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            es("s").refresh("0.5s").key("k", "a").into(),
             "refreshInterval must be 0 (sync once) or at least 1s",
         ),
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}, {"secretKey": "k", "remoteRef": {"key": "b"}}]}),
+            es("s").key("k", "a").key("k", "b").into(),
             "duplicate entries for key [secretKey=\\\"k\\\"]",
         ),
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "target": {"name": "Not_Valid"}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            es("s").target(json!({"name": "Not_Valid"})).key("k", "a").into(),
             "target.name must be a valid Secret name",
         ),
         ("SecretStore", json!({"aws": {"region": "mars"}}), "aws.region must be an AWS region"),
@@ -554,90 +452,88 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
         ),
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "k", "remoteRef": {"key": "a", "conversionStrategy": "Unicode"}}]}),
+            es("s").remote("k", json!({"key": "a", "conversionStrategy": "Unicode"})).into(),
             "conversionStrategy applies to dataFrom only",
         ),
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "dataFrom": [{"extract": {"key": "a"}, "find": {"path": "p"}}]}),
+            es("s").data_from(json!({"extract": {"key": "a"}, "find": {"path": "p"}})).into(),
             "each dataFrom entry needs exactly one of extract or find",
         ),
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "dataFrom": [{}]}),
+            es("s").data_from(json!({})).into(),
             "each dataFrom entry needs exactly one of extract or find",
         ),
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "dataFrom": [{"find": {}}]}),
+            es("s").data_from(json!({"find": {}})).into(),
             "find needs at least one of path, name.regexp or tags",
         ),
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "dataFrom": [{"find": {"tags": {"t".repeat(129): "v"}}}]}),
+            es("s").data_from(json!({"find": {"tags": {"t".repeat(129): "v"}}})).into(),
             "tag keys must be at most 128 characters",
         ),
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "target": {"template": {"data": {"bad key": "x"}}}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            es("s").template(json!({"data": {"bad key": "x"}})).key("k", "a").into(),
             "template.data keys must be valid Secret keys",
         ),
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "target": {"template": {"data": {"": "x"}}}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            es("s").template(json!({"data": {"": "x"}})).key("k", "a").into(),
             "template.data keys must be valid Secret keys",
         ),
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "target": {"template": {"data": {"k".repeat(254): "x"}}}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            es("s").template(json!({"data": {"k".repeat(254): "x"}})).key("k", "a").into(),
             "template.data keys must be at most 253 characters",
         ),
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "target": {"template": {"data": {"..": "x"}}}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            es("s").template(json!({"data": {"..": "x"}})).key("k", "a").into(),
             "template.data keys must not be '.' or '..'",
         ),
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "target": {"template": {"data": {"..x": "x"}}}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            es("s").template(json!({"data": {"..x": "x"}})).key("k", "a").into(),
             "template.data keys must not start with '..'",
         ),
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "target": {"template": {"metadata": {"labels": {"l".repeat(318): "v"}}}}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            es("s").template(json!({"metadata": {"labels": {"l".repeat(318): "v"}}})).key("k", "a").into(),
             "label keys must be at most 317 characters",
         ),
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "target": {"template": {"metadata": {"annotations": {"a".repeat(318): "v"}}}}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
+            es("s").template(json!({"metadata": {"annotations": {"a".repeat(318): "v"}}})).key("k", "a").into(),
             "annotation keys must be at most 317 characters",
         ),
         // Valid for Kubernetes, so accepted (an empty want: no error).
         (
             "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "refreshInterval": "1s", "target": {"template": {"data": {".foo": "x", "a..b": "y", "k".repeat(253): "z"}}},
-                "data": [{"secretKey": ".foo", "remoteRef": {"key": "a"}}, {"secretKey": "a..b", "remoteRef": {"key": "a"}}, {"secretKey": "k".repeat(253), "remoteRef": {"key": "a"}}]}),
+            es("s")
+                .refresh("1s")
+                .template(json!({"data": {".foo": "x", "a..b": "y", "k".repeat(253): "z"}}))
+                .key(".foo", "a")
+                .key("a..b", "a")
+                .key(&"k".repeat(253), "a")
+                .into(),
             "",
         ),
-        (
-            "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "refreshInterval": "0", "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
-            "",
-        ),
-        (
-            "ExternalSecret",
-            json!({"secretStoreRef": {"name": "s"}, "refreshInterval": "1h30m", "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]}),
-            "",
-        ),
+        ("ExternalSecret", es("s").refresh("0").key("k", "a").into(), ""),
+        ("ExternalSecret", es("s").refresh("1h30m").key("k", "a").into(), ""),
     ];
     for (i, (kind, spec, want)) in cases.into_iter().enumerate() {
         let name = format!("bad-{i}-{}", lockstep_rig::unique());
-        let obj =
-            json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec});
-        let err = apply(&env.kube, Some(&env.ns), obj).await.err().map(|e| e.to_string()).unwrap_or_default();
         if want.is_empty() {
-            assert!(err.is_empty(), "case {i} ({kind}) must be accepted: {err:?}");
+            env.apply(object(kind, &name, spec))
+                .await
+                .map_err(|e| anyhow::anyhow!("case {i} must be accepted: {e}"))?;
+            continue;
         }
+        let err = env.rejection(object(kind, &name, spec)).await.map_err(|e| anyhow::anyhow!("case {i}: {e}"))?;
         assert!(err.contains(want), "case {i} ({kind}): want {want:?} in {err:?}");
     }
     Ok(())
@@ -650,9 +546,7 @@ async fn kubectl_get_shows_the_defaulted_refresh_and_wide_shows_the_message() ->
     let env = rig.test_env("columns").await?;
     install_crds(&env.kube).await?;
     let name = format!("cols-{}", lockstep_rig::unique());
-    let spec = json!({"secretStoreRef": {"name": "s"}, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]});
-    let obj = json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "ExternalSecret", "metadata": {"name": name}, "spec": spec});
-    apply(&env.kube, Some(&env.ns), obj).await?;
+    env.apply(es("s").key("k", "a").manifest(&name)).await?;
     let api = Api::<lockstep::api::ExternalSecret>::namespaced(env.kube.clone(), &env.ns);
     let es = api.get(&name).await?;
     assert_eq!(es.spec.refresh_interval.as_deref(), Some(lockstep::api::DEFAULT_REFRESH_INTERVAL));
@@ -684,46 +578,40 @@ async fn kubectl_get_shows_the_defaulted_refresh_and_wide_shows_the_message() ->
 async fn rollout_restart_once_per_burst_and_never_on_first_sync() -> anyhow::Result<()> {
     use k8s_openapi::api::apps::v1::Deployment;
     let w = World::with_env("restart", &[("LOCKSTEP_RESTART_DEBOUNCE_SECONDS", "6")]).await?;
-    w.store("aws", &Rig::get().emulator.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &Rig::get().emulator.endpoint)).await?;
     w.deployment("api").await?;
     // A Deployment of the same name in another namespace is never restarted.
     let other = Rig::get().test_env("restart-other").await?;
-    apply(&other.kube, Some(&other.ns), deployment("api")).await?;
+    other.apply(deployment("api")).await?;
     let theirs = Api::<Deployment>::namespaced(other.kube.clone(), &other.ns);
     let theirs_before = theirs.get("api").await?.metadata.resource_version;
     let src = w.create_aws("env", "v1").await?;
-    w.external_secret(
-        "es",
-        json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
-        "rolloutRestartTargets": [{"kind": "Deployment", "name": "api"}],
-        "data": [{"secretKey": "k", "remoteRef": {"key": src}}]}),
-    )
-    .await?;
+    w.external_secret("es", es("aws").refresh("1s").restart("Deployment", "api").key("k", &src)).await?;
     w.wait_value("es", "k", "v1").await?;
-    let deployments = Api::<Deployment>::namespaced(w.env.kube.clone(), w.ns());
+    let deployments = w.api::<Deployment>();
     let restarted_for = |d: &Deployment| {
         d.spec.template.metadata.as_ref()?.annotations.as_ref()?.get("lockstep.dev/restarted-for").cloned()
     };
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     let d0 = deployments.get("api").await?;
     assert_eq!(restarted_for(&d0), None, "no restart on the first sync");
-    let g0 = d0.metadata.generation.unwrap_or_default();
+    let g0 = d0.metadata.generation.expect("the apiserver sets a generation");
 
     // A burst of two changes inside the quiet period.
     w.env.aws.put_secret_value().secret_id(&src).secret_string("v2").send().await?;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     w.env.aws.put_secret_value().secret_id(&src).secret_string("v3").send().await?;
     let s = w.wait_value("es", "k", "v3").await?;
-    let hash = s.annotations().get("lockstep.dev/data-hash").cloned().unwrap_or_default();
+    let hash = s.annotations().get("lockstep.dev/data-hash").cloned().expect("a synced Secret has a data hash");
     let d = deployments.clone();
-    eventually(WAIT, "restart annotation", || {
+    w.eventually("restart annotation", || {
         let d = d.clone();
         let hash = hash.clone();
         async move { (restarted_for(&d.get("api").await.ok()?)? == hash).then_some(()) }
     })
     .await?;
     tokio::time::sleep(std::time::Duration::from_secs(8)).await;
-    let g1 = deployments.get("api").await?.metadata.generation.unwrap_or_default();
+    let g1 = deployments.get("api").await?.metadata.generation.expect("the apiserver sets a generation");
     assert_eq!(g1, g0 + 1, "exactly one restart for the burst");
     let theirs_after = theirs.get("api").await?.metadata.resource_version;
     assert_eq!(theirs_after, theirs_before, "a Deployment of another namespace must not be touched");
@@ -738,32 +626,21 @@ async fn a_store_change_reaches_its_external_secrets_at_once() -> anyhow::Result
     let rig = Rig::get();
     let cp = ControlPlane::start(&rig.dir.join(format!("stores-{}", lockstep_rig::unique())))?;
     let w = World::on(cp.test_env(&rig.emulator, "stores").await?, &cp.kubeconfig, &[]).await?;
-    let other = Emulator::start(&rig.dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    let other = Emulator::dedicated()?;
     let key = w.create_aws("db", "old").await?;
     other.client().create_secret().name(&key).secret_string("new").send().await?;
 
-    let cluster_store = format!("shared-{}", lockstep_rig::unique());
-    let cluster = |endpoint: &str| {
-        json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "ClusterSecretStore", "metadata": {"name": cluster_store},
-            "spec": {"aws": {"region": "us-east-1", "endpoint": endpoint, "auth": {"secretRef": {
-                "accessKeyIDSecretRef": {"name": "aws-creds", "key": "access-key-id", "namespace": w.ns()},
-                "secretAccessKeySecretRef": {"name": "aws-creds", "key": "secret-access-key", "namespace": w.ns()}}}}}})
-    };
-    w.store("aws", &rig.emulator.endpoint, json!({})).await?;
-    apply(&w.env.kube, None, cluster(&rig.emulator.endpoint)).await?;
-    for (es, kind, store) in [("a", "SecretStore", "aws"), ("b", "ClusterSecretStore", cluster_store.as_str())] {
-        w.external_secret(
-            es,
-            json!({"secretStoreRef": {"name": store, "kind": kind}, "refreshInterval": "1h",
-                   "data": [{"secretKey": "k", "remoteRef": {"key": key}}]}),
-        )
-        .await?;
-        w.wait_value(es, "k", "old").await?;
+    let shared = format!("shared-{}", lockstep_rig::unique());
+    w.store(secret_store("aws", &rig.emulator.endpoint)).await?;
+    w.apply(cluster_store(&shared, &rig.emulator.endpoint).creds_in(w.ns())).await?;
+    for (name, kind, store) in [("a", "SecretStore", "aws"), ("b", "ClusterSecretStore", shared.as_str())] {
+        w.external_secret(name, es(store).kind(kind).refresh("1h").key("k", &key)).await?;
+        w.wait_value(name, "k", "old").await?;
     }
 
     // Both stores now point at the other emulator: the Secrets follow well before an hour.
-    w.store("aws", &other.endpoint, json!({})).await?;
-    apply(&w.env.kube, None, cluster(&other.endpoint)).await?;
+    w.store(secret_store("aws", &other.endpoint)).await?;
+    w.apply(cluster_store(&shared, &other.endpoint).creds_in(w.ns())).await?;
     w.wait_value("a", "k", "new").await?;
     w.wait_value("b", "k", "new").await?;
     Ok(())

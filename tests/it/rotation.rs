@@ -2,31 +2,25 @@
 
 use std::time::Duration;
 
-use lockstep_rig::{Emulator, Rig};
-use serde_json::json;
+use lockstep_rig::Emulator;
 
 use crate::common::*;
 
 #[tokio::test]
 async fn rotation_fetches_only_what_changed_and_shares_fetches() -> anyhow::Result<()> {
-    let emu = Emulator::start(&Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    let emu = Emulator::dedicated()?;
     let aws = emu.client();
     for (name, value) in [("rot/a", "a1"), ("rot/b", "b1"), ("rot/c", "c1")] {
         aws.create_secret().name(name).secret_string(value).send().await?;
     }
     let w = World::new("rotation").await?;
-    w.store("aws", &emu.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &emu.endpoint)).await?;
     // one and three share rot/a; two reads rot/b; four reads rot/c.
-    for (es, key) in [("one", "rot/a"), ("two", "rot/b"), ("three", "rot/a"), ("four", "rot/c")] {
-        w.external_secret(
-            es,
-            json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
-            "data": [{"secretKey": "k", "remoteRef": {"key": key}}]}),
-        )
-        .await?;
+    for (name, key) in [("one", "rot/a"), ("two", "rot/b"), ("three", "rot/a"), ("four", "rot/c")] {
+        w.external_secret(name, es("aws").refresh("1s").key("k", key)).await?;
     }
-    for (es, v) in [("one", "a1"), ("two", "b1"), ("three", "a1"), ("four", "c1")] {
-        w.wait_value(es, "k", v).await?;
+    for (name, v) in [("one", "a1"), ("two", "b1"), ("three", "a1"), ("four", "c1")] {
+        w.wait_value(name, "k", v).await?;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -51,7 +45,7 @@ async fn rotation_fetches_only_what_changed_and_shares_fetches() -> anyhow::Resu
 
 #[tokio::test]
 async fn a_wave_of_syncs_is_fetched_in_batches_and_stage_moves_are_followed() -> anyhow::Result<()> {
-    let emu = Emulator::start(&Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique())))?;
+    let emu = Emulator::dedicated()?;
     let aws = emu.client();
     let n = 30;
     for i in 0..n {
@@ -59,14 +53,9 @@ async fn a_wave_of_syncs_is_fetched_in_batches_and_stage_moves_are_followed() ->
     }
     let w = World::new("wave").await?;
     emu.start_recording()?;
-    w.store("aws", &emu.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &emu.endpoint)).await?;
     for i in 0..n {
-        w.external_secret(
-            &format!("es-{i:02}"),
-            json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
-            "data": [{"secretKey": "k", "remoteRef": {"key": format!("wave/{i:02}")}}]}),
-        )
-        .await?;
+        w.external_secret(&format!("es-{i:02}"), es("aws").refresh("1s").key("k", &format!("wave/{i:02}"))).await?;
     }
     for i in 0..n {
         w.wait_value(&format!("es-{i:02}"), "k", &format!("v1-{i}")).await?;
@@ -96,7 +85,7 @@ async fn a_wave_of_syncs_is_fetched_in_batches_and_stage_moves_are_followed() ->
         aws.update_secret_version_stage()
             .secret_id(&id)
             .version_stage("AWSCURRENT")
-            .move_to_version_id(staged.version_id().unwrap_or_default())
+            .move_to_version_id(staged.version_id().expect("PutSecretValue answers with the version id"))
             .remove_from_version_id(current)
             .send()
             .await?;

@@ -55,8 +55,7 @@ async fn rbac_denies_an_unprivileged_user() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn recorder_counts_calls_on_a_dedicated_emulator() -> anyhow::Result<()> {
-    let dir = Rig::get().dir.join(format!("emu-{}", lockstep_rig::unique()));
-    let emu = lockstep_rig::Emulator::start(&dir)?;
+    let emu = lockstep_rig::Emulator::dedicated()?;
     let aws = emu.client();
     emu.start_recording()?;
     aws.create_secret().name("counted").secret_string("x").send().await?;

@@ -6,7 +6,6 @@
 //! (`operator::rollout_restart_once_per_burst_and_never_on_first_sync`).
 
 use lockstep_rig::{Fault, FaultProxy, Rig};
-use serde_json::json;
 
 use crate::common::*;
 
@@ -16,35 +15,18 @@ async fn a_store_of_the_same_name_in_another_namespace_is_never_used() -> anyhow
     let w = World::new("tenant-a").await?;
     // Namespace B: a working store "aws" with its credentials.
     let b = rig.test_env("tenant-b").await?;
-    apply(
-        &b.kube,
-        Some(&b.ns),
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "aws-creds"},
-        "stringData": {"access-key-id": "testing", "secret-access-key": "testing"}}),
-    )
-    .await?;
-    apply(
-        &b.kube,
-        Some(&b.ns),
-        json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "SecretStore",
-        "metadata": {"name": "aws"}, "spec": {"aws": {"region": "us-east-1", "endpoint": rig.emulator.endpoint,
-        "auth": {"secretRef": {"accessKeyIDSecretRef": {"name": "aws-creds", "key": "access-key-id"},
-                               "secretAccessKeySecretRef": {"name": "aws-creds", "key": "secret-access-key"}}}}}}),
-    )
-    .await?;
+    b.store(secret_store("aws", &rig.emulator.endpoint)).await?;
     let src = w.create_aws("src", "v").await?;
-    let spec = json!({"secretStoreRef": {"name": "aws"}, "refreshInterval": "1s",
-                      "data": [{"secretKey": "k", "remoteRef": {"key": src}}]});
 
     // A has no store "aws": B's is not a fallback.
-    w.external_secret("es", spec).await?;
+    w.external_secret("es", es("aws").refresh("1s").key("k", &src)).await?;
     let msg = w.wait_reason("es", "StoreNotReady").await?;
     assert!(msg.contains(w.ns()), "{msg}");
 
     // A's own "aws" store (denied by AWS) is the one used, not B's working one.
     let proxy = FaultProxy::start(&rig.emulator.endpoint)?;
     proxy.set(Fault::Deny);
-    w.store("aws", &proxy.endpoint, json!({})).await?;
+    w.store(secret_store("aws", &proxy.endpoint)).await?;
     w.wait_reason("es", "AccessDenied").await?;
     assert!(w.secrets().get_opt("es").await?.is_none());
     proxy.set(Fault::Pass);

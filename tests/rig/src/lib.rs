@@ -4,6 +4,19 @@
 //!
 //! Every process gets a pipe as stdin and exits when it closes, so nothing outlives the test
 //! binary, even after a panic or a kill. Binaries come from `.tools/` (`make tools`).
+//!
+//! Also what the integration tests and the benchmark share: the operator as a process
+//! ([`Operator`], given the path of its binary), one test's [`World`], the [`manifests`] they
+//! apply, an HTTP client and a Prometheus text reader ([`http`]). Nothing here depends on the
+//! `lockstep` crate: its CRDs are passed in ([`install_crds`]).
+
+pub mod http;
+pub mod manifests;
+mod operator;
+mod world;
+
+pub use operator::{Operator, install_crds};
+pub use world::{World, apply, merge, text};
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,7 +36,10 @@ use kube::{Api, Client, Config};
 /// How long a component may take to report READY.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The repository root.
+/// How long the tests wait for the operator to do something.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// The repository root (from this crate's place in it).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
 }
@@ -99,10 +115,18 @@ pub struct Emulator {
     _proc: Proc,
     /// `http://127.0.0.1:<port>`.
     pub endpoint: String,
+    /// Its folder: log, recording, and room for a test's own files.
+    pub dir: PathBuf,
 }
 
 impl Emulator {
-    /// Start a moto server of its own (tests that count calls need one nobody else uses).
+    /// A moto server of the test's own, in a fresh folder of the rig (tests that count calls need
+    /// one nobody else uses).
+    pub fn dedicated() -> anyhow::Result<Emulator> {
+        Emulator::start(&Rig::get().dir.join(format!("emu-{}", unique())))
+    }
+
+    /// Start a moto server in `dir`.
     pub fn start(dir: &Path) -> anyhow::Result<Emulator> {
         std::fs::create_dir_all(dir)?;
         let tools = tools_dir();
@@ -112,7 +136,7 @@ impl Emulator {
             .env("MOTO_RECORDER_FILEPATH", dir.join("recording.jsonl"))
             .current_dir(dir);
         let (proc, endpoint) = Proc::start(cmd, &dir.join("moto.log"), "moto (tests/support/moto_rig.py)")?;
-        Ok(Emulator { _proc: proc, endpoint })
+        Ok(Emulator { _proc: proc, endpoint, dir: dir.to_path_buf() })
     }
 
     /// A Secrets Manager client for this emulator (region us-east-1, moto's test keys).
@@ -144,7 +168,7 @@ impl Emulator {
 
     /// Send a request to moto's own API; returns the body.
     pub fn moto_api(&self, method: &str, path: &str) -> anyhow::Result<String> {
-        http(&self.endpoint, method, path, "")
+        http::request(&self.endpoint, method, path, "")?.success().with_context(|| format!("moto {method} {path}"))
     }
 }
 
@@ -179,44 +203,6 @@ pub fn count_operations(jsonl: &str) -> BTreeMap<String, usize> {
     out
 }
 
-/// A one-shot HTTP/1.1 request to a loopback endpoint (moto closes every connection).
-fn http(endpoint: &str, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    if !host.starts_with("127.") {
-        bail!("refusing a non-loopback address: {host}");
-    }
-    let mut s = TcpStream::connect(host)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let (head, rest) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    if !head.starts_with("HTTP/1.1 2") && !head.starts_with("HTTP/1.0 2") {
-        bail!("{method} {path}: {}", head.lines().next().unwrap_or_default());
-    }
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        return Ok(dechunk(rest));
-    }
-    Ok(rest.to_string())
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 /// A Secrets Manager client for an emulator endpoint.
 pub fn sm_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
     let conf = aws_sdk_secretsmanager::Config::builder()
@@ -231,14 +217,12 @@ pub fn sm_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
 /// The shared rig of a test binary.
 pub struct Rig {
     _control_plane: Mutex<Proc>,
-    /// The shared emulator.
+    /// The emulator the tests share (one that counts calls starts its own: [`Emulator::dedicated`]).
     pub emulator: Emulator,
     /// Folder holding certificates, tokens, logs and etcd data.
     pub dir: PathBuf,
     /// The admin kubeconfig (system:masters).
     pub kubeconfig: PathBuf,
-    /// How long the control plane and the emulator took to become ready.
-    pub startup: Duration,
 }
 
 static RIG: OnceLock<Rig> = OnceLock::new();
@@ -272,14 +256,13 @@ impl Rig {
         });
         let (cp, kubeconfig) = Proc::start(cmd, &dir.join("control-plane.log"), "kube-apiserver (tests/support)")?;
         let emulator = emu.join().map_err(|_| anyhow::anyhow!("emulator thread panicked"))??;
-        let startup = t0.elapsed();
         let _ = writeln!(
             std::io::stderr(),
             "rig: kube-apiserver and moto ready in {:.1}s (dir {})",
-            startup.as_secs_f64(),
+            t0.elapsed().as_secs_f64(),
             dir.display()
         );
-        Ok(Rig { _control_plane: Mutex::new(cp), emulator, dir, kubeconfig: PathBuf::from(kubeconfig), startup })
+        Ok(Rig { _control_plane: Mutex::new(cp), emulator, dir, kubeconfig: PathBuf::from(kubeconfig) })
     }
 
     /// A client with the admin token.
@@ -287,16 +270,20 @@ impl Rig {
         client_from(&self.kubeconfig).await
     }
 
-    /// A client authenticated by a bearer token (for RBAC tests).
-    pub async fn kube_with_token(&self, token: &str) -> anyhow::Result<Client> {
+    /// The admin kubeconfig, authenticating by bearer `token` instead (for RBAC tests).
+    pub fn kubeconfig_with_token(&self, token: &str) -> anyhow::Result<Kubeconfig> {
         let mut kc = Kubeconfig::read_from(&self.kubeconfig)?;
         for auth in &mut kc.auth_infos {
             if let Some(a) = auth.auth_info.as_mut() {
                 a.token = Some(token.to_string().into());
             }
         }
-        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-        Ok(Client::try_from(config)?)
+        Ok(kc)
+    }
+
+    /// A client authenticated by bearer `token` (for RBAC tests).
+    pub async fn kube_with_token(&self, token: &str) -> anyhow::Result<Client> {
+        client_of(self.kubeconfig_with_token(token)?).await
     }
 
     /// The static token of user `nobody` (no groups, no RBAC bindings).
@@ -310,8 +297,12 @@ impl Rig {
     }
 }
 
-async fn client_from(kubeconfig: &Path) -> anyhow::Result<Client> {
-    let kc = Kubeconfig::read_from(kubeconfig)?;
+/// A client for the apiserver of the kubeconfig file at `path`, with its credentials.
+pub async fn client_from(path: &Path) -> anyhow::Result<Client> {
+    client_of(Kubeconfig::read_from(path)?).await
+}
+
+async fn client_of(kc: Kubeconfig) -> anyhow::Result<Client> {
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
     Ok(Client::try_from(config)?)
 }
@@ -388,15 +379,15 @@ impl ControlPlane {
 
 /// What one test works with.
 pub struct TestEnv {
-    /// Admin client.
+    /// A client with the admin token.
     pub kube: Client,
-    /// Secrets Manager client for the shared emulator.
+    /// A Secrets Manager client for the emulator the env was made with.
     pub aws: aws_sdk_secretsmanager::Client,
     /// This test's namespace (also a good prefix for AWS secret names).
     pub ns: String,
 }
 
-/// A short unique suffix.
+/// A short suffix for names, unique within this test binary and unlikely to repeat across runs.
 pub fn unique() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
