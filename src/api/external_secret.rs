@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 /// Default for `spec.refreshInterval`: how often change metadata is checked.
 pub const DEFAULT_REFRESH: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// The shortest refreshInterval (the poller polls no faster).
+pub const MIN_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The stage read when a reference names neither a stage nor a version id.
 pub const AWSCURRENT: &str = "AWSCURRENT";
 
@@ -484,6 +487,9 @@ impl ExternalSecretSpec {
                     return Err(format!("refreshInterval {s:?} must not be negative"));
                 }
                 let d: std::time::Duration = d.into();
+                if !d.is_zero() && d < MIN_REFRESH {
+                    return Err(format!("refreshInterval {s:?} must be 0 (sync once) or at least 1s"));
+                }
                 Ok(if d.is_zero() { None } else { Some(d) })
             }
         }

@@ -77,5 +77,6 @@ mod tests {
         assert_eq!(with(Some("1s")), Ok(Some(std::time::Duration::from_secs(1))));
         assert_eq!(with(Some("0")), Ok(None));
         assert_eq!(with(Some("0s")), Ok(None));
+        assert!(with(Some("100ms")).is_err_and(|e| e.contains("at least 1s")), "refused here too, as at admission");
     }
 }

@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::lock;
 use crate::source::SourceRef;
 
-/// The shortest poll interval.
-const MIN_POLL: Duration = Duration::from_secs(1);
+/// The shortest poll interval: the shortest refreshInterval there is.
+const MIN_POLL: Duration = crate::api::MIN_REFRESH;
 
 /// An ExternalSecret to reconcile.
 pub type EsRef = ObjectRef<ExternalSecret>;

@@ -174,3 +174,51 @@ async fn renaming_the_target_retires_the_old_secret_under_owner_and_keeps_it_und
     assert!(deleted, "an Event says the old Secret was deleted: {events:?}");
     Ok(())
 }
+
+/// A rollout restart still waiting out its quiet period when the operator stops (SIGTERM, or a
+/// kill -9) happens after the operator comes back: the workload's record says its pods run with
+/// older data than the Secret holds.
+#[tokio::test]
+async fn a_restart_pending_when_the_operator_stops_happens_after_it_comes_back() -> anyhow::Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    for stop in ["term", "kill"] {
+        // A quiet period far longer than the test waits: only the next operator can restart.
+        let mut w =
+            World::with_env(&format!("pending-{stop}"), &[("LOCKSTEP_RESTART_DEBOUNCE_SECONDS", "600")]).await?;
+        w.store(secret_store("aws", &Rig::get().emulator.endpoint)).await?;
+        w.deployment("api").await?;
+        let src = w.create_aws("env", "v1").await?;
+        w.external_secret("es", es("aws").refresh("1s").restart("Deployment", "api").key("k", &src)).await?;
+        let first = w.wait_value("es", "k", "v1").await?;
+        let deployments = w.api::<Deployment>();
+        let annotation = |d: &Deployment, on_template: bool| {
+            let meta = if on_template { d.spec.template.metadata.as_ref()? } else { &d.metadata };
+            meta.annotations.as_ref()?.get("lockstep.dev/restarted-for").cloned()
+        };
+        let hash = |s: &Secret| s.metadata.annotations.as_ref().and_then(|a| a.get("lockstep.dev/data-hash")).cloned();
+        let recorded = hash(&first);
+        w.eventually("the first sync recorded without a restart", || async {
+            let d = deployments.get("api").await.ok()?;
+            (annotation(&d, false) == recorded && annotation(&d, true).is_none()).then_some(())
+        })
+        .await?;
+
+        w.env.aws.put_secret_value().secret_id(&src).secret_string("v2").send().await?;
+        let changed = hash(&w.wait_value("es", "k", "v2").await?);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let d = deployments.get("api").await?;
+        assert_eq!(annotation(&d, true), None, "{stop}: still inside the quiet period");
+        match stop {
+            "term" => anyhow::ensure!(w.operator.terminate().await?.success(), "a clean exit on SIGTERM"),
+            _ => w.operator.kill(),
+        }
+
+        w.operator = Operator::watching(LOCKSTEP, w.ns(), &[("LOCKSTEP_RESTART_DEBOUNCE_SECONDS", "1")])?;
+        w.eventually(&format!("{stop}: the restart after the operator came back"), || async {
+            let d = deployments.get("api").await.ok()?;
+            (annotation(&d, true) == changed && annotation(&d, false) == changed).then_some(())
+        })
+        .await?;
+    }
+    Ok(())
+}
