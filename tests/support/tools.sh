@@ -4,6 +4,8 @@
 #   .tools/bin/kube-apiserver            etcd + kube-apiserver in one process (cmd/kube-apiserver)
 #   .tools/bin/kube-controller-manager   upstream kube-controller-manager (cmd/kube-controller-manager)
 #   .tools/bin/kubectl                   upstream kubectl of the same release (cmd/kubectl)
+#   .tools/bin/kubelet                   upstream kubelet (cmd/kubelet), for the rig's node
+#   .tools/bin/kube-scheduler            upstream kube-scheduler (cmd/kube-scheduler), for the rig's node
 #   .tools/bin/helm                      go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION
 #   .tools/venv                          python venv with tests/support/requirements.txt (moto)
 #
@@ -11,7 +13,10 @@
 # hash of its inputs (sources, go.mod/go.sum, version pins, build recipe, Go or
 # Python version). Uses the default GOMODCACHE/GOCACHE. Env overrides:
 #   LOCKSTEP_TOOLS (default <repo>/.tools), SKIP_KCM=1 (do not build the controller-manager),
-#   FORCE=1 (ignore stamps).
+#   SKIP_NODE=1 (no kubelet, kube-scheduler or node packages), FORCE=1 (ignore stamps).
+#
+# The node's runtime comes from Debian (apt-get, only when a package is missing):
+#   containerd, runc, busybox-static, containernetworking-plugins
 set -euo pipefail
 
 HELM_VERSION=v3.22.0 # newest helm v3 on the proxy whose go.mod says go <= local Go (go 1.26.0)
@@ -75,9 +80,13 @@ build_k8s() { # build_k8s NAME
   mv -f "$BIN/$1.tmp" "$BIN/$1"
 }
 
-for bin in kube-apiserver kube-controller-manager kubectl; do
+for bin in kube-apiserver kube-controller-manager kubectl kubelet kube-scheduler; do
   if [[ "$bin" == kube-controller-manager && "${SKIP_KCM:-0}" == 1 ]]; then
     echo "tools: $bin: skipped (SKIP_KCM=1)"
+    continue
+  fi
+  if [[ "$bin" == kubelet || "$bin" == kube-scheduler ]] && [[ "${SKIP_NODE:-0}" == 1 ]]; then
+    echo "tools: $bin: skipped (SKIP_NODE=1)"
     continue
   fi
   step "$bin" "$BIN/$bin" \
@@ -101,5 +110,25 @@ install_venv() {
 }
 step venv "$TOOLS/venv/bin/python" \
   "$(hash_of "venv $(python3 --version 2>&1) $(command -v python3)" "$here/requirements.txt")" install_venv
+
+# The node's container runtime and the files its images are built from. dpkg-query first, so a
+# machine that has them pays nothing; apt-get only for what is missing.
+NODE_PKGS=(containerd runc busybox-static containernetworking-plugins)
+if [[ "${SKIP_NODE:-0}" != 1 ]]; then
+  missing=()
+  for p in "${NODE_PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "tools: node packages: installing ${missing[*]}"
+    t0=$SECONDS
+    sudo_=(); [[ "$(id -u)" == 0 ]] || sudo_=(sudo)
+    "${sudo_[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+      { "${sudo_[@]}" apt-get update -qq && "${sudo_[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+    echo "tools: node packages: done in $(fmt_secs $((SECONDS - t0)))"
+  else
+    echo "tools: node packages: installed (${NODE_PKGS[*]})"
+  fi
+fi
 
 echo "tools: all up to date in $TOOLS"

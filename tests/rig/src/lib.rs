@@ -12,9 +12,11 @@
 
 pub mod http;
 pub mod manifests;
+pub mod node;
 mod operator;
 mod world;
 
+pub use node::Node;
 pub use operator::{Operator, install_crds};
 pub use world::{World, apply, merge, text};
 

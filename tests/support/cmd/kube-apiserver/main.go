@@ -15,7 +15,8 @@
 //
 // Files in RIG_DIR: ca.crt, apiserver.crt (leaf+CA), apiserver.key, sa.key,
 // tokens.csv, admin.token (user admin, group system:masters), nobody.token
-// (user nobody, no groups), etcd/ (wiped at start unless resuming), etcd.ports
+// (user nobody, no groups), node.token (user system:node:rig-node, group system:nodes: the rig
+// node's kubelet, held to its own node's objects by Node authorization), etcd/ (wiped at start unless resuming), etcd.ports
 // and, once GET /readyz answers 200, kubeconfig (written atomically). Then exactly one line
 // "READY <absolute kubeconfig path>" goes to stdout; everything else goes to
 // stderr. SIGTERM/SIGINT (or stdin EOF, see above) stops the controller-manager,
@@ -182,7 +183,8 @@ func run() int {
 		"--tls-cert-file=" + p("apiserver.crt"),
 		"--tls-private-key-file=" + p("apiserver.key"),
 		"--cert-dir=" + p("certs"),
-		"--authorization-mode=RBAC",
+		"--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=NodeRestriction",
 		"--token-auth-file=" + p("tokens.csv"),
 		"--service-account-issuer=" + serviceAccountIssuer,
 		"--service-account-key-file=" + p("sa.key"),
@@ -342,7 +344,7 @@ func pki(dir string, resume bool) ([]byte, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("sa key: %w", err)
 	}
-	adminTok, nobodyTok := randHex(24), randHex(24)
+	adminTok, nobodyTok, nodeTok := randHex(24), randHex(24), randHex(24)
 	files := []struct {
 		name string
 		data []byte
@@ -352,9 +354,10 @@ func pki(dir string, resume bool) ([]byte, string, error) {
 		{"apiserver.crt", append(append([]byte{}, certPEM...), caPEM...), 0o644},
 		{"apiserver.key", keyPEM, 0o600},
 		{"sa.key", saPEM, 0o600},
-		{"tokens.csv", []byte(fmt.Sprintf("%s,admin,admin,\"system:masters\"\n%s,nobody,nobody\n", adminTok, nobodyTok)), 0o600},
+		{"tokens.csv", []byte(fmt.Sprintf("%s,admin,admin,\"system:masters\"\n%s,nobody,nobody\n%s,system:node:rig-node,rig-node,\"system:nodes\"\n", adminTok, nobodyTok, nodeTok)), 0o600},
 		{"admin.token", []byte(adminTok + "\n"), 0o600},
 		{"nobody.token", []byte(nobodyTok + "\n"), 0o600},
+		{"node.token", []byte(nodeTok + "\n"), 0o600},
 	}
 	for _, f := range files {
 		if err := writeAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
