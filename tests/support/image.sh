@@ -7,7 +7,7 @@
 #   tests/support/image.sh lockstep OUT.tar NAME:TAG BINARY    the operator as the Dockerfile's final
 #                                                              stage has it: /usr/local/bin/lockstep, the
 #                                                              shared libraries it links (from ldd),
-#                                                              uid/gid 65532, no shell
+#                                                              the CA bundle, uid/gid 65532, no shell
 set -euo pipefail
 
 kind="$1" out="$2" ref="$3"
@@ -39,10 +39,14 @@ case "$kind" in
   lockstep)
     bin="$4"
     install -D -m 0755 "$bin" "$rootfs/usr/local/bin/lockstep"
+    # A debug build carries ~350 MB of debug info the image does not need (the release one is stripped).
+    if command -v strip >/dev/null; then strip --strip-debug "$rootfs/usr/local/bin/lockstep"; fi
     # The dynamic loader and every library the binary links against, at the paths ldd names.
     for lib in $(ldd "$bin" | awk '/=>/ {print $3} /^[[:space:]]*\// {print $1}' | sort -u); do
       install -D -m 0755 "$(readlink -f "$lib")" "$rootfs$lib"
     done
+    # The CA bundle distroless ships (the AWS SDK's TLS client loads the native roots).
+    install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
     chown 65532:65532 "$rootfs/home/nonroot"
     config='"User":"65532:65532","Env":["PATH=/usr/local/bin:/usr/bin:/bin"],"Entrypoint":["/usr/local/bin/lockstep"],"Cmd":["run","--metrics-addr=0.0.0.0:8080"],"ExposedPorts":{"8080/tcp":{}},"WorkingDir":"/home/nonroot"' ;;
   *) echo "image.sh: unknown image $kind" >&2; exit 2 ;;
