@@ -344,3 +344,55 @@ async fn the_helm_installed_operator_runs_as_a_hardened_pod_and_syncs_on_loopbac
     lockstep_rig::eventually(WAIT, "the Secret kept", value("v2")).await?;
     Ok(())
 }
+
+/// The value of Dockerfile instruction `name` in its final stage (after the last FROM).
+fn final_stage(dockerfile: &str, name: &str) -> Option<String> {
+    let last_from = dockerfile.rfind("\nFROM ")?;
+    dockerfile[last_from..].lines().find_map(|l| l.strip_prefix(&format!("{name} ")).map(|v| v.trim().to_string()))
+}
+
+#[test]
+fn the_rig_image_of_the_operator_agrees_with_the_dockerfile() -> anyhow::Result<()> {
+    let root = lockstep_rig::repo_root();
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile"))?;
+    let dir = Rig::get().dir.join(format!("image-{}", lockstep_rig::unique()));
+    let tar = dir.join("lockstep.tar");
+    let built = std::process::Command::new("bash")
+        .arg(root.join("tests/support/image.sh"))
+        .args(["lockstep", tar.to_str().expect("a UTF-8 path"), "rig.local/lockstep:check", LOCKSTEP])
+        .status()?;
+    assert!(built.success(), "image.sh builds the operator's image");
+    let read = |member: &str| -> anyhow::Result<String> {
+        let out = std::process::Command::new("tar").arg("-xOf").arg(&tar).arg(member).output()?;
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let manifest: Value = serde_json::from_str(&read("./manifest.json")?)?;
+    let config: Value =
+        serde_json::from_str(&read(&format!("./{}", manifest[0]["Config"].as_str().expect("a config")))?)?;
+    let config = &config["config"];
+    let user = final_stage(&dockerfile, "USER").expect("USER in the final stage");
+    assert_eq!(config["User"], json!(user), "the same user");
+    let entrypoint: Value = serde_json::from_str(&final_stage(&dockerfile, "ENTRYPOINT").expect("an ENTRYPOINT"))?;
+    assert_eq!(config["Entrypoint"], entrypoint, "the same entrypoint");
+    let cmd: Value = serde_json::from_str(&final_stage(&dockerfile, "CMD").expect("a CMD"))?;
+    assert_eq!(config["Cmd"], cmd, "the same arguments");
+    let copy = final_stage(&dockerfile, "COPY").expect("the binary's COPY");
+    assert!(
+        copy.ends_with(entrypoint[0].as_str().expect("a path")),
+        "the binary where the entrypoint names it: {copy}"
+    );
+    // What the binary links against is what the final stage (distroless cc: glibc, libm, libgcc_s)
+    // has, and what the rig's image copies from this machine.
+    let ldd = std::process::Command::new("ldd").arg(LOCKSTEP).output()?;
+    let libs: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|l| !l.starts_with("linux-vdso"))
+        .collect();
+    let distroless_cc = ["libc.so.6", "libm.so.6", "libgcc_s.so.1", "/lib64/ld-linux-x86-64.so.2"];
+    for lib in &libs {
+        assert!(distroless_cc.contains(&lib.as_str()), "the binary links {lib}, which distroless cc lacks");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

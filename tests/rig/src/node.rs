@@ -46,6 +46,12 @@ impl Node {
         })
     }
 
+    /// A node of the caller's own, torn down when dropped (for a test that checks the teardown; a
+    /// test binary runs one node at a time, so such a test lives in a binary of its own).
+    pub fn own() -> anyhow::Result<Node> {
+        Node::start(Rig::get())
+    }
+
     fn start(rig: &Rig) -> anyhow::Result<Node> {
         let t0 = Instant::now();
         let dir = rig.dir.join("node");
