@@ -2,7 +2,9 @@
 # make demo: a secret syncing and rotating on a local control plane.
 # Starts its own kube-apiserver (+etcd) and moto on free loopback ports in a temporary folder,
 # installs the CRDs, applies examples/demo/, runs the operator, rotates the AWS secret with
-# PutSecretValue, shows the Secret follow, and cleans everything up.
+# PutSecretValue, shows the Secret follow, and cleans everything up. When make tools built the
+# rig's node (kubelet), a pod mounting the Secret shows the rotated value from its file too
+# (DEMO_POD=0 skips it).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="${LOCKSTEP_TOOLS:-$root/.tools}"
@@ -50,6 +52,15 @@ print(f"{op}: {name}")
 PY
 }
 
+pod=0
+if [[ "${DEMO_POD:-1}" == 1 && -x "$tools/bin/kubelet" ]]; then
+  pod=1
+  say "Starting a node: containerd + kubelet + kube-scheduler on loopback (tests/support/node.sh)"
+  bash "$root/tests/support/node.sh" up "$work/kube" "$work/node" >"$work/node.out" 2>"$work/node.log" &
+  pids+=($!)
+  wait_line "$work/node.out" READY 120 >/dev/null
+fi
+
 say "kubectl apply --server-side -f crds/"
 kubectl apply --server-side -f "$root/crds/"
 kubectl wait --for=condition=Established crd/externalsecrets.lockstep.dev --timeout=30s
@@ -89,5 +100,34 @@ aws_sm put demo/db '{"username":"app","password":"rotated-password"}'
 wait_value rotated-password
 echo "rotation reached the Secret in $(( ($(date +%s%N) - start) / 1000000 )) ms"
 show
+
+if ((pod)); then
+  pod_file() { # the last password the reader pod printed (from the kubelet's log file)
+    cat "$work"/node/pod-logs/demo_reader_*/c/*.log 2>/dev/null | tail -n1 | cut -d' ' -f4-
+  }
+  say "A pod mounting Secret db-creds (hostNetwork, image rig.local/busybox:1) prints its password file"
+  kubectl -n demo apply -f - <<'POD'
+apiVersion: v1
+kind: Pod
+metadata: {name: reader}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: rig.local/busybox:1
+    imagePullPolicy: Never
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do cat /db/password; echo; sleep 1; done"]
+    volumeMounts: [{name: db, mountPath: /db, readOnly: true}]
+  volumes: [{name: db, secret: {secretName: db-creds}}]
+POD
+  for ((i = 0; i < 600; i++)); do [[ -n "$(pod_file)" ]] && break; sleep 0.1; done
+  echo "the pod reads: $(pod_file)"
+  say "Rotating again; the kubelet refreshes the pod's file at its next sync (syncFrequency 5s here)"
+  start=$(date +%s%N)
+  aws_sm put demo/db '{"username":"app","password":"rotated-again"}'
+  for ((i = 0; i < 900; i++)); do [[ "$(pod_file)" == rotated-again ]] && break; sleep 0.1; done
+  echo "the pod reads: $(pod_file) ($(( ($(date +%s%N) - start) / 1000000 )) ms after the rotation)"
+fi
 
 say "Done; stopping everything"

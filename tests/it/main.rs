@@ -13,7 +13,6 @@ mod hygiene;
 mod lifecycle;
 mod mapping;
 mod operator;
-mod pods;
 mod rotation;
 mod smoke;
 mod tenancy;

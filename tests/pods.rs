@@ -1,7 +1,16 @@
-//! Real pods on the rig's node: a pod reading a synced Secret as a file sees a rotation, and a
-//! Deployment reading it as environment variables, named in `rolloutRestartTargets`, is rolled out
-//! once by the real deployment controller and runs the new value. Every pod uses
-//! `hostNetwork: true` (no pod network; nothing leaves 127.0.0.1).
+//! Real pods on the rig's node: the chart's operator as a pod, a pod reading a synced Secret as a
+//! file sees a rotation, and a Deployment reading it as environment variables, named in
+//! `rolloutRestartTargets`, is rolled out once by the real deployment controller and runs the new
+//! value. Every pod uses `hostNetwork: true` (no pod network; nothing leaves 127.0.0.1).
+//!
+//! A test binary of its own: the node runs the deployment controller, which would also act on the
+//! Deployments other tests use as bare restart targets (no pods, resource versions compared).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "it/common.rs"]
+#[allow(dead_code)] // the helpers the other test binary uses too
+mod common;
 
 use std::time::{Duration, Instant};
 
@@ -79,9 +88,6 @@ async fn a_deployment_reading_env_vars_is_rolled_out_once_and_its_new_pods_print
     let aws = emu.client();
     let src = w.aws_name("api");
     aws.create_secret().name(&src).secret_string("v1").send().await?;
-    w.store(secret_store("aws", &emu.endpoint)).await?;
-    w.external_secret("api", es("aws").refresh("1s").restart("Deployment", "api").key("TOKEN", &src)).await?;
-    w.wait_value("api", "TOKEN", "v1").await?;
 
     let mut container = printer("$TOKEN");
     container["env"] = json!([{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "api", "key": "TOKEN"}}}]);
@@ -89,6 +95,17 @@ async fn a_deployment_reading_env_vars_is_rolled_out_once_and_its_new_pods_print
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "api"}},
                  "template": {"metadata": {"labels": {"app": "api"}}, "spec": pod_spec(container, json!([]))}}}))
         .await?;
+    // The Deployment is there before the ExternalSecret's first sync, which records the data its
+    // pods run with (no restart on a first sync).
+    w.store(secret_store("aws", &emu.endpoint)).await?;
+    w.external_secret("api", es("aws").refresh("1s").restart("Deployment", "api").key("TOKEN", &src)).await?;
+    w.wait_value("api", "TOKEN", "v1").await?;
+    let deployments = w.api::<k8s_openapi::api::apps::v1::Deployment>();
+    w.eventually("the operator recording the data the pods run with", || {
+        let deployments = deployments.clone();
+        async move { deployments.get("api").await.ok()?.metadata.annotations?.get("lockstep.dev/restarted-for").map(drop) }
+    })
+    .await?;
     let ns = w.ns().to_string();
     let pods = w.api::<Pod>();
     // The names of the running pods of the Deployment, and what each printed last.
