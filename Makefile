@@ -1,5 +1,6 @@
-# Lockstep developer entry points. Test tooling (kube-apiserver, kube-controller-manager,
-# helm, moto venv) is built into .tools/ by tests/support/tools.sh; see tests/support/README.md.
+# Lockstep developer entry points. Test tooling (kube-apiserver, kube-controller-manager, kubectl,
+# kubelet, kube-scheduler, helm, moto venv; containerd and runc from Debian) is built into .tools/ by
+# tests/support/tools.sh; see tests/support/README.md.
 SHELL := bash
 export LOCKSTEP_TOOLS ?= $(CURDIR)/.tools
 
@@ -8,6 +9,7 @@ export LOCKSTEP_TOOLS ?= $(CURDIR)/.tools
 tools:
 	bash tests/support/tools.sh
 
+# `make dev-up NODE=1` also starts a node (containerd, kubelet, kube-scheduler) for real pods.
 dev-up:
 	bash tests/support/dev.sh up
 

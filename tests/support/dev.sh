@@ -2,7 +2,8 @@
 # Long-running dev instance of the test rig (make dev-up / dev-down).
 #
 #   dev.sh up      start kube-apiserver (+ kube-controller-manager if built) and moto in
-#                  the background; state, pid files and logs in <repo>/.tools/dev/
+#                  the background; state, pid files and logs in <repo>/.tools/dev/; with NODE=1
+#                  also a node (node.sh: containerd, kubelet, kube-scheduler) in .tools/dev/node
 #   dev.sh down    stop them and remove .tools/dev/
 #   dev.sh status  show what is running
 #
@@ -27,6 +28,7 @@ alive() { # alive NAME -> pid file exists and the process is ours
   case "$1" in
     kube-apiserver) grep -qa "kube-apiserver" "/proc/$pid/cmdline" 2>/dev/null ;;
     moto) grep -qa "moto_rig.py" "/proc/$pid/cmdline" 2>/dev/null ;;
+    node) grep -qa "node.sh" "/proc/$pid/cmdline" 2>/dev/null ;;
   esac
 }
 
@@ -123,11 +125,29 @@ up() {
     sleep 0.2
   done
   printf 'export KUBECONFIG=%q\nexport AWS_ENDPOINT_URL=%q\n' "$(ready_value kube-apiserver)" "$(ready_value moto)" >"$DEV/env"
+  if [[ "${NODE:-0}" == 1 ]]; then
+    (
+      unset RIG_EXIT_ON_STDIN_EOF
+      exec setsid nohup bash "$here/node.sh" up "$DEV/kube" "$DEV/node" </dev/null >"$DEV/node.out" 2>"$DEV/node.log"
+    ) &
+    echo $! >"$DEV/node.pid"
+    while [[ -z "$(ready_value node)" ]]; do
+      if ! alive node || ((SECONDS - t0 >= TIMEOUT)); then
+        echo "dev: the node did not start; last log lines:" >&2
+        tail -n 20 "$DEV/node.log" >&2 || true
+        down >/dev/null
+        exit 1
+      fi
+      sleep 0.2
+    done
+    echo "dev: node rig-node ready (pods: hostNetwork: true, image rig.local/busybox:1, imagePullPolicy: Never)"
+  fi
   echo "dev: up in $((SECONDS - t0))s"
   print_info
 }
 
 down() {
+  stop_one node
   for s in "${SERVICES[@]}"; do stop_one "$s"; done
   rm -rf "$DEV"
   echo "dev: down"
