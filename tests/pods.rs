@@ -322,6 +322,14 @@ async fn the_helm_installed_operator_runs_as_a_hardened_pod_and_syncs_on_loopbac
     // The process: uid 65532, a read-only root, only the projected token mounted, loopback only.
     let uid = pod.metadata.uid.clone().expect("a pod uid");
     let pid = container_pid(&uid, "/usr/local/bin/lockstep").expect("the operator's process on the node");
+    // What the process really has: the kubelet adds the `kubernetes` Service's 10.0.0.1 to every
+    // container; the chart's env must win, or the operator would dial a private address.
+    let environ = std::fs::read(format!("/proc/{pid}/environ"))?;
+    let host = environ
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"KUBERNETES_SERVICE_HOST="))
+        .map(|v| String::from_utf8_lossy(v).to_string());
+    assert_eq!(host.as_deref(), Some("127.0.0.1"), "the operator's apiserver address");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let uids = status.lines().find(|l| l.starts_with("Uid:")).expect("a Uid line");
     assert_eq!(uids.split_whitespace().skip(1).collect::<Vec<_>>(), ["65532"; 4], "runs as 65532: {uids}");

@@ -34,6 +34,8 @@ CONTAINER_LOGS=/var/log/containers
 
 log() { echo "node: $*" >&2; }
 
+PARENT=$PPID # a test binary (or make dev-up); startup stops when it is gone
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 ctr_() { ctr --address "$NODE_DIR/containerd.sock" -n k8s.io "$@"; }
@@ -124,9 +126,13 @@ leftovers() {
   return $found
 }
 
-wait_for() { # wait_for SECONDS WHAT COMMAND...
-  local n="$1" what="$2" i; shift 2
-  for i in $(seq $((n * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+wait_for() { # wait_for SECONDS WHAT COMMAND...: gives up at once when the parent is gone
+  local until=$((SECONDS + $1)) what="$2"; shift 2
+  while ((SECONDS < until)); do
+    "$@" >/dev/null 2>&1 && return 0
+    kill -0 "$PARENT" 2>/dev/null || { log "the parent ($PARENT) is gone while waiting for $what"; return 1; }
+    sleep 0.1
+  done
   log "timed out waiting for $what"; return 1
 }
 
