@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod api;
 pub mod aws;
+pub mod cli;
 pub mod codec;
 pub mod controller;
 pub mod error;

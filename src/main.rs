@@ -1,16 +1,19 @@
-//! `lockstep`: run the controller, print the CRDs, or print the version.
+//! `lockstep`: run the controller, print the CRDs or the version, and the commands for people
+//! (`status`, `refresh`, `template`). Named `kubectl-lockstep` it is a kubectl plugin.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use futures::FutureExt;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use lockstep::admin::{self, AdminState, Readiness};
 use lockstep::api::ExternalSecret;
+use lockstep::cli::{self, Cluster};
 use lockstep::controller::{self, Context};
 use lockstep::leader::{self, Elector, Role};
 use lockstep::metrics::Metrics;
@@ -32,6 +35,25 @@ enum Command {
     Crd,
     /// Print the version.
     Version,
+    /// ExternalSecrets with their store, Ready reason, last sync and AWS versions; for a
+    /// not-Ready one the message and the fix. Exit 3 when one is not Ready.
+    Status {
+        #[command(flatten)]
+        cluster: Cluster,
+        #[command(flatten)]
+        args: cli::status::Args,
+    },
+    /// Sync again (fetching afresh) the ExternalSecret NAME, or every one using --store or
+    /// reading --aws-secret. Exit 3 when none matched.
+    Refresh {
+        #[command(flatten)]
+        cluster: Cluster,
+        #[command(flatten)]
+        args: cli::refresh::Args,
+    },
+    /// Render the Secret an ExternalSecret would write, offline, from a values file. Values are
+    /// masked unless --show-values. Exit 3 when the operator would refuse the spec.
+    Template(cli::template::Args),
 }
 
 #[derive(Parser)]
@@ -96,17 +118,50 @@ impl From<LogFormat> for telemetry::Format {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Crd => {
-            print!("{}", lockstep::api::crds_yaml()?);
-            Ok(())
+async fn main() -> anyhow::Result<ExitCode> {
+    match parse().command {
+        Command::Crd => print!("{}", lockstep::api::crds_yaml()?),
+        Command::Version => println!("lockstep {}", env!("CARGO_PKG_VERSION")),
+        Command::Run(args) => run(args).await?,
+        Command::Status { cluster, args } => {
+            return Ok(people(async {
+                let (client, ns) = cluster.connect().await?;
+                cli::status::run(client, &ns, &args, &mut std::io::stdout()).await
+            })
+            .await);
         }
-        Command::Version => {
-            println!("lockstep {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
+        Command::Refresh { cluster, args } => {
+            return Ok(people(async {
+                let (client, ns) = cluster.connect().await?;
+                cli::refresh::run(client, &ns, &args, &mut std::io::stdout()).await
+            })
+            .await);
         }
-        Command::Run(args) => run(args).await,
+        Command::Template(args) => {
+            return Ok(
+                people(async { cli::template::run(&args, &mut std::io::stdout(), &mut std::io::stderr()) }).await
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The flags; as `kubectl-lockstep` (a kubectl plugin) usage says `kubectl lockstep`.
+fn parse() -> Cli {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let plugin = std::path::Path::new(&argv0).file_name().is_some_and(|n| n.to_string_lossy().starts_with("kubectl-"));
+    let command = if plugin { Cli::command().bin_name("kubectl lockstep") } else { Cli::command() };
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
+/// A command for people: its exit code, or its error on stderr and [`cli::EXIT_FAILED`].
+async fn people(command: impl Future<Output = Result<u8, cli::CliError>>) -> ExitCode {
+    match command.await {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 

@@ -121,6 +121,8 @@ async fn report(es: &ExternalSecret, ctx: &Context, outcome: &Result<Synced>) ->
         let api = Api::<ExternalSecret>::namespaced(ctx.client.clone(), &es.namespace().unwrap_or_default());
         write::apply_status(&api, &es.name_any(), &next).await?;
     }
+    let synced_at = outcome.is_ok().then(|| jiff::Timestamp::now().as_millisecond() as f64 / 1000.0);
+    ctx.metrics.object_status(&super::object_key::<ExternalSecret>(es), reason, synced_at);
     if status::ready_reason(&previous.conditions) != Some(reason.as_str()) {
         let type_ = if reason.is_ready() { EventType::Normal } else { EventType::Warning };
         publish(es, ctx, type_, reason.as_str(), &message).await;

@@ -59,6 +59,7 @@ async fn reconcile<S: Store>(store: Arc<S>, ctx: Arc<Context>) -> Result<Action>
     if next != previous {
         write::apply_status(&store.own_api(&ctx.client), &store.name_any(), &next).await?;
     }
+    ctx.metrics.object_status(&super::object_key(&*store), reason, None);
     let key = id.to_string();
     Ok(match outcome {
         Ok(()) => {
