@@ -13,6 +13,7 @@ mod hygiene;
 mod lifecycle;
 mod mapping;
 mod operator;
+mod ops;
 mod rotation;
 mod smoke;
 mod tenancy;
