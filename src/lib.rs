@@ -9,6 +9,7 @@ pub mod api;
 pub mod aws;
 pub mod codec;
 pub mod controller;
+pub mod convert;
 pub mod error;
 pub mod json_path;
 pub mod leader;
