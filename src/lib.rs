@@ -10,6 +10,7 @@ pub mod aws;
 pub mod cli;
 pub mod codec;
 pub mod controller;
+pub mod convert;
 pub mod error;
 pub mod json_path;
 pub mod leader;

@@ -54,6 +54,18 @@ enum Command {
     /// Render the Secret an ExternalSecret would write, offline, from a values file. Values are
     /// masked unless --show-values. Exit 3 when the operator would refuse the spec.
     Template(cli::template::Args),
+    /// Convert ESO (external-secrets.io) manifests to Lockstep's: files, directories, or stdin.
+    Convert(ConvertArgs),
+}
+
+#[derive(Parser)]
+struct ConvertArgs {
+    /// YAML files or directories of them (`-` or nothing: stdin).
+    #[arg(short = 'f', long = "filename")]
+    files: Vec<std::path::PathBuf>,
+    /// Write what converts and exit 0 even when some objects cannot be converted.
+    #[arg(long)]
+    allow_partial: bool,
 }
 
 #[derive(Parser)]
@@ -123,6 +135,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Crd => print!("{}", lockstep::api::crds_yaml()?),
         Command::Version => println!("lockstep {}", env!("CARGO_PKG_VERSION")),
         Command::Run(args) => run(args).await?,
+        Command::Convert(args) => convert(args)?,
         Command::Status { cluster, args } => {
             return Ok(people(async {
                 let (client, ns) = cluster.connect().await?;
@@ -200,6 +213,47 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         gated.inspect_err(|e| tracing::error!(error = %e, "leadership lost, exiting")).map_err(anyhow::Error::from)
     };
     tokio::try_join!(admin, controllers)?;
+    Ok(())
+}
+
+/// `lockstep convert`: converted YAML on stdout, a warning per object left out on stderr; exit 1
+/// when something was left out, unless `--allow-partial`.
+fn convert(args: ConvertArgs) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut texts = Vec::new();
+    let stdin = args.files.is_empty() || args.files.iter().any(|f| f.as_os_str() == "-");
+    if stdin {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("cannot read stdin")?;
+        texts.push(("<stdin>".to_string(), text));
+    }
+    for path in args.files.iter().filter(|f| f.as_os_str() != "-") {
+        let mut paths = vec![path.clone()];
+        if path.is_dir() {
+            paths = std::fs::read_dir(path)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                .collect();
+            paths.sort();
+        }
+        for p in paths {
+            let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+            texts.push((p.display().to_string(), text));
+        }
+    }
+    let mut docs = Vec::new();
+    for (name, text) in &texts {
+        docs.extend(lockstep::convert::documents(text).with_context(|| format!("{name} is not YAML"))?);
+    }
+    let out = lockstep::convert::convert(docs);
+    print!("{}", lockstep::convert::to_yaml(&out.objects)?);
+    for w in &out.warnings {
+        eprintln!("warning: {w}; not converted");
+    }
+    if !out.warnings.is_empty() && !args.allow_partial {
+        let objects: std::collections::BTreeSet<&str> = out.warnings.iter().map(|w| w.object.as_str()).collect();
+        bail!("{} object(s) could not be converted (--allow-partial writes the rest with exit 0)", objects.len());
+    }
     Ok(())
 }
 

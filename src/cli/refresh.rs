@@ -185,6 +185,7 @@ mod tests {
             .map(|k| ExternalSecretData {
                 secret_key: "k".into(),
                 remote_ref: RemoteRef { key: k.to_string(), ..Default::default() },
+                ..Default::default()
             })
             .collect();
         let spec = ExternalSecretSpec {

@@ -1,5 +1,5 @@
 //! `lockstep status`: the ExternalSecrets of a namespace (or all) as a table, with the Ready
-//! reason, when the operator last changed their status, the AWS version ids live, and for a
+//! reason, when they last synced from AWS, the AWS version ids live, and for a
 //! not-Ready one the message and what to do.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -25,8 +25,8 @@ pub struct Row {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
-    /// When the operator last wrote this status (RFC 3339): the last sync that changed data,
-    /// versions or the condition. A refresh that finds nothing to change writes nothing.
+    /// When the last sync that read AWS wrote (or confirmed) the Secret (`status.refreshTime`,
+    /// RFC 3339); before any, when the operator last wrote the status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_sync: Option<String>,
     pub sources: Vec<SourceStatus>,
@@ -63,14 +63,19 @@ pub fn row(es: &ExternalSecret) -> Row {
         ),
         None => ("Pending".to_string(), String::new(), "not synced yet".to_string()),
     };
-    // The time of the operator's last status write, else the condition's last transition.
+    // `status.refreshTime` (the last sync that read AWS), else the time of the operator's last
+    // status write, else the condition's last transition.
     let written = es
         .metadata
         .managed_fields
         .iter()
         .flatten()
         .find(|m| m.manager.as_deref() == Some(crate::MANAGER) && m.subresource.as_deref() == Some("status"));
-    let last_sync = written.and_then(|m| m.time.clone()).or_else(|| condition.map(|c| c.last_transition_time.clone()));
+    let last_sync = status
+        .refresh_time
+        .clone()
+        .or_else(|| written.and_then(|m| m.time.clone()))
+        .or_else(|| condition.map(|c| c.last_transition_time.clone()));
     let fix = if ready == "True" { None } else { fix(&reason).map(String::from) };
     Row {
         namespace: es.namespace().unwrap_or_default(),

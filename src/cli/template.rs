@@ -4,7 +4,7 @@
 //!
 //! The values file is a JSON object: AWS secret name (as the spec writes it) -> its value. A key
 //! `NAME#STAGE` or `NAME#uuid/VERSIONID` gives the value of that stage or version (plain `NAME`
-//! is AWSCURRENT). A string value is the SecretString; any other JSON value is taken as its JSON
+//! is AWSCURRENT); `NAME#tags` its tags as a JSON object (for `metadataPolicy: Fetch`). A string value is the SecretString; any other JSON value is taken as its JSON
 //! text exactly as written in the file.
 
 use std::collections::BTreeMap;
@@ -30,6 +30,7 @@ pub fn values(json: &str) -> Result<Values, CliError> {
     for (key, value) in raw {
         let (name, version) = match key.split_once('#') {
             None => (key.as_str(), Version::Stage(AWSCURRENT.into())),
+            Some((name, "tags")) => (name, Version::Tags),
             Some((name, v)) => match v.strip_prefix("uuid/") {
                 Some(id) => (name, Version::Id(id.to_string())),
                 None => (name, Version::Stage(v.to_string())),
@@ -41,7 +42,7 @@ pub fn values(json: &str) -> Result<Values, CliError> {
         };
         let version_id = match &version {
             Version::Id(id) => id.clone(),
-            Version::Stage(_) => OFFLINE_VERSION.to_string(),
+            Version::Stage(_) | Version::Tags => OFFLINE_VERSION.to_string(),
         };
         let fetched = Fetched { payload: Payload::String(SecretBytes::from(text)), version_id, created_date: None };
         out.insert(SourceRef { key: name.to_string(), version }, fetched);
@@ -94,6 +95,7 @@ pub fn render(es_yaml: &str, values_json: &str) -> Result<Rendered, CliError> {
                 Version::Stage(s) if s == AWSCURRENT => source.key.clone(),
                 Version::Stage(s) => format!("{}#{s}", source.key),
                 Version::Id(id) => format!("{}#uuid/{id}", source.key),
+                Version::Tags => format!("{}#tags", source.key),
             };
             return Err(CliError::Input(format!("the values file has no value for {key:?}")));
         }
@@ -230,8 +232,8 @@ spec:
     #[test]
     fn stages_versions_json_text_and_what_is_missing() {
         let es = r#"{"metadata": {"name": "x"}, "spec": {"secretStoreRef": {"name": "aws"}, "data": [
-            {"secretKey": "old", "remoteRef": {"key": "k", "versionStage": "AWSPREVIOUS"}},
-            {"secretKey": "pinned", "remoteRef": {"key": "k", "versionId": "v7"}},
+            {"secretKey": "old", "remoteRef": {"key": "k", "version": "AWSPREVIOUS"}},
+            {"secretKey": "pinned", "remoteRef": {"key": "k", "version": "uuid/v7"}},
             {"secretKey": "cfg", "remoteRef": {"key": "cfg"}}]}}"#;
         let values = r#"{"k#AWSPREVIOUS": "o", "k#uuid/v7": "p", "cfg": {"n": 1e400 }}"#;
         let s = secret(es, values);

@@ -86,7 +86,7 @@ fn error_policy(_es: Arc<ExternalSecret>, err: &Error, _ctx: Arc<Context>) -> Ac
 async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action> {
     let key = format!("{}/{}", es.namespace().unwrap_or_default(), es.name_any());
     ctx.metrics.reconcile("ExternalSecret");
-    let refresh = es.spec.refresh();
+    let refresh = es.spec.schedule();
     let outcome = match &refresh {
         Ok(refresh) => sync::sync(&es, &ctx, *refresh).await,
         Err(message) => Err(Error::InvalidValue(message.clone())),
@@ -147,8 +147,9 @@ fn status_after(
     let (reason, message) = match outcome {
         Ok(synced) => {
             next.sources = synced.sources.clone();
-            if synced.resource_version.is_some() {
-                next.synced_resource_version = synced.resource_version.clone();
+            next.synced_resource_version = Some(super::target::metadata_version(es));
+            if synced.fetched {
+                next.refresh_time = Some(now.clone());
             }
             next.binding = synced.binding.clone().map(|name| LocalObjectReference { name });
             (Reason::SecretSynced, format!("Secret {:?} is in sync", es.target_name()))

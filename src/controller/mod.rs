@@ -148,8 +148,9 @@ impl Context {
     /// A controller on `api` whose cache reports to readiness when it holds its first full list.
     /// (The reflector's own `wait_until_ready` wakes only one waiter, the controller's runner.)
     ///
-    /// The cache keeps objects without `managedFields`, and only a new generation (a spec change)
-    /// triggers a reconcile: our own status writes do not cause another one.
+    /// The cache keeps objects without `managedFields`. A new generation (a spec change) or a
+    /// change of labels or annotations (ESO's `kubectl annotate ... force-sync=...`) triggers a
+    /// reconcile; our own status writes change none of them, so they do not cause another one.
     fn controller<K: watch::Watched>(&self, kind: &'static str, api: Api<K>) -> Controller<K> {
         let (reader, writer) = reflector::store();
         let (readiness, metrics, cache) = (self.readiness.clone(), self.metrics.clone(), reader.clone());
@@ -165,7 +166,17 @@ impl Context {
                 _ => {}
             })
             .applied_objects()
-            .predicate_filter(predicates::generation, PredicateConfig::default());
+            .predicate_filter(spec_or_metadata, PredicateConfig::default());
         Controller::for_stream(objects, reader)
     }
+}
+
+/// What a reconcile follows: the generation, the labels and the annotations of an object.
+fn spec_or_metadata<K: kube::Resource>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    predicates::generation(obj).hash(&mut h);
+    predicates::labels(obj).hash(&mut h);
+    predicates::annotations(obj).hash(&mut h);
+    Some(h.finish())
 }

@@ -53,6 +53,7 @@ async fn reconcile<S: Store>(store: Arc<S>, ctx: Arc<Context>) -> Result<Action>
     let previous = store.status().cloned().unwrap_or_default();
     let generation = store.meta().generation;
     let next = SecretStoreStatus {
+        capabilities: Some("ReadOnly".into()),
         observed_generation: generation,
         conditions: status::set_ready(&previous.conditions, reason, &message, generation, Time(jiff::Timestamp::now())),
     };

@@ -12,6 +12,7 @@ mod ha;
 mod hygiene;
 mod lifecycle;
 mod mapping;
+mod migration;
 mod operator;
 mod ops;
 mod rotation;
