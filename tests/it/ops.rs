@@ -351,25 +351,33 @@ async fn aws_value(w: &World, name: &str) -> anyhow::Result<String> {
     Ok(v.secret_string().expect("a string").to_string())
 }
 
-/// The chart's PrometheusRule with its default values, as a Prometheus rules file.
-fn rendered_rules() -> anyhow::Result<Value> {
+/// One template of the chart rendered with `set` (release namespace lockstep).
+fn rendered(set: &str, template: &str) -> anyhow::Result<Value> {
     let chart = repo_root().join("charts/lockstep");
     let out = Command::new(tools_dir().join("bin/helm"))
-        .args([
-            "template",
-            "rel",
-            chart.to_str().expect("UTF-8"),
-            "--namespace",
-            "lockstep",
-            "--kube-version",
-            "1.37.2",
-        ])
-        .args(["--set", "metrics.prometheusRule.enabled=true", "--show-only", "templates/prometheusrule.yaml"])
+        .args(["template", "rel", chart.to_str().expect("UTF-8"), "--namespace", "lockstep"])
+        .args(["--kube-version", "1.37.2", "--set", set, "--show-only", template])
         .env("HOME", Rig::get().dir.join("helm-home"))
         .output()?;
     anyhow::ensure!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
-    let rule: Value = serde_yaml::from_slice(&out.stdout)?;
+    Ok(serde_yaml::from_slice(&out.stdout)?)
+}
+
+/// The chart's PrometheusRule with its default values, as a Prometheus rules file.
+fn rendered_rules() -> anyhow::Result<Value> {
+    let rule = rendered("metrics.prometheusRule.enabled=true", "templates/prometheusrule.yaml")?;
     Ok(json!({"groups": rule["spec"]["groups"]}))
+}
+
+#[test]
+fn the_chart_ships_the_dashboard_for_grafanas_sidecar() -> anyhow::Result<()> {
+    let cm = rendered("metrics.dashboard.enabled=true", "templates/dashboard.yaml")?;
+    assert_eq!(cm["kind"], "ConfigMap");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1", "{cm}");
+    let shipped: Value = serde_json::from_str(cm["data"]["lockstep.json"].as_str().expect("the dashboard"))?;
+    let file = std::fs::read_to_string(repo_root().join("charts/lockstep/dashboards/lockstep.json"))?;
+    assert_eq!(shipped, serde_json::from_str::<Value>(&file)?);
+    Ok(())
 }
 
 #[test]
