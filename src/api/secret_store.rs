@@ -66,10 +66,11 @@ pub struct ClusterSecretStoreSpec {
 }
 
 /// One rule admitting namespaces to a ClusterSecretStore: it matches a namespace that is listed
-/// in `namespaces` or whose labels match `namespaceSelector`.
+/// in `namespaces`, whose labels match `namespaceSelector`, or whose name a regular expression of
+/// `namespaceRegexes` matches (ESO's three).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[x_kube(validation = Rule::new("(has(self.namespaces) && size(self.namespaces) > 0) || has(self.namespaceSelector)")
-    .message("each condition needs namespaces or namespaceSelector"))]
+#[x_kube(validation = Rule::new("(has(self.namespaces) && size(self.namespaces) > 0) || has(self.namespaceSelector) || (has(self.namespaceRegexes) && size(self.namespaceRegexes) > 0)")
+    .message("each condition needs namespaces, namespaceSelector or namespaceRegexes"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterSecretStoreCondition {
     /// Namespaces by name.
@@ -79,6 +80,11 @@ pub struct ClusterSecretStoreCondition {
     /// Namespaces by label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
+    /// Namespaces whose name matches one of these regular expressions (searched, not anchored:
+    /// write `^team-.*$` for a whole name). An expression that does not compile matches nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 256)))]
+    pub namespace_regexes: Vec<String>,
 }
 
 /// ESO store fields Lockstep does not implement: declared so that admission refuses them by name
@@ -237,6 +243,7 @@ impl ClusterSecretStoreSpec {
             || self.conditions.iter().any(|c| {
                 c.namespaces.iter().any(|n| n == namespace)
                     || c.namespace_selector.as_ref().is_some_and(|s| selector_matches(s, labels))
+                    || c.namespace_regexes.iter().any(|r| regex::Regex::new(r).is_ok_and(|re| re.is_match(namespace)))
             })
     }
 }
@@ -256,4 +263,31 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
         }
     });
     labels_ok && exprs_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_admit_by_name_label_or_regex() {
+        let spec =
+            |c: ClusterSecretStoreCondition| ClusterSecretStoreSpec { conditions: vec![c], ..Default::default() };
+        let labels: BTreeMap<String, String> = [("tenant".to_string(), "a".to_string())].into();
+        let by_name = spec(ClusterSecretStoreCondition { namespaces: vec!["team-a".into()], ..Default::default() });
+        assert!(by_name.allows("team-a", &BTreeMap::new()) && !by_name.allows("team-b", &BTreeMap::new()));
+        let selector = LabelSelector { match_labels: Some(labels.clone()), ..Default::default() };
+        let by_label = spec(ClusterSecretStoreCondition { namespace_selector: Some(selector), ..Default::default() });
+        assert!(by_label.allows("x", &labels) && !by_label.allows("x", &BTreeMap::new()));
+        let by_regex = spec(ClusterSecretStoreCondition {
+            namespace_regexes: vec!["^team-".into(), "(".into()],
+            ..Default::default()
+        });
+        assert!(by_regex.allows("team-b", &BTreeMap::new()));
+        assert!(!by_regex.allows("ops", &BTreeMap::new()), "a regex that does not compile matches nothing");
+        assert!(
+            ClusterSecretStoreSpec::default().allows("anything", &BTreeMap::new()),
+            "no conditions: every namespace"
+        );
+    }
 }

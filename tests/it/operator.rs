@@ -465,7 +465,7 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
         (
             "ClusterSecretStore",
             json!({"conditions": [{}], "provider": {"aws": {"service": "SecretsManager", "region": "us-east-1"}}}),
-            "each condition needs namespaces or namespaceSelector",
+            "each condition needs namespaces, namespaceSelector or namespaceRegexes",
         ),
         (
             "ExternalSecret",
