@@ -12,8 +12,7 @@ use super::{CliError, EXIT_NOT_READY, EXIT_OK, FIELD_MANAGER, Format, serialize,
 use crate::api::{ExternalSecret, StoreKind};
 use crate::source::SourceRef;
 
-/// The annotation a refresh sets (RFC 3339 time of the request).
-pub const REFRESH_ANNOTATION: &str = "lockstep.dev/refresh-requested";
+pub use crate::REFRESH_ANNOTATION;
 
 /// Which ExternalSecrets a refresh touches.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -21,8 +21,9 @@ use crate::{DATA_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGER, SOURCE_VERSIONS_ANN
 /// The label ESO puts on every Secret it manages.
 pub const ESO_MANAGED_LABEL: &str = "reconcile.external-secrets.io/managed";
 
-/// Annotations of an ExternalSecret that are not copied to its Secret.
-const NOT_COPIED: &[&str] = &["kubectl.kubernetes.io/last-applied-configuration"];
+/// Annotations of an ExternalSecret that are not copied to its Secret: kubectl's record of the
+/// ExternalSecret itself, and Lockstep's own requests to it (`lockstep refresh`).
+const NOT_COPIED: &[&str] = &["kubectl.kubernetes.io/last-applied-configuration", crate::REFRESH_ANNOTATION];
 
 /// Annotation naming the ExternalSecret (same namespace) that writes a Secret.
 pub const OWNER_ANNOTATION: &str = "lockstep.dev/external-secret";

@@ -274,6 +274,7 @@ fn the_external_secrets_own_metadata_is_copied_unless_the_template_has_metadata(
         [
             ("reloader.stakater.com/match".to_string(), "true".to_string()),
             ("kubectl.kubernetes.io/last-applied-configuration".to_string(), "{}".to_string()),
+            ("lockstep.dev/refresh-requested".to_string(), "2026-12-02T00:00:00Z".to_string()),
         ]
         .into(),
     );
@@ -283,6 +284,7 @@ fn the_external_secrets_own_metadata_is_copied_unless_the_template_has_metadata(
     assert_eq!(labels[MANAGED_BY_LABEL], MANAGER, "ours win");
     assert_eq!(annotations["reloader.stakater.com/match"], "true");
     assert!(!annotations.contains_key("kubectl.kubernetes.io/last-applied-configuration"));
+    assert!(!annotations.contains_key("lockstep.dev/refresh-requested"), "our own request stays on the ExternalSecret");
 
     e.spec.target.template =
         Some(crate::api::SecretTemplate { metadata: Some(Default::default()), ..Default::default() });
