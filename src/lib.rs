@@ -7,8 +7,10 @@
 pub mod admin;
 pub mod api;
 pub mod aws;
+pub mod cli;
 pub mod codec;
 pub mod controller;
+pub mod convert;
 pub mod error;
 pub mod json_path;
 pub mod leader;
@@ -31,6 +33,9 @@ pub const MANAGER: &str = "lockstep";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Annotation holding the sha256 of the written data (never the data).
 pub const DATA_HASH_ANNOTATION: &str = "lockstep.dev/data-hash";
+/// Annotation `lockstep refresh` sets on an ExternalSecret to have it synced at once (any change of
+/// its annotations does); it is not copied to the Secret.
+pub const REFRESH_ANNOTATION: &str = "lockstep.dev/refresh-requested";
 /// Annotation naming the AWS secret versions the data was built from.
 pub const SOURCE_VERSIONS_ANNOTATION: &str = "lockstep.dev/source-versions";
 

@@ -1,16 +1,19 @@
-//! `lockstep`: run the controller, print the CRDs, or print the version.
+//! `lockstep`: run the controller, print the CRDs or the version, and the commands for people
+//! (`status`, `refresh`, `template`). Named `kubectl-lockstep` it is a kubectl plugin.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use futures::FutureExt;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use lockstep::admin::{self, AdminState, Readiness};
 use lockstep::api::ExternalSecret;
+use lockstep::cli::{self, Cluster};
 use lockstep::controller::{self, Context};
 use lockstep::leader::{self, Elector, Role};
 use lockstep::metrics::Metrics;
@@ -32,6 +35,37 @@ enum Command {
     Crd,
     /// Print the version.
     Version,
+    /// ExternalSecrets with their store, Ready reason, last sync and AWS versions; for a
+    /// not-Ready one the message and the fix. Exit 3 when one is not Ready.
+    Status {
+        #[command(flatten)]
+        cluster: Cluster,
+        #[command(flatten)]
+        args: cli::status::Args,
+    },
+    /// Sync again (fetching afresh) the ExternalSecret NAME, or every one using --store or
+    /// reading --aws-secret. Exit 3 when none matched.
+    Refresh {
+        #[command(flatten)]
+        cluster: Cluster,
+        #[command(flatten)]
+        args: cli::refresh::Args,
+    },
+    /// Render the Secret an ExternalSecret would write, offline, from a values file. Values are
+    /// masked unless --show-values. Exit 3 when the operator would refuse the spec.
+    Template(cli::template::Args),
+    /// Convert ESO (external-secrets.io) manifests to Lockstep's: files, directories, or stdin.
+    Convert(ConvertArgs),
+}
+
+#[derive(Parser)]
+struct ConvertArgs {
+    /// YAML files or directories of them (`-` or nothing: stdin).
+    #[arg(short = 'f', long = "filename")]
+    files: Vec<std::path::PathBuf>,
+    /// Write what converts and exit 0 even when some objects cannot be converted.
+    #[arg(long)]
+    allow_partial: bool,
 }
 
 #[derive(Parser)]
@@ -96,17 +130,51 @@ impl From<LogFormat> for telemetry::Format {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Crd => {
-            print!("{}", lockstep::api::crds_yaml()?);
-            Ok(())
+async fn main() -> anyhow::Result<ExitCode> {
+    match parse().command {
+        Command::Crd => print!("{}", lockstep::api::crds_yaml()?),
+        Command::Version => println!("lockstep {}", env!("CARGO_PKG_VERSION")),
+        Command::Run(args) => run(args).await?,
+        Command::Convert(args) => convert(args)?,
+        Command::Status { cluster, args } => {
+            return Ok(people(async {
+                let (client, ns) = cluster.connect().await?;
+                cli::status::run(client, &ns, &args, &mut std::io::stdout()).await
+            })
+            .await);
         }
-        Command::Version => {
-            println!("lockstep {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
+        Command::Refresh { cluster, args } => {
+            return Ok(people(async {
+                let (client, ns) = cluster.connect().await?;
+                cli::refresh::run(client, &ns, &args, &mut std::io::stdout()).await
+            })
+            .await);
         }
-        Command::Run(args) => run(args).await,
+        Command::Template(args) => {
+            return Ok(
+                people(async { cli::template::run(&args, &mut std::io::stdout(), &mut std::io::stderr()) }).await
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The flags; as `kubectl-lockstep` (a kubectl plugin) usage says `kubectl lockstep`.
+fn parse() -> Cli {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let plugin = std::path::Path::new(&argv0).file_name().is_some_and(|n| n.to_string_lossy().starts_with("kubectl-"));
+    let command = if plugin { Cli::command().bin_name("kubectl lockstep") } else { Cli::command() };
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
+/// A command for people: its exit code, or its error on stderr and [`cli::EXIT_FAILED`].
+async fn people(command: impl Future<Output = Result<u8, cli::CliError>>) -> ExitCode {
+    match command.await {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 
@@ -145,6 +213,47 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         gated.inspect_err(|e| tracing::error!(error = %e, "leadership lost, exiting")).map_err(anyhow::Error::from)
     };
     tokio::try_join!(admin, controllers)?;
+    Ok(())
+}
+
+/// `lockstep convert`: converted YAML on stdout, a warning per object left out on stderr; exit 1
+/// when something was left out, unless `--allow-partial`.
+fn convert(args: ConvertArgs) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut texts = Vec::new();
+    let stdin = args.files.is_empty() || args.files.iter().any(|f| f.as_os_str() == "-");
+    if stdin {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("cannot read stdin")?;
+        texts.push(("<stdin>".to_string(), text));
+    }
+    for path in args.files.iter().filter(|f| f.as_os_str() != "-") {
+        let mut paths = vec![path.clone()];
+        if path.is_dir() {
+            paths = std::fs::read_dir(path)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                .collect();
+            paths.sort();
+        }
+        for p in paths {
+            let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+            texts.push((p.display().to_string(), text));
+        }
+    }
+    let mut docs = Vec::new();
+    for (name, text) in &texts {
+        docs.extend(lockstep::convert::documents(text).with_context(|| format!("{name} is not YAML"))?);
+    }
+    let out = lockstep::convert::convert(docs);
+    print!("{}", lockstep::convert::to_yaml(&out.objects)?);
+    for w in &out.warnings {
+        eprintln!("warning: {w}; not converted");
+    }
+    if !out.warnings.is_empty() && !args.allow_partial {
+        let objects: std::collections::BTreeSet<&str> = out.warnings.iter().map(|w| w.object.as_str()).collect();
+        bail!("{} object(s) could not be converted (--allow-partial writes the rest with exit 0)", objects.len());
+    }
     Ok(())
 }
 

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::api::{
-    ConversionStrategy, CreationPolicy, ExternalSecretDataFrom, ExternalSecretSpec, RemoteRef, Rewrite, SourceStatus,
+    ConversionStrategy, CreationPolicy, ExternalSecretDataFrom, ExternalSecretSpec, NullBytePolicy, RemoteRef, Rewrite,
+    SourceStatus,
 };
 use crate::codec::{data_hash, decode};
 use crate::error::{Error, Result};
@@ -54,7 +55,9 @@ pub fn render(spec: &ExternalSecretSpec, values: &Values, found: &FindResults) -
             })?,
         };
         let what = format!("the value for {:?} (AWS secret {:?})", d.secret_key, r.key);
-        data.insert(d.secret_key.clone(), decode(r.decoding_strategy, bytes, &what)?);
+        let value = decode(r.decoding_strategy, bytes, &what)?;
+        check_null_bytes(r.null_byte_policy, &value, &what)?;
+        data.insert(d.secret_key.clone(), value);
     }
 
     let template = spec.target.template.as_ref();
@@ -88,8 +91,8 @@ fn data_from_entries(
     values: &Values,
     found: &FindResults,
 ) -> Result<BTreeMap<String, SecretBytes>> {
-    let (entries, conversion, is_find) = if let Some(extract) = &from.extract {
-        (extract_entries(extract, values)?, extract.conversion_strategy.unwrap_or_default(), false)
+    let (entries, conversion) = if let Some(extract) = &from.extract {
+        (extract_entries(extract, values)?, extract.conversion_strategy)
     } else if let Some(find) = &from.find {
         let mut entries = Vec::new();
         for name in found.get(&i).into_iter().flatten() {
@@ -97,7 +100,7 @@ fn data_from_entries(
             let bytes = value_of(values, &SourceRef::current(name))?.payload.bytes().clone();
             entries.push((name.clone(), decode(find.decoding_strategy, bytes, &what)?, what));
         }
-        (entries, find.conversion_strategy, true)
+        (entries, find.conversion_strategy)
     } else {
         return Ok(BTreeMap::new());
     };
@@ -107,7 +110,7 @@ fn data_from_entries(
     let mut data = BTreeMap::new();
     for (raw, value, what) in entries {
         let rewritten = rules.iter().fold(raw, |k, (re, target)| re.replace_all(&k, target.as_str()).into_owned());
-        let key = convert_key(&rewritten, conversion, is_find);
+        let key = convert_key(&rewritten, conversion);
         if !is_valid_secret_key(&key) {
             return Err(Error::InvalidValue(format!(
                 "{what} gives Secret key {key:?}, which is not valid (letters, digits, '-', '_', '.'; at most 253); set conversionStrategy Unicode or add a rewrite rule"
@@ -145,7 +148,9 @@ fn extract_entries(extract: &RemoteRef, values: &Values) -> Result<Vec<(String, 
         .into_iter()
         .map(|(k, v)| {
             let what = format!("key {k:?} of AWS secret {:?}", extract.key);
-            Ok((k, decode(extract.decoding_strategy, v, &what)?, what))
+            let value = decode(extract.decoding_strategy, v, &what)?;
+            check_null_bytes(extract.null_byte_policy, &value, &what)?;
+            Ok((k, value, what))
         })
         .collect()
 }
@@ -172,8 +177,9 @@ fn compile_rewrites(i: usize, rules: &[Rewrite]) -> Result<Vec<(regex::Regex, St
     rules
         .iter()
         .enumerate()
+        .filter_map(|(j, r)| Some((j, r.regexp.as_ref()?)))
         .map(|(j, r)| {
-            regex::Regex::new(&r.regexp.source).map(|re| (re, r.regexp.target.clone())).map_err(|e| {
+            regex::Regex::new(&r.source).map(|re| (re, r.target.clone())).map_err(|e| {
                 Error::InvalidValue(format!(
                     "dataFrom[{i}].rewrite[{j}].regexp.source is not a valid regular expression: {e}"
                 ))
@@ -182,17 +188,26 @@ fn compile_rewrites(i: usize, rules: &[Rewrite]) -> Result<Vec<(regex::Regex, St
         .collect()
 }
 
-/// Make a key valid. Default keeps extracted keys as they are and turns each invalid character of a
-/// found name into `_`; Unicode turns each invalid character into `_U<hex>_` (ESO's conversions).
-pub fn convert_key(key: &str, strategy: ConversionStrategy, is_find: bool) -> String {
+/// Make a key valid (ESO's conversions): Default turns each invalid character into `_`, Unicode
+/// into `_U<hex>_`.
+pub fn convert_key(key: &str, strategy: ConversionStrategy) -> String {
     let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
-    match (strategy, is_find) {
-        (ConversionStrategy::Default, false) => key.to_string(),
-        (ConversionStrategy::Default, true) => key.chars().map(|c| if valid(c) { c } else { '_' }).collect(),
-        (ConversionStrategy::Unicode, _) => {
+    match strategy {
+        ConversionStrategy::Default => key.chars().map(|c| if valid(c) { c } else { '_' }).collect(),
+        ConversionStrategy::Unicode => {
             key.chars().map(|c| if valid(c) { c.to_string() } else { format!("_U{:04x}_", u32::from(c)) }).collect()
         }
     }
+}
+
+/// Refuse a value holding a NUL byte when `policy` says so (`what` names it, never shows it).
+fn check_null_bytes(policy: NullBytePolicy, value: &SecretBytes, what: &str) -> Result<()> {
+    if policy == NullBytePolicy::Fail && value.expose().contains(&0) {
+        return Err(Error::InvalidValue(format!(
+            "{what} holds a NUL byte and nullBytePolicy is Fail; fix the value or set nullBytePolicy Ignore"
+        )));
+    }
+    Ok(())
 }
 
 /// Whether `key` may be a key of Secret data. The apiserver's rule (a ConfigMap key): 1 to 253 of letters, digits, '-', '_' and '.', not `.`,
@@ -226,7 +241,10 @@ mod tests {
 
     fn spec(data: Vec<(&str, RemoteRef)>, extract: Vec<RemoteRef>) -> ExternalSecretSpec {
         ExternalSecretSpec {
-            data: data.into_iter().map(|(k, r)| ExternalSecretData { secret_key: k.into(), remote_ref: r }).collect(),
+            data: data
+                .into_iter()
+                .map(|(k, r)| ExternalSecretData { secret_key: k.into(), remote_ref: r, ..Default::default() })
+                .collect(),
             data_from: extract
                 .into_iter()
                 .map(|e| ExternalSecretDataFrom { extract: Some(e), ..Default::default() })
@@ -294,7 +312,9 @@ mod tests {
         assert!(msg.contains("not JSON") && !msg.contains("sentinel"), "{msg}");
 
         let s = spec(vec![], vec![rref("db", None)]);
-        let e = render(&s, &store(&[("db", r#"{"bad key":"v"}"#)]), &FindResults::new()).err();
+        let d = render(&s, &store(&[("db", r#"{"bad key":"v"}"#)]), &FindResults::new()).expect("converted");
+        assert_eq!(text(&d, "bad_key"), "v", "conversionStrategy Default turns invalid characters into _");
+        let e = render(&s, &store(&[("db", r#"{"..":"v"}"#)]), &FindResults::new()).err();
         assert!(matches!(e, Some(Error::InvalidValue(_))), "{e:?}");
 
         let e = render(&s, &store(&[("db", r#"["sentinel-XYZ"]"#)]), &FindResults::new()).err().map(|e| e.to_string());
@@ -330,7 +350,10 @@ mod tests {
     fn find_spec(find: FindRef, rewrite: &[(&str, &str)]) -> ExternalSecretSpec {
         let rewrite = rewrite
             .iter()
-            .map(|(s, t)| Rewrite { regexp: RewriteRegexp { source: s.to_string(), target: t.to_string() } })
+            .map(|(s, t)| Rewrite {
+                regexp: Some(RewriteRegexp { source: s.to_string(), target: t.to_string() }),
+                ..Default::default()
+            })
             .collect();
         ExternalSecretSpec {
             data_from: vec![ExternalSecretDataFrom { find: Some(find), rewrite, ..Default::default() }],
@@ -392,7 +415,7 @@ mod tests {
 
         let mut e = rref("j", None);
         e.decoding_strategy = DecodingStrategy::Base64;
-        e.conversion_strategy = Some(ConversionStrategy::Unicode);
+        e.conversion_strategy = ConversionStrategy::Unicode;
         let s = spec(vec![], vec![e]);
         let d = render(&s, &store(&[("j", r#"{"a/b":"aGk="}"#)]), &FindResults::new()).expect("renders");
         assert_eq!(text(&d, "a_U002f_b"), "hi");

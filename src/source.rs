@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::{AWSCURRENT, ExternalSecretSpec, RemoteRef};
+use crate::api::{AWSCURRENT, ExternalSecretSpec, MetadataPolicy, RemoteRef};
 use crate::value::Payload;
 
 /// Which version of an AWS secret is read.
@@ -15,6 +15,8 @@ pub enum Version {
     Stage(String),
     /// A version id: pinned, its value never changes.
     Id(String),
+    /// The secret's tags instead of a value (ESO's metadataPolicy Fetch), read at every sync.
+    Tags,
 }
 
 /// One AWS secret version: what a (store, secret, version) fetch is keyed by.
@@ -35,16 +37,17 @@ impl SourceRef {
     pub fn stage(&self) -> Option<&str> {
         match &self.version {
             Version::Stage(stage) => Some(stage),
-            Version::Id(_) => None,
+            Version::Id(_) | Version::Tags => None,
         }
     }
 }
 
 impl From<&RemoteRef> for SourceRef {
     fn from(r: &RemoteRef) -> Self {
-        let version = match (&r.version_id, r.stage()) {
-            (Some(id), _) => Version::Id(id.clone()),
-            (None, stage) => Version::Stage(stage.unwrap_or(AWSCURRENT).to_string()),
+        let version = match (r.metadata_policy, r.version_id(), r.stage()) {
+            (MetadataPolicy::Fetch, _, _) => Version::Tags,
+            (MetadataPolicy::None, Some(id), _) => Version::Id(id.to_string()),
+            (MetadataPolicy::None, None, stage) => Version::Stage(stage.unwrap_or(AWSCURRENT).to_string()),
         };
         SourceRef { key: r.key.clone(), version }
     }
@@ -110,16 +113,20 @@ mod tests {
     use crate::api::{ExternalSecretData, ExternalSecretDataFrom};
 
     fn rref(key: &str, stage: Option<&str>) -> RemoteRef {
-        RemoteRef { key: key.into(), version_stage: stage.map(Into::into), ..Default::default() }
+        RemoteRef { key: key.into(), version: stage.map(Into::into), ..Default::default() }
     }
 
     #[test]
     fn sources_are_listed_once_each_in_order() {
         let spec = ExternalSecretSpec {
             data: vec![
-                ExternalSecretData { secret_key: "a".into(), remote_ref: rref("db", None) },
-                ExternalSecretData { secret_key: "b".into(), remote_ref: rref("db", None) },
-                ExternalSecretData { secret_key: "c".into(), remote_ref: rref("db", Some("AWSPREVIOUS")) },
+                ExternalSecretData { secret_key: "a".into(), remote_ref: rref("db", None), ..Default::default() },
+                ExternalSecretData { secret_key: "b".into(), remote_ref: rref("db", None), ..Default::default() },
+                ExternalSecretData {
+                    secret_key: "c".into(),
+                    remote_ref: rref("db", Some("AWSPREVIOUS")),
+                    ..Default::default()
+                },
             ],
             data_from: vec![ExternalSecretDataFrom { extract: Some(rref("api", None)), ..Default::default() }],
             ..Default::default()

@@ -334,6 +334,7 @@ mod tests {
             metadata: Some(TemplateMetadata {
                 labels: [("env".to_string(), "{{ env }}".to_string())].into(),
                 annotations: [("plain".to_string(), "x".to_string())].into(),
+                ..Default::default()
             }),
             ..Default::default()
         };

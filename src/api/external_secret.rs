@@ -13,6 +13,9 @@ pub const DEFAULT_REFRESH: std::time::Duration = std::time::Duration::from_secs(
 /// The shortest refreshInterval (the poller polls no faster).
 pub const MIN_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How `remoteRef.version` names a version id instead of a stage (ESO's convention).
+pub const VERSION_ID_PREFIX: &str = "uuid/";
+
 /// The stage read when a reference names neither a stage nor a version id.
 pub const AWSCURRENT: &str = "AWSCURRENT";
 
@@ -78,6 +81,13 @@ pub struct ExternalSecretSpec {
         .message("refreshInterval must be 0 (sync once) or at least 1s"))]
     pub refresh_interval: Option<String>,
 
+    /// ESO's `refreshPolicy`: Periodic (follow the AWS secrets every refreshInterval), CreatedOnce
+    /// (write the Secret once, then leave it while it exists), OnChange (sync when the
+    /// ExternalSecret changes, never on a timer). Left out: Periodic, or sync once when
+    /// refreshInterval is 0 (ESO's meaning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_policy: Option<RefreshPolicy>,
+
     /// The Kubernetes Secret to write.
     #[serde(default)]
     pub target: ExternalSecretTarget,
@@ -100,6 +110,18 @@ pub struct ExternalSecretSpec {
     #[schemars(length(max = 32))]
     pub rollout_restart_targets: Vec<RolloutRestartTarget>,
 }
+
+/// When an ExternalSecret syncs.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshPolicy {
+    CreatedOnce,
+    Periodic,
+    OnChange,
+}
+
+/// What `sourceRef` refusals say.
+const SOURCE_REF_MESSAGE: &str =
+    "sourceRef (another store or a generator per entry) is not supported by Lockstep: use spec.secretStoreRef";
 
 /// A workload to restart when the Secret's data changes.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -186,6 +208,10 @@ pub struct ExternalSecretTarget {
 
 /// What the written Secret looks like apart from its data.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("self.engineVersion == 'v2'")
+    .message("template.engineVersion v1 is not supported by Lockstep: write the template for v2 (Go templates, ESO's default)"))]
+#[x_kube(validation = Rule::new("!has(self.templateFrom)")
+    .message("template.templateFrom is not supported by Lockstep yet: put the templates in template.data"))]
 #[serde(rename_all = "camelCase")]
 pub struct SecretTemplate {
     /// Secret type, e.g. Opaque (the default) or kubernetes.io/basic-auth.
@@ -195,23 +221,44 @@ pub struct SecretTemplate {
     /// Labels and annotations added to the Secret; their values are templates too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<TemplateMetadata>,
-    /// Secret key -> template (minijinja, Jinja2 syntax) rendered over the fetched values: every
-    /// `data[].secretKey` and every key from `dataFrom`, by name (`{{ username }}`).
+    /// Secret key -> Go template (ESO's engine v2) rendered over the fetched values: `.` holds
+    /// every `data[].secretKey` and every key from `dataFrom` (`{{ .username }}`,
+    /// `{{ index . "tls.crt" }}`). A key holding `{{` is a template too; what it renders to must
+    /// be a valid Secret key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 100, "additionalProperties" = {"type": "string", "maxLength": 65536}))]
-    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[-._a-zA-Z0-9]+$'))")
-        .message("template.data keys must be valid Secret keys: non-empty, only letters, digits, '-', '_' or '.'"))]
+    #[x_kube(validation = Rule::new("self.all(k, k.contains('{{') || k.matches('^[-._a-zA-Z0-9]+$'))")
+        .message("template.data keys must be valid Secret keys: non-empty, only letters, digits, '-', '_' or '.' (or a template)"))]
     #[x_kube(validation = Rule::new("self.all(k, size(k) <= 253)")
         .message("template.data keys must be at most 253 characters"))]
     #[x_kube(validation = Rule::new("self.all(k, k != '.' && k != '..')")
         .message("template.data keys must not be '.' or '..'"))]
-    #[x_kube(validation = Rule::new("self.all(k, k == '..' || !k.startsWith('..'))")
+    #[x_kube(validation = Rule::new("self.all(k, k.contains('{{') || k == '..' || !k.startsWith('..'))")
         .message("template.data keys must not start with '..'"))]
     pub data: BTreeMap<String, String>,
     /// Replace (default): with `data` templates, the Secret holds only the templates' keys.
     /// Merge: it holds the fetched keys too (a template wins on the same key).
     #[serde(default)]
     pub merge_policy: TemplateMergePolicy,
+    /// ESO's `engineVersion`: v2 (the default, Go templates) is the only engine.
+    #[serde(default)]
+    pub engine_version: EngineVersion,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::unsupported_objects")]
+    pub template_from: Option<serde_json::Value>,
+}
+
+/// ESO's template engine versions; v1 (ESO's legacy engine) is accepted by the schema so that
+/// admission can say it is not supported.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EngineVersion {
+    #[serde(rename = "v1")]
+    #[schemars(rename = "v1")]
+    V1,
+    #[default]
+    #[serde(rename = "v2")]
+    #[schemars(rename = "v2")]
+    V2,
 }
 
 /// What a template does with the fetched keys.
@@ -226,6 +273,8 @@ pub enum TemplateMergePolicy {
 
 /// Labels and annotations for the written Secret.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.finalizers)")
+    .message("template.metadata.finalizers is not supported by Lockstep: remove it"))]
 #[serde(rename_all = "camelCase")]
 pub struct TemplateMetadata {
     /// Labels added to the Secret.
@@ -239,6 +288,9 @@ pub struct TemplateMetadata {
     #[x_kube(validation = Rule::new("self.all(k, size(k) <= 317)")
         .message("annotation keys must be at most 317 characters"))]
     pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::unsupported_strings")]
+    pub finalizers: Option<serde_json::Value>,
 }
 
 /// How the Secret is created and owned.
@@ -267,6 +319,7 @@ pub enum DeletionPolicy {
 
 /// One Secret key from one AWS secret.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.sourceRef)").message(SOURCE_REF_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalSecretData {
     /// The key in the Secret: 1 to 253 letters, digits, '-', '_' or '.', not "." or ".." and not
@@ -277,15 +330,14 @@ pub struct ExternalSecretData {
     #[x_kube(validation = Rule::new(SECRET_KEY_NO_DOTDOT_PREFIX).message(SECRET_KEY_NO_DOTDOT_PREFIX_MESSAGE))]
     pub secret_key: String,
     /// The AWS secret (and property) to read.
-    #[x_kube(validation = Rule::new("!has(self.conversionStrategy)")
-        .message("conversionStrategy applies to dataFrom only: data[].secretKey names the key"))]
     pub remote_ref: RemoteRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::unsupported")]
+    pub source_ref: Option<serde_json::Value>,
 }
 
 /// A reference to an AWS secret, or one property of its JSON value.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[x_kube(validation = Rule::new("!(has(self.versionStage) && has(self.versionId))")
-    .message("set versionStage or versionId, not both"))]
 #[serde(rename_all = "camelCase")]
 pub struct RemoteRef {
     /// Name or ARN of the AWS secret.
@@ -295,23 +347,50 @@ pub struct RemoteRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
     pub property: Option<String>,
-    /// The staging label to read. Defaults to AWSCURRENT.
+    /// ESO's `version`: a staging label (AWSCURRENT when left out), or `uuid/<versionId>` for one
+    /// pinned version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
-    pub version_stage: Option<String>,
-    /// A version id to read instead of a stage.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 32, max = 64))]
-    pub version_id: Option<String>,
+    #[x_kube(validation = Rule::new("!self.startsWith('uuid/') || size(self) >= 37")
+        .message("remoteRef.version uuid/<versionId> needs the version id after uuid/"))]
+    pub version: Option<String>,
+    /// ESO's `metadataPolicy`: None (default) reads the value; Fetch reads the secret's tags, as a
+    /// JSON object of tag -> value (a `property` picks one tag).
+    #[serde(default)]
+    pub metadata_policy: MetadataPolicy,
+    /// ESO's `nullBytePolicy`: Ignore (default) writes values with NUL bytes as they are; Fail
+    /// refuses them (InvalidValue).
+    #[serde(default)]
+    pub null_byte_policy: NullBytePolicy,
     /// How the value is decoded before it is written: None (default), Base64, Base64URL, or Auto
     /// (base64 if it decodes, else as is).
     #[serde(default, skip_serializing_if = "DecodingStrategy::is_none")]
     pub decoding_strategy: DecodingStrategy,
-    /// dataFrom.extract only: what happens to JSON keys that are not valid Secret keys. Default
-    /// keeps them (an invalid one fails with InvalidValue); Unicode replaces each invalid
-    /// character with `_U<hex>_`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub conversion_strategy: Option<ConversionStrategy>,
+    /// What happens to keys that are not valid Secret keys (dataFrom.extract; on `data` entries it
+    /// changes nothing, as in ESO): Default (ESO's default) turns each invalid character into `_`;
+    /// Unicode into `_U<hex>_`.
+    #[serde(default)]
+    pub conversion_strategy: ConversionStrategy,
+}
+
+/// What `remoteRef` reads: the value, or the secret's tags.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+pub enum MetadataPolicy {
+    #[default]
+    None,
+    Fetch,
+}
+
+/// What happens to a value that holds a NUL byte.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+pub enum NullBytePolicy {
+    #[default]
+    Ignore,
+    Fail,
 }
 
 /// How a fetched value is decoded.
@@ -353,7 +432,8 @@ pub enum ConversionStrategy {
 /// Many Secret keys from one source.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[x_kube(validation = Rule::new("has(self.extract) != has(self.find)")
-    .message("each dataFrom entry needs exactly one of extract or find"))]
+    .message("each dataFrom entry needs exactly one of extract or find (generators through sourceRef are not supported by Lockstep)"))]
+#[x_kube(validation = Rule::new("!has(self.sourceRef)").message(SOURCE_REF_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalSecretDataFrom {
     /// Every top-level key of a JSON secret becomes a Secret key; values that are not strings are
@@ -367,6 +447,9 @@ pub struct ExternalSecretDataFrom {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub rewrite: Vec<Rewrite>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::unsupported")]
+    pub source_ref: Option<serde_json::Value>,
 }
 
 /// Which AWS secrets a `dataFrom.find` selects. Every condition given must hold.
@@ -408,10 +491,20 @@ pub struct FindName {
 
 /// One key rewrite rule.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.transform) && !has(self.merge)")
+    .message("dataFrom[].rewrite[].transform and .merge are not supported by Lockstep: use rewrite[].regexp"))]
+#[x_kube(validation = Rule::new("has(self.regexp)").message("each rewrite rule needs regexp"))]
 #[serde(rename_all = "camelCase")]
 pub struct Rewrite {
     /// Replace every match of `source` in each key with `target`.
-    pub regexp: RewriteRegexp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regexp: Option<RewriteRegexp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::unsupported")]
+    pub transform: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::unsupported")]
+    pub merge: Option<serde_json::Value>,
 }
 
 /// A regexp replacement on keys.
@@ -436,9 +529,14 @@ pub struct ExternalSecretStatus {
     /// `Ready` with a reason from the README's table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// resourceVersion of the Secret as last written.
+    /// ESO's field: the ExternalSecret's generation and a hash of its labels and annotations at
+    /// the last sync; a change of either (`kubectl annotate ... force-sync=...`) syncs again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synced_resource_version: Option<String>,
+    /// ESO's field: when the Secret was last written (or found already holding what AWS holds)
+    /// by a sync that fetched from AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// The AWS secret versions that are live in the Secret.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceStatus>,
@@ -467,15 +565,31 @@ pub struct SourceStatus {
 impl RemoteRef {
     /// The stage to ask for: always explicit (moto and AWS differ when it is left out).
     pub fn stage(&self) -> Option<&str> {
-        match (&self.version_id, &self.version_stage) {
-            (Some(_), _) => None,
-            (None, Some(stage)) => Some(stage),
-            (None, None) => Some(AWSCURRENT),
+        match self.version.as_deref() {
+            None => Some(AWSCURRENT),
+            Some(v) if v.starts_with(VERSION_ID_PREFIX) => None,
+            Some(stage) => Some(stage),
         }
+    }
+
+    /// The version id `version` pins (`uuid/<id>`), if it pins one.
+    pub fn version_id(&self) -> Option<&str> {
+        self.version.as_deref()?.strip_prefix(VERSION_ID_PREFIX)
     }
 }
 
 impl ExternalSecretSpec {
+    /// How often the sources are checked for changes, after `refreshPolicy` (ESO's meaning):
+    /// Periodic (or no policy) follows `refreshInterval`; OnChange and CreatedOnce never poll
+    /// (`None`), they sync when the ExternalSecret changes.
+    pub fn schedule(&self) -> Result<Option<std::time::Duration>, String> {
+        let interval = self.refresh()?;
+        Ok(match self.refresh_policy {
+            None | Some(RefreshPolicy::Periodic) => interval,
+            Some(RefreshPolicy::OnChange | RefreshPolicy::CreatedOnce) => None,
+        })
+    }
+
     /// `refreshInterval` parsed; `None` means sync once.
     pub fn refresh(&self) -> Result<Option<std::time::Duration>, String> {
         match self.refresh_interval.as_deref() {

@@ -13,6 +13,38 @@ pub use secret_store::*;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+// The schemas of fields ESO has and Lockstep refuses: typed as in ESO (CEL sees only typed
+// fields), their content left as it is, so that a CEL rule of the parent refuses them by name
+// (`!has(self.field)`) instead of the apiserver pruning them unseen.
+
+/// The description of every such field: `lockstep convert` finds them by it.
+pub const UNSUPPORTED: &str = "ESO's field; not supported by Lockstep (refused at admission).";
+
+pub(crate) fn unsupported(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"description": UNSUPPORTED, "type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}
+
+pub(crate) fn unsupported_objects(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"description": UNSUPPORTED, "type": "array",
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}})
+}
+
+pub(crate) fn unsupported_strings(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"description": UNSUPPORTED, "type": "array", "items": {"type": "string"}})
+}
+
+pub(crate) fn unsupported_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"description": UNSUPPORTED, "type": "string"})
+}
+
+pub(crate) fn unsupported_int_or_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"description": UNSUPPORTED, "x-kubernetes-int-or-string": true})
+}
+
+/// API group and version of every Lockstep resource (ESO's `external-secrets.io/v1` shape).
+pub const GROUP: &str = "lockstep.dev";
+pub const VERSION: &str = "v1alpha1";
+
 /// Every CRD this operator serves, in the order `lockstep crd` prints them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![ExternalSecret::crd(), SecretStore::crd(), ClusterSecretStore::crd()]

@@ -18,17 +18,20 @@ use serde::{Deserialize, Serialize};
     shortname = "lss",
     category = "lockstep",
     doc = "How ExternalSecrets of one namespace reach AWS Secrets Manager.",
-    printcolumn(name = "Region", type_ = "string", json_path = ".spec.aws.region"),
+    printcolumn(name = "Region", type_ = "string", json_path = ".spec.provider.aws.region"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("!has(self.aws.auth) || !has(self.aws.auth.secretRef) || (!has(self.aws.auth.secretRef.accessKeyIDSecretRef.namespace) && !has(self.aws.auth.secretRef.secretAccessKeySecretRef.namespace) && (!has(self.aws.auth.secretRef.sessionTokenSecretRef) || !has(self.aws.auth.secretRef.sessionTokenSecretRef.namespace)))")
-    .message("a SecretStore reads credentials from its own namespace: remove namespace from aws.auth.secretRef"))]
+#[x_kube(validation = Rule::new("!has(self.provider.aws.auth) || !has(self.provider.aws.auth.secretRef) || (!has(self.provider.aws.auth.secretRef.accessKeyIDSecretRef.namespace) && !has(self.provider.aws.auth.secretRef.secretAccessKeySecretRef.namespace) && (!has(self.provider.aws.auth.secretRef.sessionTokenSecretRef) || !has(self.provider.aws.auth.secretRef.sessionTokenSecretRef.namespace)))")
+    .message("a SecretStore reads credentials from its own namespace: remove namespace from provider.aws.auth.secretRef"))]
+#[x_kube(validation = Rule::new("!has(self.controller) && !has(self.retrySettings) && !has(self.refreshInterval)")
+    .message("spec.controller, spec.retrySettings and spec.refreshInterval of ESO's stores are not supported by Lockstep: remove them (Lockstep retries with its own backoff and checks stores hourly)"))]
 #[serde(rename_all = "camelCase")]
 pub struct SecretStoreSpec {
-    /// AWS Secrets Manager access.
-    pub aws: AwsProvider,
+    pub provider: Provider,
+    #[serde(flatten)]
+    pub unsupported: UnsupportedStoreFields,
 }
 
 /// How any namespace allowed by `conditions` reaches AWS Secrets Manager.
@@ -41,17 +44,20 @@ pub struct SecretStoreSpec {
     shortname = "lcss",
     category = "lockstep",
     doc = "How ExternalSecrets of the namespaces its conditions allow reach AWS Secrets Manager.",
-    printcolumn(name = "Region", type_ = "string", json_path = ".spec.aws.region"),
+    printcolumn(name = "Region", type_ = "string", json_path = ".spec.provider.aws.region"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("!has(self.aws.auth) || !has(self.aws.auth.secretRef) || (has(self.aws.auth.secretRef.accessKeyIDSecretRef.namespace) && has(self.aws.auth.secretRef.secretAccessKeySecretRef.namespace) && (!has(self.aws.auth.secretRef.sessionTokenSecretRef) || has(self.aws.auth.secretRef.sessionTokenSecretRef.namespace)))")
-    .message("a ClusterSecretStore must name the namespace of each Secret in aws.auth.secretRef"))]
+#[x_kube(validation = Rule::new("!has(self.provider.aws.auth) || !has(self.provider.aws.auth.secretRef) || (has(self.provider.aws.auth.secretRef.accessKeyIDSecretRef.namespace) && has(self.provider.aws.auth.secretRef.secretAccessKeySecretRef.namespace) && (!has(self.provider.aws.auth.secretRef.sessionTokenSecretRef) || has(self.provider.aws.auth.secretRef.sessionTokenSecretRef.namespace)))")
+    .message("a ClusterSecretStore must name the namespace of each Secret in provider.aws.auth.secretRef"))]
+#[x_kube(validation = Rule::new("!has(self.controller) && !has(self.retrySettings) && !has(self.refreshInterval)")
+    .message("spec.controller, spec.retrySettings and spec.refreshInterval of ESO's stores are not supported by Lockstep: remove them (Lockstep retries with its own backoff and checks stores hourly)"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterSecretStoreSpec {
-    /// AWS Secrets Manager access.
-    pub aws: AwsProvider,
+    pub provider: Provider,
+    #[serde(flatten)]
+    pub unsupported: UnsupportedStoreFields,
     /// Which namespaces may use this store. A namespace may use it when any condition matches it.
     /// No conditions: every namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -60,10 +66,11 @@ pub struct ClusterSecretStoreSpec {
 }
 
 /// One rule admitting namespaces to a ClusterSecretStore: it matches a namespace that is listed
-/// in `namespaces` or whose labels match `namespaceSelector`.
+/// in `namespaces`, whose labels match `namespaceSelector`, or whose name a regular expression of
+/// `namespaceRegexes` matches (ESO's three).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[x_kube(validation = Rule::new("(has(self.namespaces) && size(self.namespaces) > 0) || has(self.namespaceSelector)")
-    .message("each condition needs namespaces or namespaceSelector"))]
+#[x_kube(validation = Rule::new("(has(self.namespaces) && size(self.namespaces) > 0) || has(self.namespaceSelector) || (has(self.namespaceRegexes) && size(self.namespaceRegexes) > 0)")
+    .message("each condition needs namespaces, namespaceSelector or namespaceRegexes"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterSecretStoreCondition {
     /// Namespaces by name.
@@ -73,49 +80,115 @@ pub struct ClusterSecretStoreCondition {
     /// Namespaces by label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
+    /// Namespaces whose name matches one of these regular expressions (searched, not anchored:
+    /// write `^team-.*$` for a whole name). An expression that does not compile matches nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 256)))]
+    pub namespace_regexes: Vec<String>,
 }
 
-/// AWS Secrets Manager access settings.
+/// ESO store fields Lockstep does not implement: declared so that admission refuses them by name
+/// (a client that drops unknown fields would otherwise change the store's meaning silently).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+pub struct UnsupportedStoreFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::unsupported_string")]
+    pub controller: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::unsupported")]
+    pub retry_settings: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::unsupported_int_or_string")]
+    pub refresh_interval: Option<serde_json::Value>,
+}
+
+/// Where a store's secrets live: ESO's `spec.provider`, of which Lockstep serves `aws`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Provider {
+    /// AWS Secrets Manager.
+    pub aws: AwsProvider,
+}
+
+/// Which AWS service a store reads: ESO's `provider.aws.service`.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AwsService {
+    #[default]
+    SecretsManager,
+    /// Accepted by the schema so that admission can say it is not supported.
+    ParameterStore,
+}
+
+/// AWS Secrets Manager access settings (ESO's `provider.aws`; `endpoint` and `stsEndpoint` are
+/// Lockstep's additions).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("self.service == 'SecretsManager'")
+    .message("provider.aws.service ParameterStore is not supported by Lockstep: only SecretsManager"))]
+#[x_kube(validation = Rule::new("!has(self.prefix) && !has(self.secretsManager)")
+    .message("provider.aws.prefix and provider.aws.secretsManager are not supported by Lockstep: remove them (name secrets in full in remoteRef.key)"))]
+#[x_kube(validation = Rule::new("!has(self.additionalRoles) && !has(self.sessionTags) && !has(self.transitiveTagKeys)")
+    .message("provider.aws.additionalRoles, sessionTags and transitiveTagKeys are not supported by Lockstep yet: remove them"))]
+#[serde(rename_all = "camelCase")]
 pub struct AwsProvider {
+    /// SecretsManager (the only service Lockstep reads).
+    pub service: AwsService,
     /// AWS region, e.g. eu-central-1.
-    #[x_kube(validation = Rule::new("self.matches('^[a-z]{2}(-[a-z]+)+-[0-9]+$')").message("aws.region must be an AWS region such as eu-central-1"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]{2}(-[a-z]+)+-[0-9]+$')").message("provider.aws.region must be an AWS region such as eu-central-1"))]
     #[schemars(length(min = 1, max = 64))]
     pub region: String,
     /// Endpoint override for Secrets Manager (VPC endpoint, FIPS, a local emulator). Also used for
     /// STS unless `stsEndpoint` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
-    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+(/.*)?$')").message("aws.endpoint must be an http(s) URL"))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+(/.*)?$')").message("provider.aws.endpoint must be an http(s) URL"))]
     pub endpoint: Option<String>,
     /// Endpoint override for STS (AssumeRole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
-    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+(/.*)?$')").message("aws.stsEndpoint must be an http(s) URL"))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+(/.*)?$')").message("provider.aws.stsEndpoint must be an http(s) URL"))]
     pub sts_endpoint: Option<String>,
     /// Credentials. Absent: the pod's ambient chain (IRSA, EKS Pod Identity, env, IMDS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AwsAuth>,
     /// A role to assume on top of the credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.matches('^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$')").message("aws.role must be an IAM role ARN (arn:aws:iam::<account>:role/<name>)"))]
+    #[x_kube(validation = Rule::new("self.matches('^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$')").message("provider.aws.role must be an IAM role ARN (arn:aws:iam::<account>:role/<name>)"))]
     #[schemars(length(max = 2048))]
     pub role: Option<String>,
     /// External id for the AssumeRole call.
     #[serde(default, rename = "externalID", skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1224))]
     pub external_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::unsupported_string")]
+    pub prefix: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::unsupported")]
+    pub secrets_manager: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::unsupported_strings")]
+    pub additional_roles: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::unsupported_objects")]
+    pub session_tags: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::unsupported_strings")]
+    pub transitive_tag_keys: Option<serde_json::Value>,
 }
 
 /// Credential sources other than the ambient chain.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[x_kube(validation = Rule::new("has(self.secretRef)").message("aws.auth needs secretRef (or remove auth to use the pod's ambient credentials)"))]
+#[x_kube(validation = Rule::new("!has(self.jwt)").message("provider.aws.auth.jwt (a ServiceAccount's token) is not supported by Lockstep yet: use auth.secretRef, or remove auth to use the operator's own credentials"))]
+#[x_kube(validation = Rule::new("has(self.secretRef)").message("provider.aws.auth needs secretRef (or remove auth to use the pod's ambient credentials)"))]
 #[serde(rename_all = "camelCase")]
 pub struct AwsAuth {
     /// Static keys held in a Kubernetes Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<AwsSecretRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::unsupported")]
+    pub jwt: Option<serde_json::Value>,
 }
 
 /// Static AWS keys in a Kubernetes Secret.
@@ -158,6 +231,9 @@ pub struct SecretStoreStatus {
     /// `Ready`: credentials resolve and a validation call succeeds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// ESO's field: what the store can do. Lockstep stores read (`ReadOnly`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<String>,
 }
 
 impl ClusterSecretStoreSpec {
@@ -167,6 +243,7 @@ impl ClusterSecretStoreSpec {
             || self.conditions.iter().any(|c| {
                 c.namespaces.iter().any(|n| n == namespace)
                     || c.namespace_selector.as_ref().is_some_and(|s| selector_matches(s, labels))
+                    || c.namespace_regexes.iter().any(|r| regex::Regex::new(r).is_ok_and(|re| re.is_match(namespace)))
             })
     }
 }
@@ -186,4 +263,31 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
         }
     });
     labels_ok && exprs_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_admit_by_name_label_or_regex() {
+        let spec =
+            |c: ClusterSecretStoreCondition| ClusterSecretStoreSpec { conditions: vec![c], ..Default::default() };
+        let labels: BTreeMap<String, String> = [("tenant".to_string(), "a".to_string())].into();
+        let by_name = spec(ClusterSecretStoreCondition { namespaces: vec!["team-a".into()], ..Default::default() });
+        assert!(by_name.allows("team-a", &BTreeMap::new()) && !by_name.allows("team-b", &BTreeMap::new()));
+        let selector = LabelSelector { match_labels: Some(labels.clone()), ..Default::default() };
+        let by_label = spec(ClusterSecretStoreCondition { namespace_selector: Some(selector), ..Default::default() });
+        assert!(by_label.allows("x", &labels) && !by_label.allows("x", &BTreeMap::new()));
+        let by_regex = spec(ClusterSecretStoreCondition {
+            namespace_regexes: vec!["^team-".into(), "(".into()],
+            ..Default::default()
+        });
+        assert!(by_regex.allows("team-b", &BTreeMap::new()));
+        assert!(!by_regex.allows("ops", &BTreeMap::new()), "a regex that does not compile matches nothing");
+        assert!(
+            ClusterSecretStoreSpec::default().allows("anything", &BTreeMap::new()),
+            "no conditions: every namespace"
+        );
+    }
 }

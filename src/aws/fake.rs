@@ -82,6 +82,7 @@ fn value_of(secrets: &BTreeMap<String, Secret>, source: &SourceRef) -> Result<Fe
     let id = match &source.version {
         Version::Stage(stage) => secret.stages.get(stage).ok_or_else(not_found)?,
         Version::Id(id) => id,
+        Version::Tags => return Err(Error::InvalidValue("tags are read with DescribeSecret".into())),
     };
     let value = secret.versions.get(id).ok_or_else(not_found)?;
     Ok(Fetched {

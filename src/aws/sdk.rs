@@ -27,6 +27,7 @@ impl Transport for Sdk {
             let req = match &source.version {
                 Version::Stage(stage) => req.version_stage(stage),
                 Version::Id(id) => req.version_id(id),
+                Version::Tags => return Err(Error::InvalidValue("tags are read with DescribeSecret".into())),
             };
             let out = req.send().await.map_err(|e| classify(&e, &source.key))?;
             fetched(&source.key, out.secret_string, out.secret_binary, out.version_id, out.created_date.as_ref())

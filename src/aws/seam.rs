@@ -13,7 +13,7 @@ use super::metadata::{ListFilter, SecretMeta, find_filters, find_matches, refers
 use crate::api::FindRef;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::source::{Fetched, SourceRef};
+use crate::source::{Fetched, SourceRef, Version};
 
 /// BatchGetSecretValue takes at most this many ids a call (AWS enforces it; moto does not).
 pub const BATCH_MAX: usize = 20;
@@ -118,9 +118,24 @@ impl StoreClient {
         &self.calls
     }
 
-    /// The value of one version.
+    /// The value of one version; for [`Version::Tags`], the secret's tags as a JSON object.
     pub async fn get_value(&self, source: &SourceRef) -> Result<Fetched> {
+        if source.version == Version::Tags {
+            return self.tags(&source.key).await;
+        }
         self.calls.call("GetSecretValue", self.transport.get_secret_value(source)).await
+    }
+
+    async fn tags(&self, key: &str) -> Result<Fetched> {
+        let meta =
+            self.describe(key).await?.ok_or_else(|| Error::SecretNotFound { key: key.to_string(), detail: None })?;
+        let json = serde_json::to_string(&meta.tags)
+            .map_err(|_| Error::InvalidValue(format!("the tags of AWS secret {key:?} cannot be written as JSON")))?;
+        Ok(Fetched {
+            payload: crate::value::Payload::String(crate::value::SecretBytes::from(json)),
+            version_id: meta.stages.get(crate::api::AWSCURRENT).cloned().unwrap_or_default(),
+            created_date: None,
+        })
     }
 
     /// The AWSCURRENT values of many secrets (names or ARNs), [`BATCH_MAX`] ids a call. One result

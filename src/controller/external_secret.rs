@@ -86,7 +86,7 @@ fn error_policy(_es: Arc<ExternalSecret>, err: &Error, _ctx: Arc<Context>) -> Ac
 async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action> {
     let key = format!("{}/{}", es.namespace().unwrap_or_default(), es.name_any());
     ctx.metrics.reconcile("ExternalSecret");
-    let refresh = es.spec.refresh();
+    let refresh = es.spec.schedule();
     let outcome = match &refresh {
         Ok(refresh) => sync::sync(&es, &ctx, *refresh).await,
         Err(message) => Err(Error::InvalidValue(message.clone())),
@@ -121,6 +121,8 @@ async fn report(es: &ExternalSecret, ctx: &Context, outcome: &Result<Synced>) ->
         let api = Api::<ExternalSecret>::namespaced(ctx.client.clone(), &es.namespace().unwrap_or_default());
         write::apply_status(&api, &es.name_any(), &next).await?;
     }
+    let synced_at = outcome.is_ok().then(|| jiff::Timestamp::now().as_millisecond() as f64 / 1000.0);
+    ctx.metrics.object_status(&super::object_key::<ExternalSecret>(es), reason, synced_at);
     if status::ready_reason(&previous.conditions) != Some(reason.as_str()) {
         let type_ = if reason.is_ready() { EventType::Normal } else { EventType::Warning };
         publish(es, ctx, type_, reason.as_str(), &message).await;
@@ -145,8 +147,9 @@ fn status_after(
     let (reason, message) = match outcome {
         Ok(synced) => {
             next.sources = synced.sources.clone();
-            if synced.resource_version.is_some() {
-                next.synced_resource_version = synced.resource_version.clone();
+            next.synced_resource_version = Some(super::target::metadata_version(es));
+            if synced.fetched {
+                next.refresh_time = Some(now.clone());
             }
             next.binding = synced.binding.clone().map(|name| LocalObjectReference { name });
             (Reason::SecretSynced, format!("Secret {:?} is in sync", es.target_name()))

@@ -20,6 +20,9 @@ use crate::source::{Fetched, SourceRef, Sources, Version};
 
 /// How long a fetched value may be shared before it is dropped from memory.
 const VALUE_TTL: Duration = Duration::from_secs(60);
+/// A forced sync reads AWS afresh, but shares a value fetched this recently (the reconciles one
+/// change causes in a row).
+const FRESH_ENOUGH: Duration = Duration::from_secs(5);
 /// How long the first AWSCURRENT fetch of a batch waits for company.
 const WINDOW: Duration = Duration::from_millis(10);
 
@@ -47,15 +50,18 @@ impl Fetcher {
     }
 
     /// The values of every source in `sources`, each fetched at most once however many
-    /// ExternalSecrets ask at the same time.
+    /// ExternalSecrets ask at the same time. `fresh`: read AWS even for values held in memory (a
+    /// forced sync).
     pub async fn fetch(
         self: &Arc<Self>,
         store: &StoreId,
         client: &StoreClient,
         sources: &Sources,
+        fresh: bool,
     ) -> BTreeMap<SourceRef, Result<Fetched>> {
         let all = sources.all();
-        let results = futures::future::join_all(all.iter().map(|s| self.fetch_one(store, client, s, sources))).await;
+        let fetches = all.iter().map(|s| self.fetch_one(store, client, s, sources, fresh));
+        let results = futures::future::join_all(fetches).await;
         all.into_iter().zip(results).collect()
     }
 
@@ -65,6 +71,7 @@ impl Fetcher {
         let stage = match &source.version {
             Version::Id(id) => return Some(id.clone()),
             Version::Stage(stage) => stage,
+            Version::Tags => return None,
         };
         if stage == AWSCURRENT
             && let Some(listed) = sources.listed.get(&source.key)
@@ -113,9 +120,14 @@ impl Fetcher {
         client: &StoreClient,
         source: &SourceRef,
         sources: &Sources,
+        fresh: bool,
     ) -> Result<Fetched> {
+        if source.version == Version::Tags {
+            // Tags move without a new version: read at every sync, never shared.
+            return client.get_value(source).await;
+        }
         let live = self.live(store, source, sources);
-        let cell = self.cell(store, source, live.as_deref());
+        let cell = self.cell(store, source, live.as_deref(), fresh);
         let fetched = cell
             .get_or_try_init(|| async {
                 match source.stage() {
@@ -132,15 +144,17 @@ impl Fetcher {
     }
 
     /// The shared slot of a value: a held one is reused while fresh and, for a stage, while `live`
-    /// confirms its version (a version id never changes its value); one being fetched is waited for.
-    fn cell(&self, store: &StoreId, source: &SourceRef, live: Option<&str>) -> Arc<OnceCell<Fetched>> {
+    /// confirms its version (a version id never changes its value), unless `refetch` (and it is
+    /// older than [`FRESH_ENOUGH`]); one being fetched is waited for.
+    fn cell(&self, store: &StoreId, source: &SourceRef, live: Option<&str>, refetch: bool) -> Arc<OnceCell<Fetched>> {
         let mut values = lock(&self.values);
         values.retain(|_, (at, _)| at.elapsed() < VALUE_TTL);
         let key = (store.clone(), source.clone());
         let by_stage = source.stage().is_some();
-        let stale = values
-            .get(&key)
-            .is_some_and(|(_, cell)| cell.get().is_some_and(|f| by_stage && live != Some(f.version_id.as_str())));
+        let stale = values.get(&key).is_some_and(|(at, cell)| {
+            let forced = refetch && at.elapsed() >= FRESH_ENOUGH;
+            cell.get().is_some_and(|f| forced || (by_stage && live != Some(f.version_id.as_str())))
+        });
         if stale {
             values.remove(&key);
         }
@@ -243,13 +257,15 @@ mod tests {
             fetcher.track(&store, k);
         }
         let sources = named(&["a", "b", "c"]);
-        let (one, two) =
-            tokio::join!(fetcher.fetch(&store, &client, &sources), fetcher.fetch(&store, &client, &sources));
+        let (one, two) = tokio::join!(
+            fetcher.fetch(&store, &client, &sources, false),
+            fetcher.fetch(&store, &client, &sources, false)
+        );
         assert_eq!(value(&one[&SourceRef::current("b")]), "b-1");
         assert_eq!(value(&two[&SourceRef::current("c")]), "c-1");
         assert_eq!(aws.calls(), [("BatchGetSecretValue", 1)].into(), "three values, two asking, one call");
 
-        fetcher.fetch(&store, &client, &sources).await;
+        fetcher.fetch(&store, &client, &sources, false).await;
         assert_eq!(aws.calls(), [("BatchGetSecretValue", 1)].into(), "a confirmed value comes from memory");
         assert_eq!(fetcher.live(&store, &SourceRef::current("a"), &sources).as_deref(), Some("v1"), "seeded");
     }
@@ -262,18 +278,18 @@ mod tests {
         let (store, client) = (store(), client(&aws));
         fetcher.track(&store, "a");
         let sources = named(&["a"]);
-        fetcher.fetch(&store, &client, &sources).await;
+        fetcher.fetch(&store, &client, &sources, false).await;
         let v2 = aws.put("a", "two");
         let mut stages = BTreeMap::new();
         stages.insert(AWSCURRENT.to_string(), v2);
         assert!(fetcher.observe(&store, "a", Some(stages)).is_some(), "a watched key");
-        let got = fetcher.fetch(&store, &client, &sources).await;
+        let got = fetcher.fetch(&store, &client, &sources, false).await;
         assert_eq!(value(&got[&SourceRef::current("a")]), "two");
         assert_eq!(aws.calls(), [("GetSecretValue", 2)].into(), "a lone fetch goes as GetSecretValue");
 
         fetcher.forget(&store);
         assert_eq!(fetcher.live(&store, &SourceRef::current("a"), &sources), None);
-        fetcher.fetch(&store, &client, &sources).await;
+        fetcher.fetch(&store, &client, &sources, false).await;
         assert_eq!(aws.calls()["GetSecretValue"], 3, "nothing held survives a store change");
     }
 
@@ -287,7 +303,7 @@ mod tests {
         sources.found.insert(0, vec!["found".into()]);
         sources.listed.insert("found".into(), v1.clone());
         assert_eq!(fetcher.live(&store, &SourceRef::current("found"), &sources), Some(v1));
-        let got = fetcher.fetch(&store, &client, &sources).await;
+        let got = fetcher.fetch(&store, &client, &sources, false).await;
         assert_eq!(value(&got[&SourceRef::current("found")]), "x");
         assert!(matches!(got[&SourceRef::current("missing")], Err(Error::SecretNotFound { .. })));
     }

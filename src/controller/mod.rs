@@ -84,6 +84,20 @@ impl std::fmt::Display for StoreId {
     }
 }
 
+/// How the per-object metrics name an object of kind `K`.
+fn object_key<K: kube::Resource<DynamicType = ()>>(obj: &K) -> crate::metrics::ObjectKey {
+    let kind = match K::kind(&()).as_ref() {
+        "SecretStore" => crate::metrics::SECRET_STORE,
+        "ClusterSecretStore" => crate::metrics::CLUSTER_SECRET_STORE,
+        _ => crate::metrics::EXTERNAL_SECRET,
+    };
+    crate::metrics::ObjectKey {
+        kind,
+        namespace: obj.meta().namespace.clone(),
+        name: obj.meta().name.clone().unwrap_or_default(),
+    }
+}
+
 impl Context {
     /// A context for a controller process. The caches of the controllers it will run are expected
     /// by `readiness` from here on.
@@ -134,19 +148,35 @@ impl Context {
     /// A controller on `api` whose cache reports to readiness when it holds its first full list.
     /// (The reflector's own `wait_until_ready` wakes only one waiter, the controller's runner.)
     ///
-    /// The cache keeps objects without `managedFields`, and only a new generation (a spec change)
-    /// triggers a reconcile: our own status writes do not cause another one.
+    /// The cache keeps objects without `managedFields`. A new generation (a spec change) or a
+    /// change of labels or annotations (ESO's `kubectl annotate ... force-sync=...`) triggers a
+    /// reconcile; our own status writes change none of them, so they do not cause another one.
     fn controller<K: watch::Watched>(&self, kind: &'static str, api: Api<K>) -> Controller<K> {
         let (reader, writer) = reflector::store();
-        let readiness = self.readiness.clone();
+        let (readiness, metrics, cache) = (self.readiness.clone(), self.metrics.clone(), reader.clone());
         let objects = watch::cached_watch(api, watcher::Config::default().any_semantic(), writer)
-            .inspect(move |event| {
-                if matches!(event, Ok(watcher::Event::InitDone)) {
+            .inspect(move |event| match event {
+                Ok(watcher::Event::InitDone) => {
                     readiness.cache_synced(kind);
+                    // A relist reports no deletions: the cache it left says what still exists.
+                    let live: std::collections::BTreeSet<_> = cache.state().iter().map(|o| object_key(&**o)).collect();
+                    metrics.retain_objects(kind, |key| live.contains(key));
                 }
+                Ok(watcher::Event::Delete(obj)) => metrics.forget_object(&object_key(obj)),
+                _ => {}
             })
             .applied_objects()
-            .predicate_filter(predicates::generation, PredicateConfig::default());
+            .predicate_filter(spec_or_metadata, PredicateConfig::default());
         Controller::for_stream(objects, reader)
     }
+}
+
+/// What a reconcile follows: the generation, the labels and the annotations of an object.
+fn spec_or_metadata<K: kube::Resource>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    predicates::generation(obj).hash(&mut h);
+    predicates::labels(obj).hash(&mut h);
+    predicates::annotations(obj).hash(&mut h);
+    Some(h.finish())
 }

@@ -53,12 +53,14 @@ async fn reconcile<S: Store>(store: Arc<S>, ctx: Arc<Context>) -> Result<Action>
     let previous = store.status().cloned().unwrap_or_default();
     let generation = store.meta().generation;
     let next = SecretStoreStatus {
+        capabilities: Some("ReadOnly".into()),
         observed_generation: generation,
         conditions: status::set_ready(&previous.conditions, reason, &message, generation, Time(jiff::Timestamp::now())),
     };
     if next != previous {
         write::apply_status(&store.own_api(&ctx.client), &store.name_any(), &next).await?;
     }
+    ctx.metrics.object_status(&super::object_key(&*store), reason, None);
     let key = id.to_string();
     Ok(match outcome {
         Ok(()) => {

@@ -40,7 +40,7 @@ pub trait Store: Watched + Serialize {
 impl Store for SecretStore {
     const KIND: StoreKind = StoreKind::SecretStore;
     fn provider(&self) -> &AwsProvider {
-        &self.spec.aws
+        &self.spec.provider.aws
     }
     fn status(&self) -> Option<&SecretStoreStatus> {
         self.status.as_ref()
@@ -62,7 +62,7 @@ impl Store for SecretStore {
 impl Store for ClusterSecretStore {
     const KIND: StoreKind = StoreKind::ClusterSecretStore;
     fn provider(&self) -> &AwsProvider {
-        &self.spec.aws
+        &self.spec.provider.aws
     }
     fn status(&self) -> Option<&SecretStoreStatus> {
         self.status.as_ref()

@@ -6,16 +6,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, Patch};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 use tracing::info;
 
 use super::stores::ResolvedStore;
 use super::target::{self, Plan};
 use super::{Context, write};
-use crate::api::{AWSCURRENT, CreationPolicy, ExternalSecret, SourceStatus};
+use crate::api::{AWSCURRENT, CreationPolicy, ExternalSecret, RefreshPolicy, SourceStatus};
 use crate::error::{Error, Result};
 use crate::render::{self, Desired, Values};
 use crate::source::{Fetched, SourceRef, Sources};
@@ -25,12 +25,12 @@ pub struct Synced {
     pub sources: Vec<SourceStatus>,
     /// The data hash of the Secret (for a rollout restart's annotation).
     pub hash: String,
-    /// The Secret's resourceVersion, when one was read or written.
-    pub resource_version: Option<String>,
     /// The Secret held other data before this sync (so this is not its first).
     pub data_changed: bool,
     /// The Secret this ExternalSecret now writes (none under creationPolicy None).
     pub binding: Option<String>,
+    /// The values were fetched from AWS (not the fast path, not CreatedOnce's keep).
+    pub fetched: bool,
 }
 
 /// Bring the target Secret in line with AWS. `refresh`: how often the sources are checked for
@@ -43,16 +43,14 @@ pub async fn sync(es: &ExternalSecret, ctx: &Context, refresh: Option<Duration>)
     let existing = read_target(es, ctx).await?;
 
     let live = |s: &SourceRef| ctx.fetcher.live(&store.id, s, &sources);
-    if let Some(kept) = target::still_current(es, &sources.all(), live, existing.as_ref()) {
+    let kept = match es.spec.refresh_policy {
+        Some(RefreshPolicy::CreatedOnce) => target::created_once(es, existing.as_ref()),
+        _ => target::still_current(es, &sources.all(), live, existing.as_ref()),
+    };
+    if let Some(kept) = kept {
         let sources = es.status.as_ref().map(|s| s.sources.clone()).unwrap_or_default();
         let binding = Some(es.target_name().to_string());
-        return Ok(Synced {
-            sources,
-            hash: kept.hash,
-            resource_version: kept.resource_version,
-            data_changed: false,
-            binding,
-        });
+        return Ok(Synced { sources, hash: kept.hash, data_changed: false, binding, fetched: false });
     }
 
     let (values, sources) = fetch(es, ctx, &store, existing.as_ref(), sources).await?;
@@ -120,7 +118,13 @@ async fn fetch(
     existing: Option<&Secret>,
     mut sources: Sources,
 ) -> Result<(Values, Sources)> {
-    let mut results = ctx.fetcher.fetch(&store.id, &store.client, &sources).await;
+    // A sync forced by a change of the ExternalSecret's labels or annotations (ESO's force-sync)
+    // reads AWS afresh, not the values held in memory.
+    let forced = es.status.as_ref().and_then(|s| s.synced_resource_version.as_deref()).is_some_and(|v| {
+        v != target::metadata_version(es)
+            && es.status.as_ref().and_then(|s| s.observed_generation) == es.metadata.generation
+    });
+    let mut results = ctx.fetcher.fetch(&store.id, &store.client, &sources, forced).await;
     let named: Vec<Result<Fetched>> = sources.named.iter().filter_map(|s| results.remove(s)).collect();
     let all_gone = !named.is_empty() && named.iter().all(|r| matches!(r, Err(Error::SecretNotFound { .. })));
     let mut values = BTreeMap::new();
@@ -157,17 +161,16 @@ async fn fetch(
 
 /// Carry out the target plan.
 async fn apply(es: &ExternalSecret, ctx: &Context, existing: Option<&Secret>, desired: Desired) -> Result<Synced> {
-    let (resource_version, data_changed) = match target::plan(es, existing, &desired)? {
-        Plan::Keep => (existing.and_then(|s| s.metadata.resource_version.clone()), false),
+    let data_changed = match target::plan(es, existing, &desired)? {
+        Plan::Keep => false,
         Plan::Apply { secret, data_changed } => {
-            let written =
-                secrets(es, ctx).patch(es.target_name(), &write::apply_params(), &Patch::Apply(&*secret)).await?;
+            secrets(es, ctx).patch(es.target_name(), &write::apply_params(), &Patch::Apply(&*secret)).await?;
             info!(secret = %es.target_name(), "applied Secret");
-            (written.meta().resource_version.clone(), data_changed)
+            data_changed
         }
     };
     let binding = (es.spec.target.creation_policy != CreationPolicy::None).then(|| es.target_name().to_string());
-    Ok(Synced { sources: desired.sources, hash: desired.hash, resource_version, data_changed, binding })
+    Ok(Synced { sources: desired.sources, hash: desired.hash, data_changed, binding, fetched: true })
 }
 
 /// After a rename of the target under creationPolicy Owner: delete the Secret the status says was

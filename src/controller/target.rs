@@ -18,6 +18,13 @@ use crate::status::{self, Reason};
 use crate::value::SecretBytes;
 use crate::{DATA_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGER, SOURCE_VERSIONS_ANNOTATION};
 
+/// The label ESO puts on every Secret it manages.
+pub const ESO_MANAGED_LABEL: &str = "reconcile.external-secrets.io/managed";
+
+/// Annotations of an ExternalSecret that are not copied to its Secret: kubectl's record of the
+/// ExternalSecret itself, and Lockstep's own requests to it (`lockstep refresh`).
+const NOT_COPIED: &[&str] = &["kubectl.kubernetes.io/last-applied-configuration", crate::REFRESH_ANNOTATION];
+
 /// Annotation naming the ExternalSecret (same namespace) that writes a Secret.
 pub const OWNER_ANNOTATION: &str = "lockstep.dev/external-secret";
 
@@ -66,7 +73,7 @@ pub fn plan(es: &ExternalSecret, existing: Option<&Secret>, desired: &Desired) -
                 "creationPolicy Merge needs an existing Secret {name:?}; create it first or use creationPolicy Owner"
             )));
         }
-        (Some(s), CreationPolicy::Owner | CreationPolicy::Orphan) if !is_ours(s, es) => {
+        (Some(s), CreationPolicy::Owner | CreationPolicy::Orphan) if !is_ours(s, es) && !left_by_eso(s) => {
             return Err(Error::TargetConflict(format!(
                 "Secret {name:?} already exists and is not managed by this ExternalSecret; delete it, set target.name to another name, or use creationPolicy Merge"
             )));
@@ -95,8 +102,8 @@ pub fn delete_when_gone(es: &ExternalSecret, existing: Option<&Secret>) -> bool 
 
 /// The fast path of a refresh: nothing changed since the last sync (same generation, every
 /// source still at the version that is live, the Secret intact), so nothing is fetched. `live`
-/// says which version is live behind a source, as far as is known. Returns the Secret's
-/// resourceVersion and data hash when the sync can stop here.
+/// says which version is live behind a source, as far as is known. Returns the Secret's data hash
+/// when the sync can stop here.
 pub fn still_current(
     es: &ExternalSecret,
     sources: &[SourceRef],
@@ -108,6 +115,7 @@ pub fn still_current(
     let policy = es.spec.target.creation_policy;
     let settled = matches!(policy, CreationPolicy::Owner | CreationPolicy::Orphan)
         && status.observed_generation == es.metadata.generation
+        && status.synced_resource_version.as_deref() == Some(metadata_version(es).as_str())
         && status::ready_reason(&status.conditions) == Some(Reason::SecretSynced.as_str())
         && status.sources.len() == sources.len();
     if !settled {
@@ -119,6 +127,8 @@ pub fn still_current(
                 && match &s.version {
                     Version::Stage(stage) => l.version_stage.as_deref() == Some(stage.as_str()),
                     Version::Id(id) => l.version_stage.is_none() && l.version_id == *id,
+                    // Tags move without a new version: never known to be current.
+                    Version::Tags => false,
                 }
         })?;
         if live(s).as_deref() != Some(seen.version_id.as_str()) {
@@ -130,14 +140,51 @@ pub fn still_current(
     let intact = is_ours(secret, es)
         && hash_of(secret) == Some(hash.as_str())
         && annotations.get(SOURCE_VERSIONS_ANNOTATION) == Some(&versions_annotation(&status.sources));
-    intact.then(|| Kept { resource_version: secret.metadata.resource_version.clone(), hash })
+    intact.then_some(Kept { hash })
 }
 
 /// A Secret left as it is by the fast path.
 #[derive(Debug, PartialEq)]
 pub struct Kept {
-    pub resource_version: Option<String>,
+    /// Its data hash (what a rollout restart records).
     pub hash: String,
+}
+
+/// refreshPolicy CreatedOnce: the Secret is written once; while it exists and is ours (after a
+/// successful sync of this spec), it is left as it is.
+pub fn created_once(es: &ExternalSecret, existing: Option<&Secret>) -> Option<Kept> {
+    let status = es.status.as_ref()?;
+    let secret = existing?;
+    let synced = status.refresh_time.is_some() && status.observed_generation == es.metadata.generation;
+    (synced && is_ours(secret, es)).then(|| Kept { hash: data_hash(&data_of(secret)) })
+}
+
+/// ESO's `status.syncedResourceVersion`: the generation and a hash of the labels and annotations,
+/// so that a change of either (a `force-sync` annotation) is a reason to sync again.
+pub fn metadata_version(es: &ExternalSecret) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for map in [&es.metadata.labels, &es.metadata.annotations] {
+        for (k, v) in map.iter().flatten() {
+            h.update((k.len() as u64).to_be_bytes());
+            h.update(k.as_bytes());
+            h.update((v.len() as u64).to_be_bytes());
+            h.update(v.as_bytes());
+        }
+        h.update([0xff]);
+    }
+    let hash = hex::encode(h.finalize());
+    format!("{}-{}", es.metadata.generation.unwrap_or_default(), &hash[..16])
+}
+
+/// Whether `secret` is what ESO leaves when its ExternalSecret is deleted with
+/// `--cascade=orphan`: ESO's managed label, no controller owner, not ours. Lockstep adopts it in
+/// place (labels and owner reference; the data it would write identically stays as it is).
+pub fn left_by_eso(secret: &Secret) -> bool {
+    let meta = &secret.metadata;
+    let eso = meta.labels.as_ref().and_then(|l| l.get(ESO_MANAGED_LABEL)).map(String::as_str) == Some("true");
+    let controlled = meta.owner_references.iter().flatten().any(|o| o.controller == Some(true));
+    eso && !controlled && !labelled_ours(secret)
 }
 
 fn hash_of(secret: &Secret) -> Option<&str> {
@@ -153,13 +200,24 @@ pub fn versions_annotation(sources: &[SourceStatus]) -> String {
     sources.iter().map(|s| format!("{}={}", s.key, s.version_id)).collect::<Vec<_>>().join(",")
 }
 
-/// The labels and annotations the Secret must carry.
+/// The labels and annotations the Secret must carry: the template's, or (ESO's rule) the
+/// ExternalSecret's own when the template has no metadata; then ours.
 fn metadata_maps(es: &ExternalSecret, desired: &Desired) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     let mut labels = BTreeMap::new();
     let mut annotations = BTreeMap::new();
-    if es.spec.target.creation_policy != CreationPolicy::Merge {
+    let templated = es.spec.target.template.as_ref().is_some_and(|t| t.metadata.is_some());
+    if templated {
         labels.extend(desired.labels.clone());
         annotations.extend(desired.annotations.clone());
+    } else {
+        labels.extend(es.metadata.labels.clone().unwrap_or_default());
+        let own = es.metadata.annotations.iter().flatten().filter(|(k, _)| !NOT_COPIED.contains(&k.as_str()));
+        annotations.extend(own.map(|(k, v)| (k.clone(), v.clone())));
+    }
+    if es.spec.target.creation_policy == CreationPolicy::Merge {
+        // The Secret is not ours: never our label, whatever the ExternalSecret carries.
+        labels.remove(MANAGED_BY_LABEL);
+    } else {
         labels.insert(MANAGED_BY_LABEL.into(), MANAGER.into());
         annotations.insert(OWNER_ANNOTATION.into(), es.metadata.name.clone().unwrap_or_default());
     }

@@ -86,7 +86,7 @@ async fn no_value_leaks_at_trace_level() -> anyhow::Result<()> {
     let pw1 = format!("{SENTINEL}-pw1");
     let db = w.create_aws("db", &json!({"user": format!("{SENTINEL}-user"), "password": pw1}).to_string()).await?;
     let plain = w.create_aws("plain", &format!("{SENTINEL}-not-json")).await?;
-    let badkey = w.create_aws("badkey", &json!({"bad key!": format!("{SENTINEL}-k")}).to_string()).await?;
+    let badkey = w.create_aws("badkey", &json!({"..": format!("{SENTINEL}-k")}).to_string()).await?;
     w.plain_secret("taken", &[("theirs", &format!("{SENTINEL}-theirs"))]).await?;
 
     // Sync, template, rotation.
@@ -113,7 +113,7 @@ async fn no_value_leaks_at_trace_level() -> anyhow::Result<()> {
     let rotated = json!({"user": format!("{SENTINEL}-user"), "password": pw2}).to_string();
     w.env.aws.put_secret_value().secret_id(&db).secret_string(rotated).send().await?;
     w.wait_value("sync", "password", &pw2).await?;
-    let previous = by_role("role-one").remote("password", json!({"key": db, "versionStage": "AWSPREVIOUS"}));
+    let previous = by_role("role-one").remote("password", json!({"key": db, "version": "AWSPREVIOUS"}));
     w.external_secret("role-previous", previous).await?;
     w.wait_reason("role-previous", "SecretSynced").await?;
 

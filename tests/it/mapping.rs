@@ -220,10 +220,6 @@ async fn admission_rejects_invalid_mapping_specs() -> anyhow::Result<()> {
         (es("s").data_from(json!({"extract": {"key": "a"}, "find": {"path": "p/"}})), "exactly one of extract or find"),
         (es("s").data_from(json!({"find": {}})), "find needs at least one of path, name.regexp or tags"),
         (
-            es("s").remote("k", json!({"key": "a", "conversionStrategy": "Unicode"})),
-            "conversionStrategy applies to dataFrom only",
-        ),
-        (
             es("s").template(json!({"data": {"bad key": "x"}})).key("k", "a"),
             "template.data keys must be valid Secret keys",
         ),

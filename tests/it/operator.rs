@@ -94,8 +94,8 @@ async fn extract_binary_and_explicit_versions() -> anyhow::Result<()> {
         es("aws")
             .refresh("0")
             .key("bin", &bin)
-            .remote("old-bin", json!({"key": bin, "versionId": first_version}))
-            .remote("prev-bin", json!({"key": bin, "versionStage": "AWSPREVIOUS"}))
+            .remote("old-bin", json!({"key": bin, "version": format!("uuid/{first_version}")}))
+            .remote("prev-bin", json!({"key": bin, "version": "AWSPREVIOUS"}))
             .extract(&cfg),
     )
     .await?;
@@ -200,7 +200,8 @@ async fn failures_keep_the_secret_and_say_why() -> anyhow::Result<()> {
     w.env.aws.delete_secret().secret_id(&doomed).recovery_window_in_days(7).send().await?;
     let gone = w.create_aws("gone", "v").await?;
     w.env.aws.delete_secret().secret_id(&gone).force_delete_without_recovery(true).send().await?;
-    let badkey = w.create_aws("badkey", r#"{"bad key!":"good"}"#).await?;
+    // ".." stays invalid after conversion (only invalid characters are converted).
+    let badkey = w.create_aws("badkey", r#"{"..":"good"}"#).await?;
     let twins = w.create_aws("twins", r#"{"a":"good","b":"good"}"#).await?;
     let big = w.create_aws("big", &"x".repeat(60_000)).await?;
     w.apply(secret("half-creds", json!({"access-key-id": "testing"}))).await?;
@@ -247,7 +248,7 @@ async fn failures_keep_the_secret_and_say_why() -> anyhow::Result<()> {
             "InvalidValue",
             vec!["not JSON", &plain],
         ),
-        ("invalid Secret key", extract(&badkey, json!([])), "InvalidValue", vec!["bad key!", "conversionStrategy"]),
+        ("invalid Secret key", extract(&badkey, json!([])), "InvalidValue", vec!["\"..\"", "rewrite rule"]),
         (
             "duplicate target keys",
             extract(&twins, json!([{"regexp": {"source": "^.+$", "target": "same"}}])),
@@ -372,9 +373,13 @@ async fn ambient_web_identity_uses_the_store_endpoint_for_sts() -> anyhow::Resul
 async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Result<()> {
     let env = Rig::get().test_env("admission").await?;
     install_crds(&env.kube).await?;
-    let version = json!({"key": "a", "versionStage": "AWSCURRENT", "versionId": "0123456789abcdef0123456789abcdef"});
+    let version = json!({"key": "a", "version": "uuid/"});
     let cases: Vec<(&str, serde_json::Value, &str)> = vec![
-        ("ExternalSecret", es("s").remote("k", version).into(), "set versionStage or versionId, not both"),
+        (
+            "ExternalSecret",
+            es("s").remote("k", version).into(),
+            "remoteRef.version uuid/<versionId> needs the version id",
+        ),
         ("ExternalSecret", es("s").key("bad key", "a").into(), "must be a valid Secret key"),
         ("ExternalSecret", es("s").into(), "at least one entry in data or dataFrom"),
         ("ExternalSecret", es("s").refresh("soon").key("k", "a").into(), "refreshInterval must be a duration"),
@@ -411,49 +416,56 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
             es("s").target(json!({"name": "Not_Valid"})).key("k", "a").into(),
             "target.name must be a valid Secret name",
         ),
-        ("SecretStore", json!({"aws": {"region": "mars"}}), "aws.region must be an AWS region"),
-        ("SecretStore", json!({"aws": {"region": "us-east-1", "role": "reader"}}), "aws.role must be an IAM role ARN"),
         (
             "SecretStore",
-            json!({"aws": {"region": "us-east-1", "auth": {"secretRef": {
+            json!({"provider": {"aws": {"service": "SecretsManager", "region": "mars"}}}),
+            "provider.aws.region must be an AWS region",
+        ),
+        (
+            "SecretStore",
+            json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1", "role": "reader"}}}),
+            "provider.aws.role must be an IAM role ARN",
+        ),
+        (
+            "SecretStore",
+            json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1", "auth": {"secretRef": {
             "accessKeyIDSecretRef": {"name": "c", "key": "a", "namespace": "elsewhere"},
-            "secretAccessKeySecretRef": {"name": "c", "key": "b"}}}}}),
+            "secretAccessKeySecretRef": {"name": "c", "key": "b"}}}}}}),
             "reads credentials from its own namespace",
         ),
         (
             "SecretStore",
-            json!({"aws": {"region": "us-east-1", "auth": {"secretRef": {
+            json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1", "auth": {"secretRef": {
             "accessKeyIDSecretRef": {"name": "c", "key": "a"}, "secretAccessKeySecretRef": {"name": "c", "key": "b"},
-            "sessionTokenSecretRef": {"name": "c", "key": "t", "namespace": "elsewhere"}}}}}),
+            "sessionTokenSecretRef": {"name": "c", "key": "t", "namespace": "elsewhere"}}}}}}),
             "reads credentials from its own namespace",
         ),
         (
             "SecretStore",
-            json!({"aws": {"region": "us-east-1", "endpoint": "ftp://x"}}),
-            "aws.endpoint must be an http(s) URL",
+            json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1", "endpoint": "ftp://x"}}}),
+            "provider.aws.endpoint must be an http(s) URL",
         ),
         (
             "SecretStore",
-            json!({"aws": {"region": "us-east-1", "stsEndpoint": "not a url"}}),
-            "aws.stsEndpoint must be an http(s) URL",
+            json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1", "stsEndpoint": "not a url"}}}),
+            "provider.aws.stsEndpoint must be an http(s) URL",
         ),
-        ("SecretStore", json!({"aws": {"region": "us-east-1", "auth": {}}}), "aws.auth needs secretRef"),
+        (
+            "SecretStore",
+            json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1", "auth": {}}}}),
+            "provider.aws.auth needs secretRef",
+        ),
         (
             "ClusterSecretStore",
-            json!({"aws": {"region": "us-east-1", "auth": {"secretRef": {
+            json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1", "auth": {"secretRef": {
             "accessKeyIDSecretRef": {"name": "c", "key": "a", "namespace": "n"},
-            "secretAccessKeySecretRef": {"name": "c", "key": "b"}}}}}),
+            "secretAccessKeySecretRef": {"name": "c", "key": "b"}}}}}}),
             "a ClusterSecretStore must name the namespace",
         ),
         (
             "ClusterSecretStore",
-            json!({"conditions": [{}], "aws": {"region": "us-east-1"}}),
-            "each condition needs namespaces or namespaceSelector",
-        ),
-        (
-            "ExternalSecret",
-            es("s").remote("k", json!({"key": "a", "conversionStrategy": "Unicode"})).into(),
-            "conversionStrategy applies to dataFrom only",
+            json!({"conditions": [{}], "provider": {"aws": {"service": "SecretsManager", "region": "us-east-1"}}}),
+            "each condition needs namespaces, namespaceSelector or namespaceRegexes",
         ),
         (
             "ExternalSecret",

@@ -7,6 +7,7 @@
 #   .tools/bin/kubelet                   upstream kubelet (cmd/kubelet), for the rig's node
 #   .tools/bin/kube-scheduler            upstream kube-scheduler (cmd/kube-scheduler), for the rig's node
 #   .tools/bin/helm                      go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION
+#   .tools/bin/promtool                  go install github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION
 #   .tools/venv                          python venv with tests/support/requirements.txt (moto)
 #
 # Each step is skipped when its output exists and .tools/stamps/<step> holds the
@@ -20,6 +21,9 @@
 set -euo pipefail
 
 HELM_VERSION=v3.22.0 # newest helm v3 on the proxy whose go.mod says go <= local Go (go 1.26.0)
+# Prometheus v3.16.0 (its Go module versions are v0.3MM.P for v3.MM.P); go.mod says go 1.26.7 and
+# has no replace or exclude directive, so `go install pkg@version` builds it.
+PROMETHEUS_VERSION=v0.316.0
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -100,6 +104,14 @@ install_helm() {
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 step helm "$BIN/helm" "$(hash_of "helm $HELM_VERSION -trimpath -s -w version=$HELM_VERSION $gover")" install_helm
+
+install_promtool() {
+  GOBIN="$BIN" go install -trimpath \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=3.16.0" \
+    "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
+}
+step promtool "$BIN/promtool" \
+  "$(hash_of "promtool $PROMETHEUS_VERSION -trimpath -s -w version=3.16.0 $gover")" install_promtool
 
 install_venv() {
   rm -rf "$TOOLS/venv"

@@ -190,6 +190,7 @@ fn synced() -> (ExternalSecret, Secret) {
     let secret = desired_secret(&e, &d);
     e.status = Some(ExternalSecretStatus {
         observed_generation: Some(1),
+        synced_resource_version: Some(metadata_version(&e)),
         conditions: crate::status::set_ready(
             &[],
             Reason::SecretSynced,
@@ -227,4 +228,75 @@ fn the_fast_path_holds_only_while_nothing_moved() {
     let mut merge = e.clone();
     merge.spec.target.creation_policy = CreationPolicy::Merge;
     assert!(still_current(&merge, &sources, at("v1"), Some(&secret)).is_none(), "Merge always syncs");
+
+    let mut forced = e.clone();
+    forced.metadata.annotations = Some([("force-sync".to_string(), "1700000000".to_string())].into());
+    assert!(still_current(&forced, &sources, at("v1"), Some(&secret)).is_none(), "a force-sync annotation fetches");
+    let mut relabelled = e.clone();
+    relabelled.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
+    assert!(still_current(&relabelled, &sources, at("v1"), Some(&secret)).is_none(), "so does a new label");
+}
+
+#[test]
+fn a_secret_eso_left_behind_is_adopted_and_nothing_else_foreign_is() {
+    let eso_left = |controlled: bool| {
+        let mut s = Secret::default();
+        s.metadata.name = Some("app".into());
+        s.metadata.labels = Some([(ESO_MANAGED_LABEL.to_string(), "true".to_string())].into());
+        if controlled {
+            s.metadata.owner_references = Some(vec![OwnerReference {
+                kind: "ExternalSecret".into(),
+                api_version: "external-secrets.io/v1".into(),
+                name: "app".into(),
+                controller: Some(true),
+                ..Default::default()
+            }]);
+        }
+        s
+    };
+    for policy in [CreationPolicy::Owner, CreationPolicy::Orphan] {
+        let e = es(policy);
+        let adopted = plan(&e, Some(&eso_left(false)), &desired("new"));
+        let Ok(Plan::Apply { secret, data_changed }) = adopted else { panic!("{policy:?} adopts: {adopted:?}") };
+        assert!(!data_changed, "adoption is not a data change (no restart)");
+        assert_eq!(secret.metadata.labels.as_ref().expect("labels")[MANAGED_BY_LABEL], MANAGER);
+        assert_eq!(secret.metadata.owner_references.is_some(), policy == CreationPolicy::Owner);
+        let still_eso = plan(&e, Some(&eso_left(true)), &desired("new"));
+        assert!(matches!(still_eso, Err(Error::TargetConflict(_))), "{policy:?}: ESO still controls it");
+    }
+}
+
+#[test]
+fn the_external_secrets_own_metadata_is_copied_unless_the_template_has_metadata() {
+    let mut e = es(CreationPolicy::Owner);
+    e.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
+    e.metadata.annotations = Some(
+        [
+            ("reloader.stakater.com/match".to_string(), "true".to_string()),
+            ("kubectl.kubernetes.io/last-applied-configuration".to_string(), "{}".to_string()),
+            ("lockstep.dev/refresh-requested".to_string(), "2026-12-02T00:00:00Z".to_string()),
+        ]
+        .into(),
+    );
+    let s = desired_secret(&e, &desired("v"));
+    let (labels, annotations) = (s.metadata.labels.expect("labels"), s.metadata.annotations.expect("annotations"));
+    assert_eq!(labels["team"], "a");
+    assert_eq!(labels[MANAGED_BY_LABEL], MANAGER, "ours win");
+    assert_eq!(annotations["reloader.stakater.com/match"], "true");
+    assert!(!annotations.contains_key("kubectl.kubernetes.io/last-applied-configuration"));
+    assert!(!annotations.contains_key("lockstep.dev/refresh-requested"), "our own request stays on the ExternalSecret");
+
+    e.spec.target.template =
+        Some(crate::api::SecretTemplate { metadata: Some(Default::default()), ..Default::default() });
+    let mut d = desired("v");
+    d.labels.insert("from-template".into(), "x".into());
+    let s = desired_secret(&e, &d);
+    let labels = s.metadata.labels.expect("labels");
+    assert!(labels.contains_key("from-template") && !labels.contains_key("team"), "template metadata instead");
+
+    e.spec.target.creation_policy = CreationPolicy::Merge;
+    let s = desired_secret(&e, &d);
+    let labels = s.metadata.labels.expect("labels");
+    assert!(labels.contains_key("from-template"), "template metadata applies under Merge too");
+    assert!(!labels.contains_key(MANAGED_BY_LABEL), "never our label under Merge");
 }

@@ -76,7 +76,7 @@ impl Store {
         Store {
             kind,
             name: name.to_string(),
-            aws: json!({"region": "us-east-1", "endpoint": endpoint}),
+            aws: json!({"service": "SecretsManager", "region": "us-east-1", "endpoint": endpoint}),
             keys: Some(Keys { secret: CREDS.to_string(), namespace: None, session_token: false }),
             conditions: None,
         }
@@ -110,7 +110,7 @@ impl Store {
         self
     }
 
-    /// Fields merged into `spec.aws` (`role`, `externalID`, ...).
+    /// Fields merged into `spec.provider.aws` (`role`, `externalID`, ...).
     pub fn aws(mut self, fields: Value) -> Store {
         merge(&mut self.aws, fields);
         self
@@ -143,7 +143,7 @@ impl From<Store> for Value {
             }
             merge(&mut aws, json!({"auth": {"secretRef": secret_ref}}));
         }
-        let mut spec = json!({"aws": aws});
+        let mut spec = json!({"provider": {"aws": aws}});
         if let Some(conditions) = store.conditions {
             spec["conditions"] = conditions;
         }
