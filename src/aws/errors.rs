@@ -27,14 +27,14 @@ where
         SdkError::TimeoutError(_) => Error::ProviderUnavailable("the request timed out".into()),
         SdkError::DispatchFailure(f) => {
             let root = root_cause(err);
+            // An endpoint that refused, reset or closed the connection before answering (hyper
+            // reports the last as "other", not "io"): for the user, the same thing.
             Error::ProviderUnavailable(if f.is_timeout() {
                 format!("the connection timed out: {root}")
-            } else if f.is_io() {
-                format!("could not reach the endpoint: {root}")
             } else if f.is_user() {
                 format!("the request could not be sent: {root}")
             } else {
-                root
+                format!("could not reach the endpoint: {root}")
             })
         }
         SdkError::ConstructionFailure(_) => Error::StoreNotReady(format!(
