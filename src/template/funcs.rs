@@ -1,0 +1,572 @@
+//! PURE: the Sprig and External Secrets functions templates may call, beside Go's builtins
+//! (`index`, `printf`, `eq`, `and`, `len`, ...), which the engine provides.
+//!
+//! Each takes its arguments as Sprig does: a piped value comes last, so `{{ .x | filterPEM
+//! "CERTIFICATE" }}` is `filterPEM "CERTIFICATE" .x`. Error messages name the function and what is
+//! wrong with its input, never the input.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+
+use base64::Engine;
+use gtmpl_ng::{Func, FuncError, Number, NumberKind, Value};
+use sha2::Digest;
+
+/// Every function here, by the name templates call it.
+pub const FUNCS: &[(&str, Func)] = &[
+    ("b64enc", b64enc),
+    ("b64dec", b64dec),
+    ("fromJson", from_json),
+    ("toJson", to_json),
+    ("fromYaml", from_yaml),
+    ("toYaml", to_yaml),
+    ("upper", upper),
+    ("lower", lower),
+    ("trim", trim),
+    ("trimPrefix", trim_prefix),
+    ("trimSuffix", trim_suffix),
+    ("replace", replace),
+    ("quote", quote),
+    ("squote", squote),
+    ("indent", indent),
+    ("nindent", nindent),
+    ("default", default),
+    ("empty", empty),
+    ("coalesce", coalesce),
+    ("split", split),
+    ("splitList", split_list),
+    ("join", join),
+    ("contains", contains),
+    ("hasPrefix", has_prefix),
+    ("hasSuffix", has_suffix),
+    ("list", list),
+    ("dict", dict),
+    ("get", get),
+    ("hasKey", has_key),
+    ("keys", keys),
+    ("sha256sum", sha256sum),
+    ("filterPEM", filter_pem),
+];
+
+/// Bytes from 0x80 to 0xFF that are not part of UTF-8 text travel through templates as these
+/// private-use characters (a Go string holds any bytes; a Rust one holds text), and turn back into
+/// the bytes on the way out.
+const RAW_BYTE_BASE: u32 = 0xF700;
+
+thread_local! {
+    /// The strings functions handed back during the current render: an error message that
+    /// quotes one of them would show a value.
+    static PRODUCED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Forget what the previous render produced.
+pub fn start_render() {
+    PRODUCED.with(|p| p.borrow_mut().clear());
+}
+
+/// What functions produced since [`start_render`].
+pub fn produced() -> Vec<String> {
+    PRODUCED.with(|p| p.borrow().clone())
+}
+
+/// A value's bytes as template text: UTF-8 as is, other bytes as private-use characters.
+pub fn bytes_to_text(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        out.extend(chunk.invalid().iter().filter_map(|b| char::from_u32(RAW_BYTE_BASE + u32::from(*b))));
+    }
+    out
+}
+
+/// The inverse of [`bytes_to_text`].
+pub fn text_to_bytes(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        match u32::from(c).checked_sub(RAW_BYTE_BASE).and_then(|b| u8::try_from(b).ok()).filter(|b| *b >= 0x80) {
+            Some(b) => out.push(b),
+            None => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    out
+}
+
+fn fail(msg: impl Into<String>) -> FuncError {
+    FuncError::Generic(msg.into())
+}
+
+/// Records the strings in `v` (see [`PRODUCED`]) and hands it back.
+fn produce(v: Value) -> Result<Value, FuncError> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Map(m) | Value::Object(m) => m.iter().for_each(|(k, i)| {
+                out.push(k.clone());
+                walk(i, out);
+            }),
+            _ => {}
+        }
+    }
+    PRODUCED.with(|p| walk(&v, &mut p.borrow_mut()));
+    Ok(v)
+}
+
+fn arity(name: &str, args: &[Value], n: usize) -> Result<(), FuncError> {
+    if args.len() == n { Ok(()) } else { Err(FuncError::ExactlyXArgs(name.to_string(), n)) }
+}
+
+/// Go's `%v` of a value, as Sprig's string conversion writes it (nil is empty).
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Nil | Value::NoValue => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether `v` is Go's zero value of its type (Sprig's `empty`).
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Nil | Value::NoValue => true,
+        Value::Bool(b) => !b,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Map(m) | Value::Object(m) => m.is_empty(),
+        Value::Number(n) => match n.kind() {
+            NumberKind::Unsigned(u) => u == 0,
+            NumberKind::Signed(i) => i == 0,
+            NumberKind::Float(f) => f == 0.0,
+        },
+        Value::Function(_) => false,
+    }
+}
+
+fn int(name: &str, v: &Value) -> Result<i64, FuncError> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| fail(format!("{name}: the count is not an integer")))
+}
+
+fn b64enc(args: &[Value]) -> Result<Value, FuncError> {
+    arity("b64enc", args, 1)?;
+    produce(Value::from(base64::engine::general_purpose::STANDARD.encode(text_to_bytes(&text(&args[0])))))
+}
+
+fn b64dec(args: &[Value]) -> Result<Value, FuncError> {
+    arity("b64dec", args, 1)?;
+    let bytes = crate::codec::decode_base64_any(text(&args[0]).as_bytes())
+        .ok_or_else(|| fail("b64dec: the input is not base64"))?;
+    produce(Value::from(bytes_to_text(&bytes)))
+}
+
+fn from_json(args: &[Value]) -> Result<Value, FuncError> {
+    arity("fromJson", args, 1)?;
+    // The serde error is dropped: it may quote the input.
+    let json: serde_json::Value =
+        serde_json::from_str(&text(&args[0])).map_err(|_| fail("fromJson: the input is not JSON"))?;
+    produce(from_serde(json))
+}
+
+fn to_json(args: &[Value]) -> Result<Value, FuncError> {
+    arity("toJson", args, 1)?;
+    let json = serde_json::to_string(&to_serde(&args[0])).map_err(|_| fail("toJson: the value cannot be JSON"))?;
+    produce(Value::from(json))
+}
+
+fn from_yaml(args: &[Value]) -> Result<Value, FuncError> {
+    arity("fromYaml", args, 1)?;
+    let yaml: serde_json::Value =
+        serde_yaml::from_str(&text(&args[0])).map_err(|_| fail("fromYaml: the input is not YAML"))?;
+    produce(from_serde(yaml))
+}
+
+/// YAML as Sprig's `toYaml` writes it: no document marker, no trailing newline.
+fn to_yaml(args: &[Value]) -> Result<Value, FuncError> {
+    arity("toYaml", args, 1)?;
+    let yaml = serde_yaml::to_string(&to_serde(&args[0])).map_err(|_| fail("toYaml: the value cannot be YAML"))?;
+    produce(Value::from(yaml.trim_end_matches('\n').to_string()))
+}
+
+fn from_serde(json: serde_json::Value) -> Value {
+    match json {
+        serde_json::Value::Null => Value::Nil,
+        serde_json::Value::Bool(b) => Value::Bool(b),
+        serde_json::Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => Value::Number(Number::from(u)),
+            (None, Some(i), _) => Value::Number(Number::from(i)),
+            (None, None, f) => Value::Number(Number::from(f.unwrap_or_default())),
+        },
+        serde_json::Value::String(s) => Value::String(s),
+        serde_json::Value::Array(a) => Value::Array(a.into_iter().map(from_serde).collect()),
+        serde_json::Value::Object(o) => Value::Map(o.into_iter().map(|(k, v)| (k, from_serde(v))).collect()),
+    }
+}
+
+/// Maps come out with sorted keys, as Go's encoders write them.
+fn to_serde(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Nil | Value::NoValue | Value::Function(_) => serde_json::Value::Null,
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::String(s) => serde_json::Value::String(s.clone()),
+        Value::Number(n) => match n.kind() {
+            NumberKind::Unsigned(u) => u.into(),
+            NumberKind::Signed(i) => i.into(),
+            NumberKind::Float(f) => serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into),
+        },
+        Value::Array(a) => serde_json::Value::Array(a.iter().map(to_serde).collect()),
+        Value::Map(m) | Value::Object(m) => {
+            let sorted: BTreeMap<&String, &Value> = m.iter().collect();
+            serde_json::Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), to_serde(v))).collect())
+        }
+    }
+}
+
+fn string_fn(name: &str, args: &[Value], f: impl Fn(&str) -> String) -> Result<Value, FuncError> {
+    arity(name, args, 1)?;
+    produce(Value::from(f(&text(&args[0]))))
+}
+
+fn upper(args: &[Value]) -> Result<Value, FuncError> {
+    string_fn("upper", args, str::to_uppercase)
+}
+
+fn lower(args: &[Value]) -> Result<Value, FuncError> {
+    string_fn("lower", args, str::to_lowercase)
+}
+
+fn trim(args: &[Value]) -> Result<Value, FuncError> {
+    string_fn("trim", args, |s| s.trim().to_string())
+}
+
+fn quote(args: &[Value]) -> Result<Value, FuncError> {
+    let quoted: Vec<String> = args.iter().filter(|a| !matches!(a, Value::Nil | Value::NoValue)).map(go_quote).collect();
+    produce(Value::from(quoted.join(" ")))
+}
+
+fn squote(args: &[Value]) -> Result<Value, FuncError> {
+    let quoted: Vec<String> =
+        args.iter().filter(|a| !matches!(a, Value::Nil | Value::NoValue)).map(|a| format!("'{}'", text(a))).collect();
+    produce(Value::from(quoted.join(" ")))
+}
+
+/// Go's `%q`: a double-quoted string with Go escapes.
+fn go_quote(v: &Value) -> String {
+    let mut out = String::from("\"");
+    for c in text(v).chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn two_strings(name: &str, args: &[Value]) -> Result<(String, String), FuncError> {
+    arity(name, args, 2)?;
+    Ok((text(&args[0]), text(&args[1])))
+}
+
+fn trim_prefix(args: &[Value]) -> Result<Value, FuncError> {
+    let (prefix, s) = two_strings("trimPrefix", args)?;
+    produce(Value::from(s.strip_prefix(prefix.as_str()).unwrap_or(&s).to_string()))
+}
+
+fn trim_suffix(args: &[Value]) -> Result<Value, FuncError> {
+    let (suffix, s) = two_strings("trimSuffix", args)?;
+    produce(Value::from(s.strip_suffix(suffix.as_str()).unwrap_or(&s).to_string()))
+}
+
+fn contains(args: &[Value]) -> Result<Value, FuncError> {
+    let (needle, s) = two_strings("contains", args)?;
+    Ok(Value::Bool(s.contains(needle.as_str())))
+}
+
+fn has_prefix(args: &[Value]) -> Result<Value, FuncError> {
+    let (prefix, s) = two_strings("hasPrefix", args)?;
+    Ok(Value::Bool(s.starts_with(prefix.as_str())))
+}
+
+fn has_suffix(args: &[Value]) -> Result<Value, FuncError> {
+    let (suffix, s) = two_strings("hasSuffix", args)?;
+    Ok(Value::Bool(s.ends_with(suffix.as_str())))
+}
+
+/// `replace OLD NEW STRING`; the engine bounds how large the result may be.
+fn replace(args: &[Value]) -> Result<Value, FuncError> {
+    arity("replace", args, 3)?;
+    let (old, new, s) = (text(&args[0]), text(&args[1]), text(&args[2]));
+    if old.is_empty() {
+        return Err(fail("replace: the string to replace is empty"));
+    }
+    let grows = new.len().saturating_sub(old.len()).saturating_mul(s.matches(old.as_str()).count());
+    if s.len().saturating_add(grows) > super::MAX_VALUE {
+        return Err(fail("replace: the result would be larger than a Secret can hold"));
+    }
+    produce(Value::from(s.replace(old.as_str(), &new)))
+}
+
+fn indent_by(name: &str, args: &[Value], newline: bool) -> Result<Value, FuncError> {
+    arity(name, args, 2)?;
+    let n = usize::try_from(int(name, &args[0])?).map_err(|_| fail(format!("{name}: the count is negative")))?;
+    let s = text(&args[1]);
+    let lines = s.matches('\n').count() + 1;
+    if n.saturating_mul(lines).saturating_add(s.len()) > super::MAX_VALUE {
+        return Err(fail(format!("{name}: the result would be larger than a Secret can hold")));
+    }
+    let pad = " ".repeat(n);
+    let indented = format!("{pad}{}", s.replace('\n', &format!("\n{pad}")));
+    produce(Value::from(if newline { format!("\n{indented}") } else { indented }))
+}
+
+fn indent(args: &[Value]) -> Result<Value, FuncError> {
+    indent_by("indent", args, false)
+}
+
+fn nindent(args: &[Value]) -> Result<Value, FuncError> {
+    indent_by("nindent", args, true)
+}
+
+/// `default FALLBACK GIVEN`: GIVEN unless it is empty (or absent).
+fn default(args: &[Value]) -> Result<Value, FuncError> {
+    match args {
+        [fallback] => Ok(fallback.clone()),
+        [fallback, given] => Ok(if is_empty(given) { fallback.clone() } else { given.clone() }),
+        _ => Err(FuncError::AtLeastXArgs("default".to_string(), 1)),
+    }
+}
+
+fn empty(args: &[Value]) -> Result<Value, FuncError> {
+    arity("empty", args, 1)?;
+    Ok(Value::Bool(is_empty(&args[0])))
+}
+
+fn coalesce(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(args.iter().find(|a| !is_empty(a)).cloned().unwrap_or(Value::Nil))
+}
+
+/// `split SEP STRING`: a dict of `_0`, `_1`, ... as Sprig makes it.
+fn split(args: &[Value]) -> Result<Value, FuncError> {
+    let (sep, s) = two_strings("split", args)?;
+    let parts: HashMap<String, Value> =
+        split_parts(&sep, &s).into_iter().enumerate().map(|(i, p)| (format!("_{i}"), Value::from(p))).collect();
+    produce(Value::Map(parts))
+}
+
+fn split_list(args: &[Value]) -> Result<Value, FuncError> {
+    let (sep, s) = two_strings("splitList", args)?;
+    produce(Value::Array(split_parts(&sep, &s).into_iter().map(Value::from).collect()))
+}
+
+/// Go's `strings.Split`: an empty separator splits after each character.
+fn split_parts(sep: &str, s: &str) -> Vec<String> {
+    if sep.is_empty() { s.chars().map(String::from).collect() } else { s.split(sep).map(String::from).collect() }
+}
+
+/// `join SEP LIST`; a single value joins to itself.
+fn join(args: &[Value]) -> Result<Value, FuncError> {
+    arity("join", args, 2)?;
+    let sep = text(&args[0]);
+    let joined = match &args[1] {
+        Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(&sep),
+        other => text(other),
+    };
+    produce(Value::from(joined))
+}
+
+fn list(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::Array(args.to_vec()))
+}
+
+/// `dict K1 V1 K2 V2 ...`; a key without a value maps to the empty string.
+fn dict(args: &[Value]) -> Result<Value, FuncError> {
+    let map: HashMap<String, Value> =
+        args.chunks(2).map(|kv| (text(&kv[0]), kv.get(1).cloned().unwrap_or_else(|| Value::from("")))).collect();
+    Ok(Value::Map(map))
+}
+
+fn map_arg<'a>(name: &str, v: &'a Value) -> Result<&'a HashMap<String, Value>, FuncError> {
+    match v {
+        Value::Map(m) | Value::Object(m) => Ok(m),
+        _ => Err(fail(format!("{name}: the first argument is not a dict"))),
+    }
+}
+
+/// `get DICT KEY`: the value, or the empty string.
+fn get(args: &[Value]) -> Result<Value, FuncError> {
+    arity("get", args, 2)?;
+    Ok(map_arg("get", &args[0])?.get(&text(&args[1])).cloned().unwrap_or_else(|| Value::from("")))
+}
+
+fn has_key(args: &[Value]) -> Result<Value, FuncError> {
+    arity("hasKey", args, 2)?;
+    Ok(Value::Bool(map_arg("hasKey", &args[0])?.contains_key(&text(&args[1]))))
+}
+
+/// The keys of one or more dicts, sorted (Sprig leaves their order to chance).
+fn keys(args: &[Value]) -> Result<Value, FuncError> {
+    let mut all = Vec::new();
+    for a in args {
+        all.extend(map_arg("keys", a)?.keys().cloned());
+    }
+    all.sort();
+    produce(Value::Array(all.into_iter().map(Value::from).collect()))
+}
+
+fn sha256sum(args: &[Value]) -> Result<Value, FuncError> {
+    arity("sha256sum", args, 1)?;
+    produce(Value::from(hex::encode(sha2::Sha256::digest(text_to_bytes(&text(&args[0]))))))
+}
+
+/// `filterPEM TYPE INPUT`: the PEM blocks of one type (`CERTIFICATE`, `PRIVATE KEY`, ...), each
+/// ending in a newline; an error when there is none.
+fn filter_pem(args: &[Value]) -> Result<Value, FuncError> {
+    let (kind, s) = two_strings("filterPEM", args)?;
+    let blocks: String =
+        pem_blocks(&s).into_iter().filter(|(label, _)| *label == kind).map(|(_, block)| format!("{block}\n")).collect();
+    if blocks.is_empty() {
+        return Err(fail(format!("filterPEM: no {kind} block in the input")));
+    }
+    produce(Value::from(blocks))
+}
+
+/// (label, whole block from BEGIN to END line) for each well-formed PEM block.
+fn pem_blocks(s: &str) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let after = &rest[start + 11..];
+        let Some(label_end) = after.find("-----") else { break };
+        let label = &after[..label_end];
+        let end_marker = format!("-----END {label}-----");
+        let Some(end) = rest[start..].find(&end_marker) else { break };
+        let stop = start + end + end_marker.len();
+        out.push((label, &rest[start..stop]));
+        rest = &rest[stop..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Value {
+        Value::from(v)
+    }
+
+    fn call(name: &str, args: &[Value]) -> Result<Value, String> {
+        let f = FUNCS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f).ok_or("no such function")?;
+        f(args).map_err(|e| e.to_string())
+    }
+
+    fn ok_text(name: &str, args: &[Value]) -> String {
+        match call(name, args) {
+            Ok(v) => text(&v),
+            Err(e) => panic!("{name}: {e}"),
+        }
+    }
+
+    const BUNDLE: &str = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\njunk\n-----BEGIN PRIVATE KEY-----\nKKK\n-----END PRIVATE KEY-----\n-----BEGIN CERTIFICATE-----\nBBB\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn functions_return_what_sprig_does() {
+        let map = Value::Map([("b".to_string(), s("2")), ("a".to_string(), s("1"))].into());
+        let cases: &[(&str, Vec<Value>, &str)] = &[
+            ("b64enc", vec![s("u:p")], "dTpw"),
+            ("b64dec", vec![s("aGVsbG8")], "hello"),
+            ("b64dec", vec![s("aGVsbG8=")], "hello"),
+            ("toJson", vec![map.clone()], r#"{"a":"1","b":"2"}"#),
+            ("toYaml", vec![map.clone()], "a: '1'\nb: '2'"),
+            ("upper", vec![s("abc")], "ABC"),
+            ("lower", vec![s("ABC")], "abc"),
+            ("trim", vec![s("  a b \n")], "a b"),
+            ("trimPrefix", vec![s("pre-"), s("pre-x")], "x"),
+            ("trimPrefix", vec![s("no"), s("pre-x")], "pre-x"),
+            ("trimSuffix", vec![s(".com"), s("a.com")], "a"),
+            ("replace", vec![s("-"), s("_"), s("a-b-c")], "a_b_c"),
+            ("quote", vec![s("a\"b"), s("c")], r#""a\"b" "c""#),
+            ("squote", vec![s("a")], "'a'"),
+            ("indent", vec![Value::from(2i64), s("a\nb")], "  a\n  b"),
+            ("nindent", vec![Value::from(2i64), s("a")], "\n  a"),
+            ("default", vec![s("d"), s("")], "d"),
+            ("default", vec![s("d"), s("given")], "given"),
+            ("default", vec![s("d")], "d"),
+            ("empty", vec![s("")], "true"),
+            ("empty", vec![Value::from(0i64)], "true"),
+            ("empty", vec![s("x")], "false"),
+            ("coalesce", vec![s(""), Value::Nil, s("c"), s("d")], "c"),
+            ("splitList", vec![s(","), s("a,b")], "[a b]"),
+            ("join", vec![s(","), Value::Array(vec![s("a"), Value::from(1i64)])], "a,1"),
+            ("contains", vec![s("ell"), s("hello")], "true"),
+            ("hasPrefix", vec![s("he"), s("hello")], "true"),
+            ("hasSuffix", vec![s("he"), s("hello")], "false"),
+            ("list", vec![s("a"), s("b")], "[a b]"),
+            ("get", vec![map.clone(), s("a")], "1"),
+            ("get", vec![map.clone(), s("zz")], ""),
+            ("hasKey", vec![map.clone(), s("b")], "true"),
+            ("keys", vec![map.clone()], "[a b]"),
+            ("sha256sum", vec![s("abc")], "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+            (
+                "filterPEM",
+                vec![s("CERTIFICATE"), s(BUNDLE)],
+                "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nBBB\n-----END CERTIFICATE-----\n",
+            ),
+            (
+                "filterPEM",
+                vec![s("PRIVATE KEY"), s(BUNDLE)],
+                "-----BEGIN PRIVATE KEY-----\nKKK\n-----END PRIVATE KEY-----\n",
+            ),
+        ];
+        for (name, args, want) in cases {
+            assert_eq!(ok_text(name, args), *want, "{name} {args:?}");
+        }
+        let parsed = call("fromJson", &[s(r#"{"a":{"b":[1,"x",true,null]}}"#)]).unwrap_or(Value::Nil);
+        assert_eq!(ok_text("toJson", &[parsed]), r#"{"a":{"b":[1,"x",true,null]}}"#);
+        let parsed = call("fromYaml", &[s("a:\n  b: 1\n")]).unwrap_or(Value::Nil);
+        assert_eq!(ok_text("toJson", &[parsed]), r#"{"a":{"b":1}}"#);
+        let parts = call("split", &[s("$"), s("a$b")]).unwrap_or(Value::Nil);
+        assert_eq!(ok_text("toJson", &[parts]), r#"{"_0":"a","_1":"b"}"#);
+        let d = call("dict", &[s("k"), s("v"), s("lone")]).unwrap_or(Value::Nil);
+        assert_eq!(ok_text("toJson", &[d]), r#"{"k":"v","lone":""}"#);
+    }
+
+    #[test]
+    fn functions_refuse_bad_input_without_quoting_it() {
+        let cases: &[(&str, Vec<Value>, &str)] = &[
+            ("b64dec", vec![s("SECRET!!")], "not base64"),
+            ("fromJson", vec![s("SECRET")], "not JSON"),
+            ("fromYaml", vec![s("SECRET: [")], "not YAML"),
+            ("replace", vec![s(""), s("x"), s("SECRET")], "empty"),
+            ("indent", vec![s("SECRET"), s("x")], "not an integer"),
+            ("indent", vec![Value::from(-1i64), s("SECRET")], "negative"),
+            ("indent", vec![Value::from(2_000_000i64), s("SECRET")], "larger than"),
+            ("get", vec![s("SECRET"), s("k")], "not a dict"),
+            ("filterPEM", vec![s("CERTIFICATE"), s("SECRET")], "no CERTIFICATE block"),
+            ("upper", vec![], "exactly 1"),
+        ];
+        for (name, args, want) in cases {
+            let e = call(name, args).err().unwrap_or_default();
+            assert!(e.contains(want) && !e.contains("SECRET"), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_text_round_trip() {
+        let raw = [b'a', 0xff, 0x80, b'z', 0xc3];
+        let t = bytes_to_text(&raw);
+        assert_eq!(text_to_bytes(&t), raw);
+        assert_eq!(text_to_bytes("plain é"), "plain é".as_bytes());
+        assert_eq!(ok_text("b64enc", &[Value::from(t)]), "Yf+AesM=");
+        assert_eq!(text_to_bytes(&ok_text("b64dec", &[s("Yf+AesM=")])), raw);
+    }
+}
