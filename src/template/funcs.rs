@@ -46,6 +46,7 @@ pub const FUNCS: &[(&str, Func)] = &[
     ("keys", keys),
     ("sha256sum", sha256sum),
     ("filterPEM", filter_pem),
+    ("filterCertChain", filter_cert_chain),
 ];
 
 /// Bytes from 0x80 to 0xFF that are not part of UTF-8 text travel through templates as these
@@ -439,6 +440,108 @@ fn filter_pem(args: &[Value]) -> Result<Value, FuncError> {
     produce(Value::from(blocks))
 }
 
+/// `filterCertChain KIND S` with KIND `leaf`, `intermediate` or `root`: the certificates of a PEM
+/// chain of that kind, each a PEM block ending in a newline; none is an error. A root is a CA whose
+/// subject is its issuer, an intermediate any other CA, a leaf a certificate that is not a CA
+/// (basicConstraints); signatures are not checked.
+fn filter_cert_chain(args: &[Value]) -> Result<Value, FuncError> {
+    let (kind, s) = two_strings("filterCertChain", args)?;
+    let wanted = match kind.as_str() {
+        "leaf" => CertKind::Leaf,
+        "intermediate" => CertKind::Intermediate,
+        "root" => CertKind::Root,
+        _ => return Err(fail("filterCertChain: the kind is leaf, intermediate or root")),
+    };
+    let mut out = String::new();
+    for (_, block) in pem_blocks(&s).into_iter().filter(|(label, _)| *label == "CERTIFICATE") {
+        let found = pem_body(block)
+            .as_deref()
+            .and_then(cert_kind)
+            .ok_or_else(|| fail("filterCertChain: a CERTIFICATE block is not an X.509 certificate"))?;
+        if found == wanted {
+            out.push_str(block);
+            out.push('\n');
+        }
+    }
+    if out.is_empty() {
+        return Err(fail(format!("filterCertChain: no {kind} certificate in the input")));
+    }
+    produce(Value::from(out))
+}
+
+#[derive(Debug, PartialEq)]
+enum CertKind {
+    Leaf,
+    Intermediate,
+    Root,
+}
+
+/// The DER inside a PEM block (header lines such as `Proc-Type:` skipped).
+fn pem_body(block: &str) -> Option<Vec<u8>> {
+    let lines: String = block.lines().filter(|l| !l.starts_with("-----") && !l.contains(':')).map(str::trim).collect();
+    base64::engine::general_purpose::STANDARD.decode(lines).ok()
+}
+
+/// One DER element: (tag, contents, what follows).
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// Every element of a DER SEQUENCE's contents.
+fn der_items(mut contents: &[u8]) -> Option<Vec<(u8, &[u8])>> {
+    let mut items = Vec::new();
+    while !contents.is_empty() {
+        let (tag, value, rest) = der(contents)?;
+        items.push((tag, value));
+        contents = rest;
+    }
+    Some(items)
+}
+
+/// Reads a certificate's issuer, subject and basicConstraints' cA.
+fn cert_kind(cert: &[u8]) -> Option<CertKind> {
+    const SEQUENCE: u8 = 0x30;
+    const BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
+    let (SEQUENCE, cert, _) = der(cert)? else { return None };
+    let (SEQUENCE, tbs, _) = der(cert)? else { return None };
+    let mut fields = der_items(tbs)?;
+    if fields.first().is_some_and(|(tag, _)| *tag == 0xa0) {
+        fields.remove(0);
+    }
+    // serial, signature, issuer, validity, subject, subjectPublicKeyInfo, then optional fields.
+    let (issuer, subject) = (fields.get(2)?.1, fields.get(4)?.1);
+    let mut is_ca = false;
+    if let Some((_, extensions)) = fields.iter().skip(6).find(|(tag, _)| *tag == 0xa3) {
+        let (SEQUENCE, list, _) = der(extensions)? else { return None };
+        for (_, ext) in der_items(list)? {
+            let parts = der_items(ext)?;
+            if parts.first().is_some_and(|(tag, oid)| *tag == 0x06 && *oid == BASIC_CONSTRAINTS) {
+                let (_, value) = parts.last()?;
+                let (SEQUENCE, constraints, _) = der(value)? else { return None };
+                is_ca =
+                    der_items(constraints)?.first().is_some_and(|(tag, v)| *tag == 0x01 && v.iter().any(|b| *b != 0));
+            }
+        }
+    }
+    Some(match (is_ca, issuer == subject) {
+        (false, _) => CertKind::Leaf,
+        (true, true) => CertKind::Root,
+        (true, false) => CertKind::Intermediate,
+    })
+}
+
 /// (label, whole block from BEGIN to END line) for each well-formed PEM block.
 fn pem_blocks(s: &str) -> Vec<(&str, &str)> {
     let mut out = Vec::new();
@@ -558,6 +661,26 @@ mod tests {
             let e = call(name, args).err().unwrap_or_default();
             assert!(e.contains(want) && !e.contains("SECRET"), "{name}: {e}");
         }
+    }
+
+    #[test]
+    fn cert_chains_split_by_kind() {
+        let chain = include_str!("testdata/chain.pem");
+        let blocks: Vec<String> = pem_blocks(chain).into_iter().map(|(_, b)| format!("{b}\n")).collect();
+        for (kind, want) in [("leaf", &blocks[0]), ("intermediate", &blocks[1]), ("root", &blocks[2])] {
+            assert_eq!(&ok_text("filterCertChain", &[s(kind), s(chain)]), want, "{kind}");
+        }
+        let leaf_only = blocks[0].clone();
+        for (args, want) in [
+            (vec![s("root"), s(&leaf_only)], "no root certificate"),
+            (vec![s("other"), s(chain)], "leaf, intermediate or root"),
+            (vec![s("leaf"), s("-----BEGIN CERTIFICATE-----\nU0VDUkVU\n-----END CERTIFICATE-----\n")], "not an X.509"),
+        ] {
+            let e = call("filterCertChain", &args).err().unwrap_or_default();
+            assert!(e.contains(want) && !e.contains("SECRET") && !e.contains("U0VD"), "{e}");
+        }
+        assert_eq!(der(&[0x30, 0x85, 1, 1, 1, 1, 1]), None, "lengths past 4 bytes are refused");
+        assert_eq!(der(&[0x30, 0x05, 1]), None, "a length past the input is refused");
     }
 
     #[test]
