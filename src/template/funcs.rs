@@ -47,6 +47,8 @@ pub const FUNCS: &[(&str, Func)] = &[
     ("sha256sum", sha256sum),
     ("filterPEM", filter_pem),
     ("filterCertChain", filter_cert_chain),
+    ("jwkPublicKeyPem", jwk_public_key_pem),
+    ("jwkPrivateKeyPem", jwk_private_key_pem),
 ];
 
 /// Bytes from 0x80 to 0xFF that are not part of UTF-8 text travel through templates as these
@@ -542,6 +544,159 @@ fn cert_kind(cert: &[u8]) -> Option<CertKind> {
     })
 }
 
+/// `jwkPublicKeyPem JWK`: the public key of a JSON Web Key (RSA, EC P-256/384/521, Ed25519;
+/// private or public) as a `PUBLIC KEY` PEM block (PKIX, as Go's `x509.MarshalPKIXPublicKey`).
+fn jwk_public_key_pem(args: &[Value]) -> Result<Value, FuncError> {
+    arity("jwkPublicKeyPem", args, 1)?;
+    let jwk = Jwk::parse("jwkPublicKeyPem", &text(&args[0]))?;
+    let spki = match jwk.kty.as_str() {
+        "RSA" => {
+            let key = der_seq(&[der_uint(&jwk.part("n")?), der_uint(&jwk.part("e")?)]);
+            der_seq(&[der_seq(&[RSA_ENCRYPTION.to_vec(), DER_NULL.to_vec()]), der_bits(&key)])
+        }
+        "EC" => der_seq(&[der_seq(&[EC_PUBLIC_KEY.to_vec(), jwk.curve()?.to_vec()]), der_bits(&jwk.ec_point()?)]),
+        "OKP" => {
+            jwk.ed25519()?;
+            der_seq(&[der_seq(&[ED25519.to_vec()]), der_bits(&jwk.part("x")?)])
+        }
+        _ => return Err(jwk.unsupported()),
+    };
+    produce(Value::from(pem_encode("PUBLIC KEY", &spki)))
+}
+
+/// `jwkPrivateKeyPem JWK`: the private key of a JSON Web Key as a `PRIVATE KEY` PEM block (PKCS#8,
+/// as Go's `x509.MarshalPKCS8PrivateKey`); a public JWK is an error.
+fn jwk_private_key_pem(args: &[Value]) -> Result<Value, FuncError> {
+    arity("jwkPrivateKeyPem", args, 1)?;
+    let jwk = Jwk::parse("jwkPrivateKeyPem", &text(&args[0]))?;
+    let version = der_uint(&[0]);
+    let pkcs8 = match jwk.kty.as_str() {
+        "RSA" => {
+            let mut fields = vec![der_uint(&[0])];
+            for name in ["n", "e", "d", "p", "q", "dp", "dq", "qi"] {
+                fields.push(der_uint(&jwk.part(name)?));
+            }
+            let algorithm = der_seq(&[RSA_ENCRYPTION.to_vec(), DER_NULL.to_vec()]);
+            der_seq(&[version, algorithm, der_tlv(0x04, &der_seq(&fields))])
+        }
+        "EC" => {
+            let key =
+                der_seq(&[der_uint(&[1]), der_tlv(0x04, &jwk.part("d")?), der_tlv(0xa1, &der_bits(&jwk.ec_point()?))]);
+            let algorithm = der_seq(&[EC_PUBLIC_KEY.to_vec(), jwk.curve()?.to_vec()]);
+            der_seq(&[version, algorithm, der_tlv(0x04, &key)])
+        }
+        "OKP" => {
+            jwk.ed25519()?;
+            der_seq(&[version, der_seq(&[ED25519.to_vec()]), der_tlv(0x04, &der_tlv(0x04, &jwk.part("d")?))])
+        }
+        _ => return Err(jwk.unsupported()),
+    };
+    produce(Value::from(pem_encode("PRIVATE KEY", &pkcs8)))
+}
+
+/// OIDs and NULL, DER-encoded whole.
+const RSA_ENCRYPTION: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+const EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+const P521: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
+const ED25519: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+const DER_NULL: &[u8] = &[0x05, 0x00];
+
+/// A JSON Web Key's members, read by name; errors name the function and the member.
+struct Jwk {
+    function: &'static str,
+    kty: String,
+    members: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Jwk {
+    fn parse(function: &'static str, s: &str) -> Result<Jwk, FuncError> {
+        let Ok(serde_json::Value::Object(members)) = serde_json::from_str(s) else {
+            return Err(fail(format!("{function}: the input is not a JSON Web Key (a JSON object)")));
+        };
+        let kty = members.get("kty").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        Ok(Jwk { function, kty, members })
+    }
+
+    /// A base64url member's bytes.
+    fn part(&self, name: &str) -> Result<Vec<u8>, FuncError> {
+        self.members
+            .get(name)
+            .and_then(|v| v.as_str())
+            .and_then(|v| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(v.trim_end_matches('=')).ok())
+            .ok_or_else(|| fail(format!("{}: the {} key has no base64url member {name:?}", self.function, self.kty)))
+    }
+
+    fn crv(&self) -> &str {
+        self.members.get("crv").and_then(|v| v.as_str()).unwrap_or_default()
+    }
+
+    fn curve(&self) -> Result<&'static [u8], FuncError> {
+        match self.crv() {
+            "P-256" => Ok(P256),
+            "P-384" => Ok(P384),
+            "P-521" => Ok(P521),
+            _ => Err(self.unsupported()),
+        }
+    }
+
+    /// The uncompressed point 04 || x || y.
+    fn ec_point(&self) -> Result<Vec<u8>, FuncError> {
+        Ok([vec![0x04], self.part("x")?, self.part("y")?].concat())
+    }
+
+    fn ed25519(&self) -> Result<(), FuncError> {
+        if self.crv() == "Ed25519" { Ok(()) } else { Err(self.unsupported()) }
+    }
+
+    fn unsupported(&self) -> FuncError {
+        let (kty, crv) = (&self.kty, self.crv());
+        fail(format!("{}: kty {kty:?} crv {crv:?} is not RSA, EC P-256/P-384/P-521 or OKP Ed25519", self.function))
+    }
+}
+
+fn der_tlv(tag: u8, contents: &[u8]) -> Vec<u8> {
+    let len = contents.len();
+    let mut out = vec![tag];
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(contents);
+    out
+}
+
+fn der_seq(items: &[Vec<u8>]) -> Vec<u8> {
+    der_tlv(0x30, &items.concat())
+}
+
+/// An INTEGER from a big-endian unsigned magnitude.
+fn der_uint(magnitude: &[u8]) -> Vec<u8> {
+    let trimmed: Vec<u8> = magnitude.iter().copied().skip_while(|b| *b == 0).collect();
+    let body = match trimmed.first() {
+        None => vec![0],
+        Some(b) if *b >= 0x80 => [vec![0], trimmed].concat(),
+        Some(_) => trimmed,
+    };
+    der_tlv(0x02, &body)
+}
+
+/// A BIT STRING of whole bytes.
+fn der_bits(bytes: &[u8]) -> Vec<u8> {
+    der_tlv(0x03, &[&[0u8][..], bytes].concat())
+}
+
+/// A PEM block as Go's `pem.EncodeToMemory` writes it: 64-character lines, ending in a newline.
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64.as_bytes().chunks(64).filter_map(|c| std::str::from_utf8(c).ok()).collect();
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+}
+
 /// (label, whole block from BEGIN to END line) for each well-formed PEM block.
 fn pem_blocks(s: &str) -> Vec<(&str, &str)> {
     let mut out = Vec::new();
@@ -681,6 +836,43 @@ mod tests {
         }
         assert_eq!(der(&[0x30, 0x85, 1, 1, 1, 1, 1]), None, "lengths past 4 bytes are refused");
         assert_eq!(der(&[0x30, 0x05, 1]), None, "a length past the input is refused");
+    }
+
+    #[test]
+    fn jwks_become_the_pem_go_writes() {
+        let fixtures = [
+            (
+                include_str!("testdata/rsa.jwk.json"),
+                include_str!("testdata/rsa.pub.pem"),
+                include_str!("testdata/rsa.key.pem"),
+            ),
+            (
+                include_str!("testdata/ec.jwk.json"),
+                include_str!("testdata/ec.pub.pem"),
+                include_str!("testdata/ec.key.pem"),
+            ),
+            (
+                include_str!("testdata/ed.jwk.json"),
+                include_str!("testdata/ed.pub.pem"),
+                include_str!("testdata/ed.key.pem"),
+            ),
+        ];
+        for (jwk, public, private) in fixtures {
+            assert_eq!(ok_text("jwkPublicKeyPem", &[s(jwk)]), public, "{jwk}");
+            assert_eq!(ok_text("jwkPrivateKeyPem", &[s(jwk)]), private, "{jwk}");
+        }
+        let public_only = r#"{"kty":"EC","crv":"P-256","x":"AQ","y":"Ag"}"#;
+        for (name, jwk, want) in [
+            ("jwkPrivateKeyPem", public_only, "no base64url member \"d\""),
+            ("jwkPublicKeyPem", r#"{"kty":"EC","crv":"P-999","x":"AQ","y":"Ag"}"#, "crv \"P-999\" is not"),
+            ("jwkPublicKeyPem", r#"{"kty":"oct","k":"U0VDUkVU"}"#, "kty \"oct\""),
+            ("jwkPublicKeyPem", "SECRET", "not a JSON Web Key"),
+        ] {
+            let e = call(name, &[s(jwk)]).err().unwrap_or_default();
+            assert!(e.contains(want) && !e.contains("SECRET") && !e.contains("U0VD"), "{name}: {e}");
+        }
+        assert_eq!(der_uint(&[0, 0x80]), vec![0x02, 0x02, 0x00, 0x80]);
+        assert_eq!(der_tlv(0x04, &[0; 200])[..3], [0x04, 0x81, 200]);
     }
 
     #[test]
