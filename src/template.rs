@@ -98,10 +98,12 @@ fn render_one(name: &str, source: &str, context: &Context, values: &[String]) ->
     limits.function_output = Some(MAX_VALUE);
     let mut tmpl = Template::with_limits(limits);
     tmpl.add_funcs(funcs::FUNCS);
-    funcs::start_render();
+    funcs::forget_produced();
     let rendered =
         tmpl.parse(source).map_err(TemplateError::from).and_then(|()| tmpl.render(context).map_err(Into::into));
-    let output = rendered.map_err(|e| describe(name, &e, values))?;
+    let described = rendered.map_err(|e| describe(name, &e, values));
+    funcs::forget_produced();
+    let output = described?;
     // Go's missingkey=error, which External Secrets sets: Go writes <no value> otherwise.
     if output.contains(NO_VALUE) && !source.contains(NO_VALUE) && !values.iter().any(|v| v.contains(NO_VALUE)) {
         return Err(format!("template {name}: a name used is not a key of data or dataFrom (Go wrote {NO_VALUE})"));

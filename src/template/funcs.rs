@@ -62,12 +62,12 @@ thread_local! {
     static PRODUCED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Forget what the previous render produced.
-pub fn start_render() {
+/// Forget what functions produced: before a render, and after it so no copy of a value stays behind.
+pub fn forget_produced() {
     PRODUCED.with(|p| p.borrow_mut().clear());
 }
 
-/// What functions produced since [`start_render`].
+/// What functions produced since [`forget_produced`].
 pub fn produced() -> Vec<String> {
     PRODUCED.with(|p| p.borrow().clone())
 }
