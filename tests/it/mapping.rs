@@ -27,7 +27,10 @@ async fn postgres_url_from_three_keys_and_templated_labels() -> anyhow::Result<(
             .refresh("1s")
             .template(json!({
                 "metadata": {"labels": {"db-host": "{{ .host }}"}},
-                "data": {"url": "postgres://{{ .user }}:{{ .password }}@{{ .host }}:5432/app"}
+                "data": {
+                    "url": "postgres://{{ .user }}:{{ .password }}@{{ .host }}:5432/app",
+                    "{{ .user }}.host": "{{ index . \"host\" | upper }}"
+                }
             }))
             .property("user", &db, "username")
             .property("host", &db, "host")
@@ -36,7 +39,8 @@ async fn postgres_url_from_three_keys_and_templated_labels() -> anyhow::Result<(
     .await?;
     w.wait_reason("pg", "SecretSynced").await?;
     let s = w.wait_value("pg", "url", "postgres://app:s3cret-pw@db.internal:5432/app").await?;
-    assert_eq!(s.data.as_ref().map(|d| d.len()), Some(1), "mergePolicy Replace keeps only the template's keys");
+    assert_eq!(s.data.as_ref().map(|d| d.len()), Some(2), "mergePolicy Replace keeps only the template's keys");
+    assert_eq!(text(&s, "app.host"), "DB.INTERNAL", "a templated key renders over the same data");
     assert_eq!(s.labels().get("db-host").map(String::as_str), Some("db.internal"));
 
     // A rotation of one input reaches the rendered key.
