@@ -276,6 +276,14 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_name_is_an_error_and_a_missing_index_empty() {
+        let msg = err(&template(&[("k", "{{ .nope }}")]), data(&[("a", "1")]));
+        assert!(msg.contains("not a key of data"), "{msg}");
+        let r = apply(&template(&[("k", r#"[{{ index . "nope" }}]"#)]), data(&[("a", "1")])).unwrap_or_default();
+        assert_eq!(text(&r, "k"), "[]", "Go's zero value of a map[string]string");
+    }
+
+    #[test]
     fn templated_keys_must_render_to_secret_keys() {
         let t = template(&[("{{ .name }}-url", "{{ .host }}")]);
         let r = apply(&t, data(&[("name", "db"), ("host", "h")])).unwrap_or_else(|e| panic!("{e}"));

@@ -14,6 +14,7 @@ use sha2::Digest;
 
 /// Every function here, by the name templates call it.
 pub const FUNCS: &[(&str, Func)] = &[
+    ("index", index),
     ("b64enc", b64enc),
     ("b64dec", b64dec),
     ("fromJson", from_json),
@@ -152,6 +153,29 @@ fn int(name: &str, v: &Value) -> Result<i64, FuncError> {
         _ => None,
     }
     .ok_or_else(|| fail(format!("{name}: the count is not an integer")))
+}
+
+/// Go's `index`, where a key a map does not hold gives the empty string: the zero value of
+/// External Secrets' `map[string]string` context (Go's `missingkey=error` covers `.name`, not this).
+fn index(args: &[Value]) -> Result<Value, FuncError> {
+    let Some((first, keys)) = args.split_first() else {
+        return Err(FuncError::AtLeastXArgs("index".to_string(), 1));
+    };
+    let mut current = first.clone();
+    for (i, key) in keys.iter().enumerate() {
+        match &current {
+            Value::Map(m) | Value::Object(m) => {
+                let Value::String(k) = key else { return Err(fail("index: a map's key is not a string")) };
+                current = m.get(k).cloned().unwrap_or_else(|| Value::from(""));
+            }
+            // The engine's message would quote the collection.
+            _ => {
+                return gtmpl_ng::funcs::index(&[&[current.clone()], &keys[i..]].concat())
+                    .map_err(|_| fail("index: the index is out of range or the value cannot be indexed by it"));
+            }
+        }
+    }
+    Ok(current)
 }
 
 fn b64enc(args: &[Value]) -> Result<Value, FuncError> {
@@ -739,7 +763,12 @@ mod tests {
     #[test]
     fn functions_return_what_sprig_does() {
         let map = Value::Map([("b".to_string(), s("2")), ("a".to_string(), s("1"))].into());
+        let nested = Value::Map([("m".to_string(), map.clone()), ("l".to_string(), Value::Array(vec![s("x")]))].into());
         let cases: &[(&str, Vec<Value>, &str)] = &[
+            ("index", vec![map.clone(), s("a")], "1"),
+            ("index", vec![map.clone(), s("missing")], ""),
+            ("index", vec![nested.clone(), s("m"), s("b")], "2"),
+            ("index", vec![nested.clone(), s("l"), Value::from(0i64)], "x"),
             ("b64enc", vec![s("u:p")], "dTpw"),
             ("b64dec", vec![s("aGVsbG8")], "hello"),
             ("b64dec", vec![s("aGVsbG8=")], "hello"),
@@ -811,6 +840,7 @@ mod tests {
             ("get", vec![s("SECRET"), s("k")], "not a dict"),
             ("filterPEM", vec![s("CERTIFICATE"), s("SECRET")], "no CERTIFICATE block"),
             ("upper", vec![], "exactly 1"),
+            ("index", vec![Value::Array(vec![s("SECRET")]), Value::from(5i64)], "out of range"),
         ];
         for (name, args, want) in cases {
             let e = call(name, args).err().unwrap_or_default();
