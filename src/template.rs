@@ -105,16 +105,21 @@ fn render_one(name: &str, source: &str, context: &Context, values: &[String]) ->
     Ok(output)
 }
 
-/// How many parsed templates [`parsed`] keeps; past that it starts afresh.
-const PARSED_CAPACITY: usize = 4096;
+/// How much template source [`parsed`] keeps parsed (a parsed tree is a few times its source);
+/// past that it starts afresh.
+const PARSED_SOURCE_BYTES: usize = 2 * 1024 * 1024;
 
-/// Parsed templates by source. A parse costs about 70 µs (gtmpl-ng lexes on a thread of its own),
-/// a render of a parsed template about 1 µs, and a template's source changes only with its spec.
-static PARSED: LazyLock<Mutex<HashMap<String, Arc<Template>>>> = LazyLock::new(Mutex::default);
+/// The templates parsed so far. A parse costs about 70 µs
+/// (gtmpl-ng lexes on a thread of its own), a render of a parsed template about 1 µs, and a
+/// template's source changes only with its spec.
+static PARSED: LazyLock<Mutex<Parsed>> = LazyLock::new(Mutex::default);
+
+/// Parsed templates by source, and the bytes of source they hold.
+type Parsed = (HashMap<String, Arc<Template>>, usize);
 
 /// The template parsed from `source`, with the functions and the bounds of every render.
 fn parsed(source: &str) -> std::result::Result<Arc<Template>, TemplateError> {
-    let cached = PARSED.lock().unwrap_or_else(PoisonError::into_inner).get(source).cloned();
+    let cached = PARSED.lock().unwrap_or_else(PoisonError::into_inner).0.get(source).cloned();
     if let Some(t) = cached {
         return Ok(t);
     }
@@ -126,11 +131,15 @@ fn parsed(source: &str) -> std::result::Result<Arc<Template>, TemplateError> {
     tmpl.add_funcs(funcs::FUNCS);
     tmpl.parse(source)?;
     let tmpl = Arc::new(tmpl);
-    let mut cache = PARSED.lock().unwrap_or_else(PoisonError::into_inner);
-    if cache.len() >= PARSED_CAPACITY {
+    let mut guard = PARSED.lock().unwrap_or_else(PoisonError::into_inner);
+    let (cache, bytes) = &mut *guard;
+    if *bytes + source.len() > PARSED_SOURCE_BYTES {
         cache.clear();
+        *bytes = 0;
     }
-    cache.insert(source.to_string(), Arc::clone(&tmpl));
+    if cache.insert(source.to_string(), Arc::clone(&tmpl)).is_none() {
+        *bytes += source.len();
+    }
     Ok(tmpl)
 }
 
