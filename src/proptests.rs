@@ -22,33 +22,35 @@ fn escape(segment: &str) -> String {
 /// that put parts of a value into play, and any text.
 fn template_source() -> impl Strategy<Value = String> {
     let piece = prop_oneof![
-        Just("{{ a }}".to_string()),
-        Just("{{ a | int }}".to_string()),
-        Just("{{ a | float }}".to_string()),
-        Just("{{ a | b64dec }}".to_string()),
-        Just("{{ a | b64enc | b64dec | int }}".to_string()),
-        Just("{{ a | fromJson }}".to_string()),
-        Just("{{ (a | fromJson).x | int }}".to_string()),
-        Just("{{ b | fromJson | toJson | int }}".to_string()),
-        Just("{{ a.x.y }}".to_string()),
-        Just("{{ a[0:12] }}".to_string()),
-        Just("{{ a[0:12] | int }}".to_string()),
-        Just("{{ a[2:] | fromJson }}".to_string()),
-        Just("{{ a[:-1] | b64dec }}".to_string()),
-        Just("{% for c in a %}{{ c | int }}{% endfor %}".to_string()),
-        Just("{{ a ~ b | int }}".to_string()),
-        Just("{{ a + 1 }}".to_string()),
-        Just("{{ a | upper | int }}".to_string()),
-        Just("{{ a | replace('S', 'Z') | int }}".to_string()),
-        Just("{{ a | pemKey }}".to_string()),
-        Just("{{ a | filterPEM('KEY') }}".to_string()),
-        Just("{{ a | nope }}".to_string()),
-        Just("{{ missing }}".to_string()),
-        Just("{{ range(100000000) | list | length }}".to_string()),
+        Just("{{ .a }}".to_string()),
+        Just("{{ lt .a 1 }}".to_string()),
+        Just("{{ .a | b64dec }}".to_string()),
+        Just("{{ lt (.a | b64enc | b64dec) 1 }}".to_string()),
+        Just("{{ .a | fromJson }}".to_string()),
+        Just("{{ lt (.a | fromJson).x 1 }}".to_string()),
+        Just("{{ lt (.b | fromJson | toJson) 1 }}".to_string()),
+        Just("{{ (.a | fromJson).x.y }}".to_string()),
+        Just("{{ .a.x.y }}".to_string()),
+        Just("{{ slice .a 0 12 }}".to_string()),
+        Just("{{ lt (slice .a 0 12) 1 }}".to_string()),
+        Just("{{ slice .a 2 | fromJson }}".to_string()),
+        Just("{{ slice .a 1 | b64dec }}".to_string()),
+        Just("{{ range .a }}{{ end }}".to_string()),
+        Just("{{ range $c := .a | splitList \"\" }}{{ lt $c 1 }}{{ end }}".to_string()),
+        Just("{{ lt (printf \"%s%s\" .a .b) 1 }}".to_string()),
+        Just("{{ index .a 99 }}".to_string()),
+        Just("{{ lt (.a | upper) 1 }}".to_string()),
+        Just("{{ lt (.a | replace \"S\" \"Z\") 1 }}".to_string()),
+        Just("{{ .a | filterPEM \"KEY\" }}".to_string()),
+        Just("{{ indent .a .b }}".to_string()),
+        Just("{{ get .a \"x\" }}".to_string()),
+        Just("{{ .a | nope }}".to_string()),
+        Just("{{ .missing }}".to_string()),
+        Just("{{ range 100000000 }}{{ end }}".to_string()),
         Just("{{".to_string()),
         Just("}}".to_string()),
-        Just("{% if a %}".to_string()),
-        Just("{%".to_string()),
+        Just("{{ if .a }}".to_string()),
+        Just("{{ end }}".to_string()),
         "\\PC{0,6}",
     ];
     prop::collection::vec(piece, 0..5).prop_map(|p| p.concat())
@@ -124,7 +126,13 @@ proptest! {
 #[test]
 fn errors_over_parts_of_a_value_withhold_them() {
     let value = SecretBytes::from(serde_json::json!({"x": format!("{SENTINEL}-part")}).to_string());
-    for source in ["{{ a[0:14] | int }}", "{{ (a | fromJson).x | int }}", "{{ a[2:] | fromJson }}", "{{ a | float }}"] {
+    for source in [
+        "{{ lt (slice .a 0 14) 1 }}",
+        "{{ lt (.a | fromJson).x 1 }}",
+        "{{ slice .a 2 | fromJson }}",
+        "{{ (.a | fromJson).x.y }}",
+        "{{ range (.a | fromJson).x }}{{ end }}",
+    ] {
         let template = SecretTemplate { data: [("out".to_string(), source.to_string())].into(), ..Default::default() };
         let r = crate::template::apply(&template, [("a".to_string(), value.clone())].into());
         let message = r.err().map(|e| e.to_string()).unwrap_or_default();

@@ -426,7 +426,7 @@ mod tests {
         let mut s = spec(vec![("user", rref("u", None)), ("password", rref("p", None))], vec![]);
         s.target.template = Some(SecretTemplate {
             type_: Some("kubernetes.io/basic-auth".into()),
-            data: [("username".to_string(), "{{ user }}".to_string())].into(),
+            data: [("username".to_string(), "{{ .user }}".to_string())].into(),
             merge_policy: crate::api::TemplateMergePolicy::Merge,
             ..Default::default()
         });

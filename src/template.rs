@@ -1,21 +1,31 @@
-//! PURE: `target.template`: minijinja templates rendered over the fetched values, and the checks of
+//! PURE: `target.template`: Go `text/template` with Sprig's and External Secrets' functions
+//! ([`funcs`]), rendered over the fetched data as External Secrets' v2 engine does: `.` is a map of
+//! Secret key -> value, so `{{ .password }}` and `{{ index . "tls.crt" }}` work. Also the checks of
 //! well-known Secret types.
 //!
+//! The engine (gtmpl-ng) has no IO and bounds each render (iterations, output, value sizes, nesting).
 //! Error messages name the template, the line and what is wrong; they never carry a value (a
 //! detail that would quote one is withheld).
 
-use std::collections::BTreeMap;
+mod funcs;
 
-use base64::Engine;
-use minijinja::value::Value;
-use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+
+use gtmpl_ng::{Context, ExecError, Limits, ParseError, Template, TemplateError, Value};
 
 use crate::api::{SecretTemplate, TemplateMergePolicy};
 use crate::error::{Error, Result};
 use crate::value::SecretBytes;
 
-/// Bound on the work one template may do (loops over huge ranges end with an error).
-const FUEL: u64 = 200_000;
+/// The largest value a function may build or a template may write: a whole Secret's limit.
+const MAX_VALUE: usize = 1024 * 1024;
+
+/// Bound on the loop iterations of one render, summed over every loop.
+const MAX_ITERATIONS: usize = 100_000;
+
+/// What Go writes for a missing key; a render that writes it used a name that is not a key.
+const NO_VALUE: &str = "<no value>";
 
 /// What a template makes of the fetched data.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -30,14 +40,12 @@ pub struct Rendered {
 
 /// Apply `template` to the fetched `data` (Secret key -> value, the template's inputs).
 pub fn apply(template: &SecretTemplate, data: BTreeMap<String, SecretBytes>) -> Result<Rendered> {
-    let env = environment();
-    let context: BTreeMap<&str, Value> = data.iter().map(|(k, v)| (k.as_str(), to_value(v))).collect();
-    let context = Value::from(context);
-    let secrets: Vec<&[u8]> = data.values().map(SecretBytes::expose).collect();
+    let texts: HashMap<String, Value> =
+        data.iter().map(|(k, v)| (k.clone(), Value::from(funcs::bytes_to_text(v.expose())))).collect();
+    let context = Context::from(Value::Map(texts));
+    let values: Vec<String> = data.values().map(|v| String::from_utf8_lossy(v.expose()).into_owned()).collect();
     let render = |name: String, source: &str| -> Result<String> {
-        env.template_from_named_str(&name, source)
-            .and_then(|t| t.render(&context))
-            .map_err(|e| Error::InvalidTemplate(describe(&name, &e, &secrets)))
+        render_one(&name, source, &context, &values).map_err(Error::InvalidTemplate)
     };
 
     let mut rendered = Rendered::default();
@@ -62,7 +70,15 @@ pub fn apply(template: &SecretTemplate, data: BTreeMap<String, SecretBytes>) -> 
     }
     let mut out = BTreeMap::new();
     for (k, src) in &template.data {
-        out.insert(k.clone(), SecretBytes::from(render(format!("data[{k:?}]"), src)?));
+        let key = if k.contains("{{") { render(format!("key {k:?}"), k)? } else { k.clone() };
+        // Checked here: the apiserver's refusal would quote the key, which may hold a value.
+        if !crate::render::is_valid_secret_key(&key) {
+            return Err(Error::InvalidTemplate(format!(
+                "template key {k:?} renders to an invalid Secret key (1 to 253 letters, digits, '-', '_' or '.')"
+            )));
+        }
+        let value = render(format!("data[{k:?}]"), src)?;
+        out.insert(key, SecretBytes::new(funcs::text_to_bytes(&value)));
     }
     rendered.data = match template.merge_policy {
         TemplateMergePolicy::Replace => out,
@@ -73,6 +89,58 @@ pub fn apply(template: &SecretTemplate, data: BTreeMap<String, SecretBytes>) -> 
         }
     };
     Ok(rendered)
+}
+
+/// One template rendered, or the message that says why not ("template data["url"] line 2: ...").
+fn render_one(name: &str, source: &str, context: &Context, values: &[String]) -> std::result::Result<String, String> {
+    funcs::forget_produced();
+    let rendered = parsed(source).and_then(|t| t.render(context).map_err(Into::into));
+    let described = rendered.map_err(|e| describe(name, &e, values));
+    funcs::forget_produced();
+    let output = described?;
+    // Go's missingkey=error, which External Secrets sets: Go writes <no value> otherwise.
+    if output.contains(NO_VALUE) && !source.contains(NO_VALUE) && !values.iter().any(|v| v.contains(NO_VALUE)) {
+        return Err(format!("template {name}: a name used is not a key of data or dataFrom (Go wrote {NO_VALUE})"));
+    }
+    Ok(output)
+}
+
+/// How much template source [`parsed`] keeps parsed (a parsed tree is a few times its source);
+/// past that it starts afresh.
+const PARSED_SOURCE_BYTES: usize = 2 * 1024 * 1024;
+
+/// The templates parsed so far. A parse costs about 70 µs
+/// (gtmpl-ng lexes on a thread of its own), a render of a parsed template about 1 µs, and a
+/// template's source changes only with its spec.
+static PARSED: LazyLock<Mutex<Parsed>> = LazyLock::new(Mutex::default);
+
+/// Parsed templates by source, and the bytes of source they hold.
+type Parsed = (HashMap<String, Arc<Template>>, usize);
+
+/// The template parsed from `source`, with the functions and the bounds of every render.
+fn parsed(source: &str) -> std::result::Result<Arc<Template>, TemplateError> {
+    let cached = PARSED.lock().unwrap_or_else(PoisonError::into_inner).0.get(source).cloned();
+    if let Some(t) = cached {
+        return Ok(t);
+    }
+    let mut limits = Limits::default();
+    limits.total_iterations = Some(MAX_ITERATIONS);
+    limits.output_bytes = Some(MAX_VALUE);
+    limits.function_output = Some(MAX_VALUE);
+    let mut tmpl = Template::with_limits(limits);
+    tmpl.add_funcs(funcs::FUNCS);
+    tmpl.parse(source)?;
+    let tmpl = Arc::new(tmpl);
+    let mut guard = PARSED.lock().unwrap_or_else(PoisonError::into_inner);
+    let (cache, bytes) = &mut *guard;
+    if *bytes + source.len() > PARSED_SOURCE_BYTES {
+        cache.clear();
+        *bytes = 0;
+    }
+    if cache.insert(source.to_string(), Arc::clone(&tmpl)).is_none() {
+        *bytes += source.len();
+    }
+    Ok(tmpl)
 }
 
 /// The keys a Secret of a well-known type must hold. Checked before writing, so a missing key is a
@@ -126,113 +194,35 @@ fn is_label_value(v: &str) -> bool {
     v.is_empty() || (v.len() <= 63 && v.bytes().all(inner) && ends(v.as_bytes().first()) && ends(v.as_bytes().last()))
 }
 
-fn environment() -> Environment<'static> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_auto_escape_callback(|_| AutoEscape::None);
-    // Like ESO's Go templates: a file's last newline is part of it.
-    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build() {
-        env.set_syntax(syntax);
-    }
-    env.set_fuel(Some(FUEL));
-    env.add_filter("b64enc", b64enc);
-    env.add_filter("b64dec", b64dec);
-    env.add_filter("fromJson", from_json);
-    env.add_filter("toJson", to_json);
-    env.add_filter("filterPEM", filter_pem);
-    env.add_filter("pemCerts", |s: &str| filter_pem(s, "CERTIFICATE"));
-    env.add_filter("pemKey", pem_key);
-    env
-}
-
-fn to_value(v: &SecretBytes) -> Value {
-    match std::str::from_utf8(v.expose()) {
-        Ok(s) => Value::from(s),
-        Err(_) => Value::from_bytes(v.expose().to_vec()),
-    }
-}
-
-/// "template data["url"] line 3: undefined value: ..." with any detail that would show a value withheld.
-fn describe(name: &str, e: &minijinja::Error, secrets: &[&[u8]]) -> String {
-    let line = e.line().map(|l| format!(" line {l}")).unwrap_or_default();
-    let detail = e.detail().map(|d| {
-        let leaks = secrets.iter().any(|s| s.len() >= 3 && d.as_bytes().windows(s.len()).any(|w| w == *s));
-        if leaks { "(detail withheld: it would show a secret value)".to_string() } else { d.to_string() }
-    });
-    let hint = match e.kind() {
-        ErrorKind::UndefinedError => ": a name used is not a key of data or dataFrom",
-        ErrorKind::UnknownFilter => {
-            ": filters are b64enc, b64dec, fromJson, toJson, filterPEM, pemCerts, pemKey and Jinja's builtins"
-        }
-        _ => "",
+/// "template data["url"] line 3: ..." with the engine's detail withheld when it may show a value:
+/// when it shares a run of characters with a value or with a string a function produced.
+fn describe(name: &str, e: &TemplateError, values: &[String]) -> String {
+    let (line, detail) = match e {
+        TemplateError::ParseError(ParseError::WithContext(at, msg)) => (Some(at.line), msg.clone()),
+        TemplateError::ExecError(ExecError::Structured(s)) => (Some(s.context.line), s.message.clone()),
+        other => (None, other.to_string()),
     };
-    match detail {
-        Some(d) => format!("template {name}{line}: {}: {d}{hint}", e.kind()),
-        None => format!("template {name}{line}: {}{hint}", e.kind()),
+    let line = line.map(|l| format!(" line {l}")).unwrap_or_default();
+    let produced = funcs::produced();
+    let mut tainted = values.iter().chain(&produced);
+    let detail = if tainted.any(|t| quotes(&detail, t)) {
+        "(detail withheld: it would show a secret value)".to_string()
+    } else {
+        detail
+    };
+    format!("template {name}{line}: {detail}")
+}
+
+/// Whether `message` holds `value`, or any run of [`QUOTE_RUN`] of its bytes.
+fn quotes(message: &str, value: &str) -> bool {
+    const QUOTE_RUN: usize = 6;
+    if value.len() >= 3 && message.contains(value) {
+        return true;
     }
-}
-
-fn op_error(msg: &str) -> minijinja::Error {
-    minijinja::Error::new(ErrorKind::InvalidOperation, msg.to_string())
-}
-
-fn bytes_of(v: &Value) -> Vec<u8> {
-    match (v.as_bytes(), v.as_str()) {
-        (_, Some(s)) => s.as_bytes().to_vec(),
-        (Some(b), None) => b.to_vec(),
-        (None, None) => v.to_string().into_bytes(),
-    }
-}
-
-fn b64enc(v: Value) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes_of(&v))
-}
-
-fn b64dec(v: Value) -> std::result::Result<String, minijinja::Error> {
-    let bytes =
-        crate::codec::decode_base64_any(&bytes_of(&v)).ok_or_else(|| op_error("b64dec: the input is not base64"))?;
-    String::from_utf8(bytes).map_err(|_| op_error("b64dec: the decoded bytes are not UTF-8 text"))
-}
-
-fn from_json(s: &str) -> std::result::Result<Value, minijinja::Error> {
-    // The serde error is dropped: it may quote the input.
-    let json: serde_json::Value = serde_json::from_str(s).map_err(|_| op_error("fromJson: the input is not JSON"))?;
-    Ok(Value::from(minijinja::value::Serde(&json)))
-}
-
-fn to_json(v: Value) -> std::result::Result<String, minijinja::Error> {
-    serde_json::to_string(&v).map_err(|_| op_error("toJson: the value cannot be written as JSON"))
-}
-
-/// Every PEM block of one type (`CERTIFICATE`, `PRIVATE KEY`, ...), each ending in a newline.
-fn filter_pem(s: &str, kind: &str) -> String {
-    pem_blocks(s).into_iter().filter(|(label, _)| *label == kind).map(|(_, block)| format!("{block}\n")).collect()
-}
-
-/// The first private key block (PKCS#8, RSA, EC, ...).
-fn pem_key(s: &str) -> std::result::Result<String, minijinja::Error> {
-    pem_blocks(s)
-        .into_iter()
-        .find(|(label, _)| label.ends_with("PRIVATE KEY"))
-        .map(|(_, block)| format!("{block}\n"))
-        .ok_or_else(|| op_error("pemKey: no PRIVATE KEY block in the input"))
-}
-
-/// (label, whole block from BEGIN to END line) for each well-formed PEM block.
-fn pem_blocks(s: &str) -> Vec<(&str, &str)> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while let Some(start) = rest.find("-----BEGIN ") {
-        let after = &rest[start + 11..];
-        let Some(label_end) = after.find("-----") else { break };
-        let label = &after[..label_end];
-        let end_marker = format!("-----END {label}-----");
-        let Some(end) = rest[start..].find(&end_marker) else { break };
-        let stop = start + end + end_marker.len();
-        out.push((label, &rest[start..stop]));
-        rest = &rest[stop..];
-    }
-    out
+    let bytes = message.as_bytes();
+    (0..bytes.len().saturating_sub(QUOTE_RUN - 1))
+        .filter_map(|i| message.get(i..i + QUOTE_RUN))
+        .any(|run| value.contains(run))
 }
 
 #[cfg(test)]
@@ -261,7 +251,7 @@ mod tests {
 
     #[test]
     fn postgres_url_replaces_the_inputs() {
-        let t = template(&[("url", "postgres://{{ user }}:{{ password }}@{{ host }}:5432/app\n")]);
+        let t = template(&[("url", "postgres://{{ .user }}:{{ .password }}@{{ .host }}:5432/app\n")]);
         let r = apply(&t, data(&[("user", "app"), ("password", "pw"), ("host", "db")])).unwrap_or_default();
         assert_eq!(text(&r, "url"), "postgres://app:pw@db:5432/app\n", "the trailing newline is kept");
         assert_eq!(r.data.len(), 1, "Replace keeps only the template's keys");
@@ -273,42 +263,59 @@ mod tests {
     }
 
     #[test]
-    fn filters() {
-        let t = template(&[
-            ("auth", "{{ (user ~ ':' ~ password) | b64enc }}"),
-            ("dec", "{{ encoded | b64dec }}"),
-            ("field", "{{ (json | fromJson).a.b }}"),
-            ("back", "{{ (json | fromJson) | toJson }}"),
-            ("certs", "{{ bundle | pemCerts }}"),
-            ("key", "{{ bundle | pemKey }}"),
-            ("only", "{{ bundle | filterPEM('CERTIFICATE') | length > 0 }}"),
-        ]);
-        let bundle = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\njunk\n-----BEGIN PRIVATE KEY-----\nKKK\n-----END PRIVATE KEY-----\n-----BEGIN CERTIFICATE-----\nBBB\n-----END CERTIFICATE-----\n";
-        let d = data(&[
-            ("user", "u"),
-            ("password", "p"),
-            ("encoded", "aGVsbG8"),
-            ("json", r#"{"a":{"b":"deep"}}"#),
-            ("bundle", bundle),
-        ]);
-        let r = apply(&t, d).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(text(&r, "auth"), "dTpw");
-        assert_eq!(text(&r, "dec"), "hello");
-        assert_eq!(text(&r, "field"), "deep");
-        assert_eq!(text(&r, "back"), r#"{"a":{"b":"deep"}}"#);
-        assert_eq!(
-            text(&r, "certs"),
-            "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nBBB\n-----END CERTIFICATE-----\n"
-        );
-        assert_eq!(text(&r, "key"), "-----BEGIN PRIVATE KEY-----\nKKK\n-----END PRIVATE KEY-----\n");
-        assert_eq!(text(&r, "only"), "True");
+    fn go_template_constructs() {
+        let d = || data(&[("tls.crt", "C"), ("user", "u"), ("n", "3"), ("cfg", r#"{"hosts":["a","b"],"port":5432}"#)]);
+        let cases: &[(&str, &str)] = &[
+            (r#"{{ index . "tls.crt" }}"#, "C"),
+            ("{{ .user | upper | printf \"%s-%s\" \"x\" }}", "x-U"),
+            ("a\n  {{- .user -}}  \nb", "aub"),
+            (r#"{{ if eq .user "u" }}yes{{ else }}no{{ end }}"#, "yes"),
+            (r#"{{ if and (ne .user "v") (not (eq .n "4")) }}ok{{ end }}"#, "ok"),
+            ("{{ $c := .cfg | fromJson }}{{ range $i, $h := $c.hosts }}{{ $i }}={{ $h }};{{ end }}", "0=a;1=b;"),
+            ("{{ with $c := .cfg | fromJson }}{{ $c.port }}{{ end }}", "5432"),
+            ("{{ range $k, $v := . }}{{ $k }} {{ end }}", "cfg n tls.crt user "),
+            ("{{ lt (len .user) 2 }}", "true"),
+            (r#"{{ printf "%s:%s" .user .n | b64enc }}"#, "dToz"),
+            ("{{/* a comment */}}x", "x"),
+        ];
+        for (src, want) in cases {
+            let r = apply(&template(&[("k", src)]), d()).unwrap_or_else(|e| panic!("{src}: {e}"));
+            assert_eq!(text(&r, "k"), *want, "{src}");
+        }
+    }
+
+    #[test]
+    fn a_missing_name_is_an_error_and_a_missing_index_empty() {
+        let msg = err(&template(&[("k", "{{ .nope }}")]), data(&[("a", "1")]));
+        assert!(msg.contains("not a key of data"), "{msg}");
+        let r = apply(&template(&[("k", r#"[{{ index . "nope" }}]"#)]), data(&[("a", "1")])).unwrap_or_default();
+        assert_eq!(text(&r, "k"), "[]", "Go's zero value of a map[string]string");
+    }
+
+    #[test]
+    fn templated_keys_must_render_to_secret_keys() {
+        let t = template(&[("{{ .name }}-url", "{{ .host }}")]);
+        let r = apply(&t, data(&[("name", "db"), ("host", "h")])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text(&r, "db-url"), "h");
+        let msg = err(&t, data(&[("name", "a secret/value"), ("host", "h")]));
+        assert!(msg.contains("template key \"{{ .name }}-url\"") && msg.contains("invalid Secret key"), "{msg}");
+        assert!(!msg.contains("secret/value"), "{msg}");
+    }
+
+    #[test]
+    fn binary_values_pass_through_as_bytes() {
+        let raw = SecretBytes::new(vec![0xff, 0x00, b'a', 0x80]);
+        let d: BTreeMap<String, SecretBytes> = [("bin".to_string(), raw.clone())].into();
+        let r = apply(&template(&[("copy", "{{ .bin }}"), ("b64", "{{ .bin | b64enc }}")]), d).unwrap_or_default();
+        assert_eq!(r.data.get("copy"), Some(&raw));
+        assert_eq!(text(&r, "b64"), "/wBhgA==");
     }
 
     #[test]
     fn dockerconfigjson() {
         let t = template(&[(
             ".dockerconfigjson",
-            r#"{"auths":{"{{ registry }}":{"auth":"{{ (username ~ ':' ~ password) | b64enc }}"}}}"#,
+            r#"{"auths":{"{{ .registry }}":{"auth":"{{ printf "%s:%s" .username .password | b64enc }}"}}}"#,
         )]);
         let r = apply(&t, data(&[("registry", "r.example"), ("username", "u"), ("password", "p")]))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -332,7 +339,7 @@ mod tests {
     fn metadata_is_templated_and_data_passes_without_data_templates() {
         let t = SecretTemplate {
             metadata: Some(TemplateMetadata {
-                labels: [("env".to_string(), "{{ env }}".to_string())].into(),
+                labels: [("env".to_string(), "{{ .env }}".to_string())].into(),
                 annotations: [("plain".to_string(), "x".to_string())].into(),
                 ..Default::default()
             }),
@@ -355,24 +362,30 @@ mod tests {
 
     #[test]
     fn errors_have_the_line_and_no_value() {
-        let d = || data(&[("password", "sentinel-XYZ"), ("n", "7")]);
-        let msg = err(&template(&[("url", "a\n{{ password }\n")]), d());
-        assert!(msg.contains("data[\"url\"] line 2") && msg.contains("syntax error"), "{msg}");
-        let msg = err(&template(&[("url", "{{ pasword }}")]), d());
-        assert!(msg.contains("undefined") && msg.contains("line 1"), "{msg}");
-        let msg = err(&template(&[("url", "{{ password | nope }}")]), d());
-        assert!(msg.contains("unknown filter"), "{msg}");
+        let d = || data(&[("password", "sentinel-XYZ!"), ("n", "7")]);
+        let msg = err(&template(&[("url", "a\n{{ .password }\n")]), d());
+        assert!(msg.starts_with("template data[\"url\"] line 2: "), "{msg}");
+        let msg = err(&template(&[("url", "a\n\n{{ .pasword }}")]), d());
+        assert!(msg.contains("not a key of data"), "{msg}");
+        let msg = err(&template(&[("url", "{{ .password | nope }}")]), d());
+        assert!(msg.contains("nope not defined") && msg.contains("line 1"), "{msg}");
         for src in [
-            "{{ password | fromJson }}",
-            "{{ password | b64dec }}",
-            "{{ password + 1 }}",
-            "{{ password | int }}",
-            "{{ password.x.y }}",
-            "{{ password[5:2] | pemKey }}",
-            "{% for i in range(100000000) %}{{ i }}{% endfor %}",
+            "{{ .password | fromJson }}",
+            "{{ .password | b64dec }}",
+            "{{ lt .password 1 }}",
+            "{{ range .password }}{{ end }}",
+            "{{ .password.x.y }}",
+            "{{ slice .password 0 9 | fromJson }}",
+            "{{ lt (slice .password 0 9) 1 }}",
+            "{{ lt (.password | b64enc) 1 }}",
+            "{{ .password | filterPEM \"CERTIFICATE\" }}",
+            "{{ range 100000000 }}{{ end }}",
+            "{{ range 1000 }}{{ range 1000 }}{{ end }}{{ end }}",
+            "{{ $s := .password }}{{ range 100 }}{{ $s = printf \"%s%s\" $s $s }}{{ end }}",
+            "{{ define \"r\" }}{{ template \"r\" . }}{{ end }}{{ template \"r\" . }}",
         ] {
             let msg = err(&template(&[("k", src)]), d());
-            assert!(!msg.is_empty(), "{src} should fail");
+            assert!(msg.starts_with("template data[\"k\"]"), "{src} should fail: {msg}");
             assert!(!msg.contains("sentinel"), "{src}: {msg}");
         }
     }

@@ -93,7 +93,7 @@ async fn no_value_leaks_at_trace_level() -> anyhow::Result<()> {
     let password = |store: &str| es(store).refresh("1s").property("password", &db, "password");
     let good = |store: &str| password(store).key("whole", &db);
     w.external_secret("sync", good("aws")).await?;
-    w.external_secret("tpl", password("aws").template(json!({"data": {"dsn": "p={{ password }}"}}))).await?;
+    w.external_secret("tpl", password("aws").template(json!({"data": {"dsn": "p={{ .password }}"}}))).await?;
     w.wait_value("sync", "password", &pw1).await?;
     w.wait_value("tpl", "dsn", &format!("p={pw1}")).await?;
     // Through the assumed role, every AWS call: BatchGetSecretValue (two AWSCURRENT values at once),
@@ -125,10 +125,10 @@ async fn no_value_leaks_at_trace_level() -> anyhow::Result<()> {
         ("property", aws().property("k", &db, "nope"), "PropertyNotFound"),
         ("nonjson", aws().property("k", &plain, "x"), "InvalidValue"),
         ("badkey", aws().extract(&badkey), "InvalidValue"),
-        ("tpl-int", template_error("{{ password | int }}"), "InvalidTemplate"),
-        ("tpl-undefined", template_error("{{ password.x.y }}"), "InvalidTemplate"),
-        ("tpl-json", template_error("{{ password | fromJson }}"), "InvalidTemplate"),
-        ("tpl-b64", template_error("{{ password | b64dec }}"), "InvalidTemplate"),
+        ("tpl-int", template_error("{{ lt .password 1 }}"), "InvalidTemplate"),
+        ("tpl-undefined", template_error("{{ .password.x.y }}"), "InvalidTemplate"),
+        ("tpl-json", template_error("{{ .password | fromJson }}"), "InvalidTemplate"),
+        ("tpl-b64", template_error("{{ .password | b64dec }}"), "InvalidTemplate"),
         ("conflict", good("aws").target(json!({"name": "taken"})), "TargetConflict"),
     ];
     for (name, spec, _) in &failures {

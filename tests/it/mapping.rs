@@ -26,8 +26,11 @@ async fn postgres_url_from_three_keys_and_templated_labels() -> anyhow::Result<(
         es("aws")
             .refresh("1s")
             .template(json!({
-                "metadata": {"labels": {"db-host": "{{ host }}"}},
-                "data": {"url": "postgres://{{ user }}:{{ password }}@{{ host }}:5432/app"}
+                "metadata": {"labels": {"db-host": "{{ .host }}"}},
+                "data": {
+                    "url": "postgres://{{ .user }}:{{ .password }}@{{ .host }}:5432/app",
+                    "{{ .user }}.host": "{{ index . \"host\" | upper }}"
+                }
             }))
             .property("user", &db, "username")
             .property("host", &db, "host")
@@ -36,7 +39,8 @@ async fn postgres_url_from_three_keys_and_templated_labels() -> anyhow::Result<(
     .await?;
     w.wait_reason("pg", "SecretSynced").await?;
     let s = w.wait_value("pg", "url", "postgres://app:s3cret-pw@db.internal:5432/app").await?;
-    assert_eq!(s.data.as_ref().map(|d| d.len()), Some(1), "mergePolicy Replace keeps only the template's keys");
+    assert_eq!(s.data.as_ref().map(|d| d.len()), Some(2), "mergePolicy Replace keeps only the template's keys");
+    assert_eq!(text(&s, "app.host"), "DB.INTERNAL", "a templated key renders over the same data");
     assert_eq!(s.labels().get("db-host").map(String::as_str), Some("db.internal"));
 
     // A rotation of one input reaches the rendered key.
@@ -56,7 +60,7 @@ async fn dockerconfigjson_from_username_and_password_and_type_checks() -> anyhow
             .refresh("0")
             .template(json!({
                 "type": "kubernetes.io/dockerconfigjson",
-                "data": {".dockerconfigjson": r#"{"auths":{"registry.example.com":{"username":"{{ username }}","password":"{{ password }}","auth":"{{ (username ~ ':' ~ password) | b64enc }}"}}}"#}
+                "data": {".dockerconfigjson": r#"{"auths":{"registry.example.com":{"username":"{{ .username }}","password":"{{ .password }}","auth":"{{ printf "%s:%s" .username .password | b64enc }}"}}}"#}
             }))
             .extract(&reg),
     )
@@ -157,16 +161,16 @@ async fn template_syntax_error_names_the_line_and_keeps_the_secret() -> anyhow::
     w.store(secret_store("aws", &Rig::get().emulator.endpoint)).await?;
     let key = w.create_aws("creds", r#"{"user":"app","password":"sentinel-Pw9"}"#).await?;
     let spec = |template: &str| es("aws").refresh("1s").template(json!({"data": {"conf": template}})).extract(&key);
-    w.external_secret("conf", spec("user={{ user }}\npassword={{ password }}\n")).await?;
+    w.external_secret("conf", spec("user={{ .user }}\npassword={{ .password }}\n")).await?;
     w.wait_reason("conf", "SecretSynced").await?;
     let before = w.wait_value("conf", "conf", "user=app\npassword=sentinel-Pw9\n").await?;
 
-    w.external_secret("conf", spec("user={{ user }}\npassword={{ password }\n")).await?;
+    w.external_secret("conf", spec("user={{ .user }}\npassword={{ .password }\n")).await?;
     let msg = w.wait_reason("conf", "InvalidTemplate").await?;
-    assert!(msg.contains("data[\"conf\"] line 2") && msg.contains("syntax error"), "{msg}");
+    assert!(msg.contains("data[\"conf\"] line 2: "), "{msg}");
     assert!(!msg.contains("sentinel"), "{msg}");
 
-    w.external_secret("conf", spec("{{ password | fromJson }}")).await?;
+    w.external_secret("conf", spec("{{ .password | fromJson }}")).await?;
     let msg = w.wait_reason("conf", "InvalidTemplate").await?;
     assert!(msg.contains("fromJson") && !msg.contains("sentinel"), "{msg}");
     let after = w.secrets().get("conf").await?;
