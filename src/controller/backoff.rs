@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::error::Error;
 use crate::lock;
+use crate::status::Next;
 
 /// Consecutive transient failures per object (`namespace/name`, or a store's id).
 #[derive(Default)]
@@ -24,6 +26,22 @@ impl Backoff {
         };
         let base = Duration::from_secs(2u64.saturating_pow(n.min(9))).min(Duration::from_secs(300));
         base + base.mul_f64(jitter_fraction(key, n) * 0.2)
+    }
+
+    /// How a reconcile of `key` ended, for [`crate::status::next_action`], counting its
+    /// consecutive transient failures: a success or a permanent failure starts the count again.
+    pub fn settle(&self, key: &str, failed: Option<&Error>, restart_in: Option<Duration>) -> Next {
+        match failed {
+            Some(e) if e.is_transient() => Next::Transient { backoff: self.next(key) },
+            Some(_) => {
+                self.reset(key);
+                Next::Permanent
+            }
+            None => {
+                self.reset(key);
+                Next::Synced { restart_in }
+            }
+        }
     }
 
     /// Forget the failures of `key` (it succeeded, failed permanently, or is gone).
@@ -55,5 +73,18 @@ mod tests {
         assert!(waits[9] >= Duration::from_secs(300) && waits[9] <= Duration::from_secs(360));
         b.reset("x");
         assert!(b.next("x") < Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn settling_counts_transient_failures_only() {
+        let b = Backoff::default();
+        assert!(matches!(b.settle("x", Some(&Error::Throttled), None), Next::Transient { .. }));
+        let Next::Transient { backoff } = b.settle("x", Some(&Error::Throttled), None) else { panic!("transient") };
+        assert!(backoff >= Duration::from_secs(4), "the second in a row waits longer");
+        assert_eq!(b.settle("x", Some(&Error::InvalidValue(String::new())), None), Next::Permanent);
+        let Next::Transient { backoff } = b.settle("x", Some(&Error::Throttled), None) else { panic!("transient") };
+        assert!(backoff < Duration::from_millis(2500), "a permanent failure started the count again");
+        let wait = Some(Duration::from_secs(3));
+        assert_eq!(b.settle("x", None, wait), Next::Synced { restart_in: wait });
     }
 }

@@ -20,7 +20,7 @@ use super::sync::{self, Synced};
 use super::{Context, Wiring, watch, write};
 use crate::api::{ClusterSecretStore, ExternalSecret, ExternalSecretStatus, SecretStore, StoreKind};
 use crate::error::{Error, Result};
-use crate::status::{self, Next, Reason};
+use crate::status::{self, Reason};
 use crate::{MANAGED_BY_LABEL, MANAGER};
 
 /// Run the ExternalSecret controller until shutdown. It reconciles on spec changes, on changes of
@@ -94,21 +94,14 @@ async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action>
     let refresh = refresh.ok().flatten();
     report(&es, &ctx, &outcome).await?;
 
-    let next = match &outcome {
-        Ok(synced) => {
-            ctx.backoff.reset(&key);
-            Next::Synced { restart_in: rollout_restarts(&es, &ctx, &key, synced).await }
-        }
+    let restart_in = match &outcome {
+        Ok(synced) => rollout_restarts(&es, &ctx, &key, synced).await,
         Err(e) => {
             ctx.metrics.failure(e.reason());
-            if e.is_transient() {
-                Next::Transient { backoff: ctx.backoff.next(&key) }
-            } else {
-                ctx.backoff.reset(&key);
-                Next::Permanent
-            }
+            None
         }
     };
+    let next = ctx.backoff.settle(&key, outcome.as_ref().err(), restart_in);
     Ok(status::next_action(next, refresh))
 }
 
@@ -125,7 +118,7 @@ async fn report(es: &ExternalSecret, ctx: &Context, outcome: &Result<Synced>) ->
     ctx.metrics.object_status(&super::object_key::<ExternalSecret>(es), reason, synced_at);
     if status::ready_reason(&previous.conditions) != Some(reason.as_str()) {
         let type_ = if reason.is_ready() { EventType::Normal } else { EventType::Warning };
-        publish(es, ctx, type_, reason.as_str(), &message).await;
+        write::event(ctx, es, type_, reason.as_str(), &message).await;
         info!(reason = %reason, "ready condition changed");
     }
     if outcome.is_ok()
@@ -161,10 +154,6 @@ fn status_after(
     (next, reason, message)
 }
 
-async fn publish(es: &ExternalSecret, ctx: &Context, type_: EventType, reason: &str, message: &str) {
-    write::event(ctx, es, type_, reason, message).await;
-}
-
 /// Rollout restarts of the targets whose pods run with older data than the Secret holds, once a
 /// burst of changes has been quiet for the debounce period. Returns when to look again while a
 /// restart waits.
@@ -178,7 +167,7 @@ async fn rollout_restarts(es: &ExternalSecret, ctx: &Context, key: &str, synced:
         Ok(records) => records,
         Err(e) => {
             warn!(error = %e, "cannot read the rolloutRestartTargets");
-            publish(es, ctx, EventType::Warning, "RolloutRestartFailed", &e.to_string()).await;
+            write::event(ctx, es, EventType::Warning, "RolloutRestartFailed", &e.to_string()).await;
             return None;
         }
     };
@@ -206,12 +195,12 @@ async fn rollout_restarts(es: &ExternalSecret, ctx: &Context, key: &str, synced:
         if let Err(e) = restart::restart(&ctx.client, &ns, target, &synced.hash).await {
             warn!(error = %e, workload = %target.name, "rollout restart failed");
             let note = format!("{} {}: {e}", target.kind.as_str(), target.name);
-            publish(es, ctx, EventType::Warning, "RolloutRestartFailed", &note).await;
+            write::event(ctx, es, EventType::Warning, "RolloutRestartFailed", &note).await;
             return None;
         }
     }
     info!(targets = stale.len(), "rollout restart after a data change");
     let note = format!("restarted {} of the rolloutRestartTargets after a data change", stale.len());
-    publish(es, ctx, EventType::Normal, "RolloutRestarted", &note).await;
+    write::event(ctx, es, EventType::Normal, "RolloutRestarted", &note).await;
     None
 }

@@ -61,18 +61,8 @@ async fn reconcile<S: Store>(store: Arc<S>, ctx: Arc<Context>) -> Result<Action>
         write::apply_status(&store.own_api(&ctx.client), &store.name_any(), &next).await?;
     }
     ctx.metrics.object_status(&super::object_key(&*store), reason, None);
-    let key = id.to_string();
-    Ok(match outcome {
-        Ok(()) => {
-            ctx.backoff.reset(&key);
-            Action::requeue(REVALIDATE)
-        }
-        Err(e) if e.is_transient() => Action::requeue(ctx.backoff.next(&key)),
-        Err(_) => {
-            ctx.backoff.reset(&key);
-            Action::requeue(REVALIDATE)
-        }
-    })
+    let next = ctx.backoff.settle(&id.to_string(), outcome.as_ref().err(), None);
+    Ok(status::next_action(next, Some(REVALIDATE)))
 }
 
 async fn validate<S: Store>(ctx: &Context, store: &S) -> Result<()> {

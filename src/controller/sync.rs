@@ -118,13 +118,7 @@ async fn fetch(
     existing: Option<&Secret>,
     mut sources: Sources,
 ) -> Result<(Values, Sources)> {
-    // A sync forced by a change of the ExternalSecret's labels or annotations (ESO's force-sync)
-    // reads AWS afresh, not the values held in memory.
-    let forced = es.status.as_ref().and_then(|s| s.synced_resource_version.as_deref()).is_some_and(|v| {
-        v != target::metadata_version(es)
-            && es.status.as_ref().and_then(|s| s.observed_generation) == es.metadata.generation
-    });
-    let mut results = ctx.fetcher.fetch(&store.id, &store.client, &sources, forced).await;
+    let mut results = ctx.fetcher.fetch(&store.id, &store.client, &sources, target::forced(es)).await;
     let named: Vec<Result<Fetched>> = sources.named.iter().filter_map(|s| results.remove(s)).collect();
     let all_gone = !named.is_empty() && named.iter().all(|r| matches!(r, Err(Error::SecretNotFound { .. })));
     let mut values = BTreeMap::new();

@@ -177,6 +177,16 @@ pub fn metadata_version(es: &ExternalSecret) -> String {
     format!("{}-{}", es.metadata.generation.unwrap_or_default(), &hash[..16])
 }
 
+/// Whether this sync was forced by a change of the ExternalSecret's labels or annotations alone
+/// (ESO's `force-sync`): the spec is the one last synced, its metadata is not. Such a sync reads
+/// AWS afresh, not the values held in memory.
+pub fn forced(es: &ExternalSecret) -> bool {
+    es.status.as_ref().is_some_and(|s| {
+        s.observed_generation == es.metadata.generation
+            && s.synced_resource_version.as_deref().is_some_and(|v| v != metadata_version(es))
+    })
+}
+
 /// Whether `secret` is what ESO leaves when its ExternalSecret is deleted with
 /// `--cascade=orphan`: ESO's managed label, no controller owner, not ours. Lockstep adopts it in
 /// place (labels and owner reference; the data it would write identically stays as it is).

@@ -229,9 +229,11 @@ fn the_fast_path_holds_only_while_nothing_moved() {
     merge.spec.target.creation_policy = CreationPolicy::Merge;
     assert!(still_current(&merge, &sources, at("v1"), Some(&secret)).is_none(), "Merge always syncs");
 
-    let mut forced = e.clone();
-    forced.metadata.annotations = Some([("force-sync".to_string(), "1700000000".to_string())].into());
-    assert!(still_current(&forced, &sources, at("v1"), Some(&secret)).is_none(), "a force-sync annotation fetches");
+    let mut annotated = e.clone();
+    annotated.metadata.annotations = Some([("force-sync".to_string(), "1700000000".to_string())].into());
+    assert!(still_current(&annotated, &sources, at("v1"), Some(&secret)).is_none(), "a force-sync annotation fetches");
+    assert!(forced(&annotated) && !forced(&e), "and reads AWS afresh");
+    assert!(!forced(&respecced), "a spec change is not a forced sync");
     let mut relabelled = e.clone();
     relabelled.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
     assert!(still_current(&relabelled, &sources, at("v1"), Some(&secret)).is_none(), "so does a new label");
