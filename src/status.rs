@@ -44,6 +44,25 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in the README's order.
+    pub const ALL: [Reason; 15] = [
+        Reason::SecretSynced,
+        Reason::SecretNotFound,
+        Reason::PropertyNotFound,
+        Reason::InvalidValue,
+        Reason::AccessDenied,
+        Reason::Throttled,
+        Reason::ProviderUnavailable,
+        Reason::StoreNotReady,
+        Reason::StoreNotAllowed,
+        Reason::TargetConflict,
+        Reason::TargetTooLarge,
+        Reason::InvalidTemplate,
+        Reason::KeyConflict,
+        Reason::ApplyFailed,
+        Reason::Valid,
+    ];
+
     /// The reason as written in the condition.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -171,26 +171,6 @@ pub fn fix(reason: &str) -> Option<&'static str> {
     })
 }
 
-/// Every reason the operator reports.
-#[cfg(test)]
-const REASONS: [crate::status::Reason; 15] = [
-    crate::status::Reason::SecretSynced,
-    crate::status::Reason::SecretNotFound,
-    crate::status::Reason::PropertyNotFound,
-    crate::status::Reason::InvalidValue,
-    crate::status::Reason::AccessDenied,
-    crate::status::Reason::Throttled,
-    crate::status::Reason::ProviderUnavailable,
-    crate::status::Reason::StoreNotReady,
-    crate::status::Reason::StoreNotAllowed,
-    crate::status::Reason::TargetConflict,
-    crate::status::Reason::TargetTooLarge,
-    crate::status::Reason::InvalidTemplate,
-    crate::status::Reason::KeyConflict,
-    crate::status::Reason::ApplyFailed,
-    crate::status::Reason::Valid,
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,7 +180,7 @@ mod tests {
     fn every_failure_reason_has_the_readmes_fix() {
         let readme = include_str!("../../README.md");
         let section = readme.split("## Troubleshooting: Ready condition reasons").nth(1).unwrap_or_default();
-        for reason in REASONS {
+        for reason in crate::status::Reason::ALL {
             let row = section.lines().find(|l| l.starts_with(&format!("| `{}` |", reason.as_str())));
             let row = row.unwrap_or_else(|| panic!("README has no row for {reason}"));
             let cells: Vec<&str> = row.trim_matches('|').split(" | ").map(str::trim).collect();
