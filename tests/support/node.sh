@@ -138,7 +138,8 @@ wait_for() { # wait_for SECONDS WHAT COMMAND...: gives up at once when the paren
 
 up() {
   RIG_DIR="$(cd "$1" && pwd)"; NODE_DIR="$2"
-  mkdir -p "$NODE_DIR"; NODE_DIR="$(cd "$NODE_DIR" && pwd)"
+  # The physical path: mountinfo and the shims' command lines name it, not a symlink's.
+  mkdir -p "$NODE_DIR"; NODE_DIR="$(cd "$NODE_DIR" && pwd -P)"
   local d="$NODE_DIR" t0=$SECONDS
   trap 'trap - EXIT; teardown; exit 0' TERM INT
   trap 'teardown' EXIT

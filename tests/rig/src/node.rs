@@ -40,21 +40,20 @@ static NODE: OnceLock<Node> = OnceLock::new();
 impl Node {
     /// The node of this test binary, started (with the rig) on first use.
     pub fn get() -> &'static Node {
-        NODE.get_or_init(|| match Node::start(Rig::get()) {
+        NODE.get_or_init(|| match Node::start(Rig::get(), Rig::get().dir.join("node")) {
             Ok(node) => node,
             Err(e) => panic!("the rig's node did not start: {e:#}"),
         })
     }
 
-    /// A node of the caller's own, torn down when dropped (for a test that checks the teardown; a
-    /// test binary runs one node at a time, so such a test lives in a binary of its own).
-    pub fn own() -> anyhow::Result<Node> {
-        Node::start(Rig::get())
+    /// A node of the caller's own in `dir`, torn down when dropped (for a test that checks the
+    /// teardown; a test binary runs one node at a time, so such a test lives in a binary of its own).
+    pub fn own(dir: &Path) -> anyhow::Result<Node> {
+        Node::start(Rig::get(), dir.to_path_buf())
     }
 
-    fn start(rig: &Rig) -> anyhow::Result<Node> {
+    fn start(rig: &Rig, dir: PathBuf) -> anyhow::Result<Node> {
         let t0 = Instant::now();
-        let dir = rig.dir.join("node");
         let mut cmd = Command::new("bash");
         cmd.arg(repo_root().join("tests/support/node.sh"))
             .arg("up")
