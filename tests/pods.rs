@@ -302,7 +302,10 @@ async fn the_helm_installed_operator_runs_as_a_hardened_pod_and_syncs_on_loopbac
         .iter()
         .flatten()
         .any(|e| e.name == "KUBERNETES_SERVICE_HOST" && e.value.as_deref() == Some("127.0.0.1"));
-    assert!(env_names_loopback, "the operator pod must name the apiserver on 127.0.0.1, never the Service's 10.0.0.1");
+    assert!(
+        env_names_loopback,
+        "the operator pod must name the apiserver on 127.0.0.1, never the `kubernetes` Service's ClusterIP"
+    );
 
     // It syncs an ExternalSecret from the emulator on 127.0.0.1.
     let src = format!("{ns}/db");
@@ -322,8 +325,8 @@ async fn the_helm_installed_operator_runs_as_a_hardened_pod_and_syncs_on_loopbac
     // The process: uid 65532, a read-only root, only the projected token mounted, loopback only.
     let uid = pod.metadata.uid.clone().expect("a pod uid");
     let pid = container_pid(&uid, "/usr/local/bin/lockstep").expect("the operator's process on the node");
-    // What the process really has: the kubelet adds the `kubernetes` Service's 10.0.0.1 to every
-    // container; the chart's env must win, or the operator would dial a private address.
+    // What the process really has: the kubelet adds the `kubernetes` Service's ClusterIP to every
+    // container (loopback, refused); the chart's env must win.
     let environ = std::fs::read(format!("/proc/{pid}/environ"))?;
     let host = environ
         .split(|b| *b == 0)

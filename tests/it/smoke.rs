@@ -67,3 +67,22 @@ async fn recorder_counts_calls_on_a_dedicated_emulator() -> anyhow::Result<()> {
     assert_eq!(calls.get("CreateSecret"), Some(&1), "{calls:?}");
     Ok(())
 }
+
+/// Every address a Service gets on the rig is loopback, so a client that dials one (a pod left
+/// with the kubelet's `KUBERNETES_SERVICE_HOST`) is refused on 127.0.1.x and never reaches a
+/// private address.
+#[tokio::test]
+async fn service_addresses_are_loopback() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Service;
+    let env = Rig::get().test_env("smoke").await?;
+    let default = Api::<Service>::namespaced(env.kube.clone(), "default").get("kubernetes").await?;
+    env.apply(serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc"},
+        "spec": {"ports": [{"port": 80}], "selector": {"app": "none"}}}))
+        .await?;
+    let ours = Api::<Service>::namespaced(env.kube.clone(), &env.ns).get("svc").await?;
+    for svc in [default, ours] {
+        let ip: std::net::IpAddr = svc.spec.and_then(|s| s.cluster_ip).unwrap_or_default().parse()?;
+        assert!(ip.is_loopback(), "a Service address off loopback: {ip}");
+    }
+    Ok(())
+}

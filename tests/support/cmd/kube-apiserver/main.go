@@ -189,7 +189,10 @@ func run() int {
 		"--service-account-issuer=" + serviceAccountIssuer,
 		"--service-account-key-file=" + p("sa.key"),
 		"--service-account-signing-key-file=" + p("sa.key"),
-		"--service-cluster-ip-range=10.0.0.0/24",
+		// Loopback: a client that dials a Service's ClusterIP (a pod left with the
+		// default KUBERNETES_SERVICE_HOST) is refused on 127.0.1.x at once, and no
+		// private address can ever be a target.
+		"--service-cluster-ip-range=127.0.1.0/24",
 		"--allow-privileged=true",
 		"--profiling=false",
 		"-v=0",
