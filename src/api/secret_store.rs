@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 )]
 #[x_kube(validation = Rule::new("!has(self.provider.aws.auth) || !has(self.provider.aws.auth.secretRef) || (!has(self.provider.aws.auth.secretRef.accessKeyIDSecretRef.namespace) && !has(self.provider.aws.auth.secretRef.secretAccessKeySecretRef.namespace) && (!has(self.provider.aws.auth.secretRef.sessionTokenSecretRef) || !has(self.provider.aws.auth.secretRef.sessionTokenSecretRef.namespace)))")
     .message("a SecretStore reads credentials from its own namespace: remove namespace from provider.aws.auth.secretRef"))]
+#[x_kube(validation = Rule::new("!has(self.provider.aws.auth) || !has(self.provider.aws.auth.jwt) || !has(self.provider.aws.auth.jwt.serviceAccountRef.namespace)")
+    .message("a SecretStore uses ServiceAccounts of its own namespace: remove namespace from provider.aws.auth.jwt.serviceAccountRef"))]
 #[x_kube(validation = Rule::new("!has(self.controller) && !has(self.retrySettings) && !has(self.refreshInterval)")
     .message("spec.controller, spec.retrySettings and spec.refreshInterval of ESO's stores are not supported by Lockstep: remove them (Lockstep retries with its own backoff and checks stores hourly)"))]
 #[serde(rename_all = "camelCase")]
@@ -51,6 +53,8 @@ pub struct SecretStoreSpec {
 )]
 #[x_kube(validation = Rule::new("!has(self.provider.aws.auth) || !has(self.provider.aws.auth.secretRef) || (has(self.provider.aws.auth.secretRef.accessKeyIDSecretRef.namespace) && has(self.provider.aws.auth.secretRef.secretAccessKeySecretRef.namespace) && (!has(self.provider.aws.auth.secretRef.sessionTokenSecretRef) || has(self.provider.aws.auth.secretRef.sessionTokenSecretRef.namespace)))")
     .message("a ClusterSecretStore must name the namespace of each Secret in provider.aws.auth.secretRef"))]
+#[x_kube(validation = Rule::new("!has(self.provider.aws.auth) || !has(self.provider.aws.auth.jwt) || has(self.provider.aws.auth.jwt.serviceAccountRef.namespace)")
+    .message("a ClusterSecretStore must name the namespace of the ServiceAccount in provider.aws.auth.jwt.serviceAccountRef"))]
 #[x_kube(validation = Rule::new("!has(self.controller) && !has(self.retrySettings) && !has(self.refreshInterval)")
     .message("spec.controller, spec.retrySettings and spec.refreshInterval of ESO's stores are not supported by Lockstep: remove them (Lockstep retries with its own backoff and checks stores hourly)"))]
 #[serde(rename_all = "camelCase")]
@@ -179,16 +183,41 @@ pub struct AwsProvider {
 
 /// Credential sources other than the ambient chain.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[x_kube(validation = Rule::new("!has(self.jwt)").message("provider.aws.auth.jwt (a ServiceAccount's token) is not supported by Lockstep yet: use auth.secretRef, or remove auth to use the operator's own credentials"))]
-#[x_kube(validation = Rule::new("has(self.secretRef)").message("provider.aws.auth needs secretRef (or remove auth to use the pod's ambient credentials)"))]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.jwt)").message("provider.aws.auth needs exactly one of secretRef or jwt (or remove auth to use the pod's ambient credentials)"))]
 #[serde(rename_all = "camelCase")]
 pub struct AwsAuth {
     /// Static keys held in a Kubernetes Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<AwsSecretRef>,
+    /// A ServiceAccount's token, exchanged for the role's credentials with STS
+    /// AssumeRoleWithWebIdentity (IRSA per store).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::api::unsupported")]
-    pub jwt: Option<serde_json::Value>,
+    pub jwt: Option<AwsJwtAuth>,
+}
+
+/// ESO's `auth.jwt`: the ServiceAccount whose token the operator requests (TokenRequest API).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsJwtAuth {
+    pub service_account_ref: ServiceAccountSelector,
+}
+
+/// A ServiceAccount, and the audiences of the token requested for it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountSelector {
+    /// ServiceAccount name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Audiences of the token (default `sts.amazonaws.com`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub audiences: Vec<String>,
+    /// Namespace of the ServiceAccount: required for a ClusterSecretStore, not allowed for a
+    /// SecretStore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
 }
 
 /// Static AWS keys in a Kubernetes Secret.

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig, timeout::TimeoutConfig};
 use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
+use futures::future::BoxFuture;
 
 use super::sdk::Sdk;
 use super::seam::{Calls, StoreClient};
@@ -24,6 +25,50 @@ impl fmt::Debug for StaticKeys {
     }
 }
 
+/// A ServiceAccount whose token is exchanged for a role's credentials (`auth.jwt`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceAccountIdentity {
+    pub namespace: String,
+    pub name: String,
+    /// The token's audiences (`sts.amazonaws.com` unless the store names others).
+    pub audiences: Vec<String>,
+    /// The role AssumeRoleWithWebIdentity asks for.
+    pub role_arn: String,
+}
+
+/// Issues ServiceAccount tokens (the TokenRequest API); the controller implements it over its
+/// cluster client. A token is only ever handed to STS.
+pub trait ServiceAccountTokens: Send + Sync + fmt::Debug {
+    fn token<'a>(&'a self, sa: &'a ServiceAccountIdentity) -> BoxFuture<'a, Result<String, String>>;
+}
+
+/// No ServiceAccount tokens: for clients of stores without `auth.jwt`, outside the controller.
+#[derive(Debug)]
+pub struct NoTokens;
+
+impl ServiceAccountTokens for NoTokens {
+    fn token<'a>(&'a self, _: &'a ServiceAccountIdentity) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async { Err("no ServiceAccount tokens can be requested here".to_string()) })
+    }
+}
+
+/// The longest role session name STS accepts.
+const SESSION_NAME_MAX: usize = 64;
+
+/// The STS role session name of a store's sessions: `lockstep-<namespace>-<store>` (a
+/// ClusterSecretStore's without namespace), so CloudTrail shows which tenant asked. Characters STS
+/// does not allow become `-`; cut at STS's 64.
+pub fn session_name(namespace: Option<&str>, store: &str) -> String {
+    let raw = match namespace {
+        Some(ns) => format!("{}-{ns}-{store}", crate::MANAGER),
+        None => format!("{}-{store}", crate::MANAGER),
+    };
+    raw.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "+=,.@_-".contains(c) { c } else { '-' })
+        .take(SESSION_NAME_MAX)
+        .collect()
+}
+
 /// Everything a store's AWS client depends on: when this changes, the client is rebuilt.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StoreConfig {
@@ -37,11 +82,15 @@ pub struct StoreConfig {
     pub external_id: Option<String>,
     /// Static keys, or None for the ambient chain.
     pub keys: Option<StaticKeys>,
+    /// A ServiceAccount's web identity instead of keys or the ambient chain.
+    pub service_account: Option<ServiceAccountIdentity>,
+    /// The role session name of every STS session this store opens.
+    pub session_name: String,
 }
 
 impl StoreConfig {
     /// The config for a provider spec and the keys read for it.
-    pub fn new(aws: &AwsProvider, keys: Option<StaticKeys>) -> Self {
+    pub fn new(aws: &AwsProvider, keys: Option<StaticKeys>, session_name: String) -> Self {
         Self {
             region: aws.region.clone(),
             endpoint: aws.endpoint.clone(),
@@ -49,13 +98,50 @@ impl StoreConfig {
             role: aws.role.clone(),
             external_id: aws.external_id.clone(),
             keys,
+            service_account: None,
+            session_name,
         }
+    }
+
+    /// With a ServiceAccount's web identity. The role it asks for is the ServiceAccount's
+    /// `eks.amazonaws.com/role-arn` annotation, with the store's `role` assumed on top (ESO's
+    /// order); without the annotation, the store's `role` itself.
+    pub fn with_service_account(
+        mut self,
+        namespace: String,
+        name: String,
+        audiences: Vec<String>,
+        annotated_role: Option<String>,
+    ) -> Option<Self> {
+        let role_arn = match annotated_role {
+            Some(role) => role,
+            None => self.role.take()?,
+        };
+        let audiences = if audiences.is_empty() { vec![STS_AUDIENCE.to_string()] } else { audiences };
+        self.service_account = Some(ServiceAccountIdentity { namespace, name, audiences, role_arn });
+        Some(self)
     }
 }
 
-/// Build a store's AWS: credentials (static or ambient), then AssumeRole on top if asked, with
-/// STS calls sent to the configured endpoint; every call, STS's included, through `calls`.
-pub async fn build(cfg: &StoreConfig, calls: Arc<Calls>) -> StoreClient {
+/// The audience of a ServiceAccount token for STS, unless a store names others.
+pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
+
+/// An STS client that signs nothing (AssumeRoleWithWebIdentity is unsigned), on the store's STS
+/// endpoint when it has one.
+fn unsigned_sts(cfg: &StoreConfig, endpoint: Option<&String>) -> aws_sdk_sts::Client {
+    let mut conf = aws_sdk_sts::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(cfg.region.clone()));
+    if let Some(ep) = endpoint {
+        conf = conf.endpoint_url(ep.clone());
+    }
+    aws_sdk_sts::Client::from_conf(conf.build())
+}
+
+/// Build a store's AWS: credentials (static, a ServiceAccount's web identity, or ambient), then
+/// AssumeRole on top if asked, with STS calls sent to the configured endpoint; every call, STS's
+/// included, through `calls`.
+pub async fn build(cfg: &StoreConfig, calls: Arc<Calls>, tokens: Arc<dyn ServiceAccountTokens>) -> StoreClient {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(3))
         .operation_attempt_timeout(Duration::from_secs(10))
@@ -73,16 +159,14 @@ pub async fn build(cfg: &StoreConfig, calls: Arc<Calls>) -> StoreClient {
             None,
             "lockstep-secret-ref",
         ));
-    } else if let Some(ep) = sts_endpoint {
+    } else if let Some(sa) = &cfg.service_account {
+        let sts = unsigned_sts(cfg, sts_endpoint);
+        let web = StsCredentials::service_account(sts, sa.clone(), tokens, &cfg.session_name, calls.clone());
+        loader = loader.credentials_provider(SharedCredentialsProvider::new(web));
+    } else if sts_endpoint.is_some() {
         // IRSA with an STS endpoint override: the SDK's chain would call the public STS.
-        let sts = aws_sdk_sts::Client::from_conf(
-            aws_sdk_sts::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new(cfg.region.clone()))
-                .endpoint_url(ep.clone())
-                .build(),
-        );
-        if let Some(web) = StsCredentials::web_identity_from_env(sts, calls.clone()) {
+        let sts = unsigned_sts(cfg, sts_endpoint);
+        if let Some(web) = StsCredentials::web_identity_from_env(sts, &cfg.session_name, calls.clone()) {
             loader = loader.credentials_provider(SharedCredentialsProvider::new(web));
         }
     }
@@ -96,7 +180,8 @@ pub async fn build(cfg: &StoreConfig, calls: Arc<Calls>) -> StoreClient {
     let conf = match &cfg.role {
         Some(role) => {
             let sts = aws_sdk_sts::Client::new(&sts_base);
-            let provider = StsCredentials::assume_role(sts, role, cfg.external_id.as_deref(), calls.clone());
+            let provider =
+                StsCredentials::assume_role(sts, role, cfg.external_id.as_deref(), &cfg.session_name, calls.clone());
             base.to_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build()
         }
         None => base,
@@ -115,4 +200,42 @@ pub async fn build(cfg: &StoreConfig, calls: Arc<Calls>) -> StoreClient {
         sts: aws_sdk_sts::Client::from_conf(sts.build()),
     };
     StoreClient::new(Arc::new(sdk), calls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_names_say_who_asked_within_stss_rules() {
+        assert_eq!(session_name(Some("team-a"), "aws"), "lockstep-team-a-aws");
+        assert_eq!(session_name(None, "shared"), "lockstep-shared");
+        let long = session_name(Some(&"n".repeat(63)), &"s".repeat(253));
+        assert_eq!(long.len(), SESSION_NAME_MAX);
+        assert!(long.starts_with("lockstep-nnn"));
+        assert_eq!(session_name(Some("a"), "b:c/d"), "lockstep-a-b-c-d", "characters STS refuses become -");
+    }
+
+    #[test]
+    fn a_service_account_asks_for_its_annotated_role_and_the_store_role_goes_on_top() {
+        let aws = AwsProvider { role: Some("arn:aws:iam::1:role/store".into()), ..Default::default() };
+        let base = StoreConfig::new(&aws, None, "s".into());
+        let annotated = base
+            .clone()
+            .with_service_account("ns".into(), "sa".into(), vec![], Some("arn:aws:iam::1:role/sa".into()))
+            .expect("a role");
+        let sa = annotated.service_account.as_ref().expect("a service account");
+        assert_eq!(
+            (sa.role_arn.as_str(), annotated.role.as_deref()),
+            ("arn:aws:iam::1:role/sa", Some("arn:aws:iam::1:role/store"))
+        );
+        assert_eq!(sa.audiences, [STS_AUDIENCE]);
+        let store_role =
+            base.clone().with_service_account("ns".into(), "sa".into(), vec!["x".into()], None).expect("a role");
+        let sa = store_role.service_account.as_ref().expect("a service account");
+        assert_eq!((sa.role_arn.as_str(), store_role.role.as_deref()), ("arn:aws:iam::1:role/store", None));
+        assert_eq!(sa.audiences, ["x"]);
+        let no_role = StoreConfig::new(&AwsProvider::default(), None, "s".into());
+        assert!(no_role.with_service_account("ns".into(), "sa".into(), vec![], None).is_none(), "no role anywhere");
+    }
 }

@@ -12,6 +12,8 @@ mod sdk;
 mod seam;
 mod sts_credentials;
 
-pub use client::{StaticKeys, StoreConfig, build};
+pub use client::{
+    NoTokens, STS_AUDIENCE, ServiceAccountIdentity, ServiceAccountTokens, StaticKeys, StoreConfig, build, session_name,
+};
 pub use errors::{classify, classify_code};
 pub use seam::{BATCH_MAX, BatchPage, Calls, ListPage, StoreClient, Transport};

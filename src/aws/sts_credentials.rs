@@ -15,12 +15,14 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::{self, ProvideCredentials, error::CredentialsError, future};
 
 use super::classify;
+use super::client::{ServiceAccountIdentity, ServiceAccountTokens};
 use super::seam::Calls;
 
 #[derive(Debug)]
 enum Call {
     AssumeRole { external_id: Option<String> },
     WebIdentity { token_file: PathBuf },
+    ServiceAccount { sa: ServiceAccountIdentity, tokens: Arc<dyn ServiceAccountTokens> },
 }
 
 /// A credentials provider that asks STS.
@@ -28,23 +30,60 @@ enum Call {
 pub struct StsCredentials {
     sts: aws_sdk_sts::Client,
     role_arn: String,
+    session_name: String,
     call: Call,
     calls: Arc<Calls>,
 }
 
 impl StsCredentials {
     /// AssumeRole with the credentials `sts` is configured with.
-    pub fn assume_role(sts: aws_sdk_sts::Client, role_arn: &str, external_id: Option<&str>, calls: Arc<Calls>) -> Self {
+    pub fn assume_role(
+        sts: aws_sdk_sts::Client,
+        role_arn: &str,
+        external_id: Option<&str>,
+        session_name: &str,
+        calls: Arc<Calls>,
+    ) -> Self {
         let call = Call::AssumeRole { external_id: external_id.map(String::from) };
-        Self { sts, role_arn: role_arn.into(), call, calls }
+        Self { sts, role_arn: role_arn.into(), session_name: session_name.into(), call, calls }
+    }
+
+    /// AssumeRoleWithWebIdentity with a token requested for a ServiceAccount, a fresh one each time
+    /// the credentials are renewed.
+    pub fn service_account(
+        sts: aws_sdk_sts::Client,
+        sa: ServiceAccountIdentity,
+        tokens: Arc<dyn ServiceAccountTokens>,
+        session_name: &str,
+        calls: Arc<Calls>,
+    ) -> Self {
+        let role_arn = sa.role_arn.clone();
+        Self { sts, role_arn, session_name: session_name.into(), call: Call::ServiceAccount { sa, tokens }, calls }
     }
 
     /// AssumeRoleWithWebIdentity from `AWS_ROLE_ARN` and `AWS_WEB_IDENTITY_TOKEN_FILE` (what IRSA
     /// injects), if both are set.
-    pub fn web_identity_from_env(sts: aws_sdk_sts::Client, calls: Arc<Calls>) -> Option<Self> {
+    pub fn web_identity_from_env(sts: aws_sdk_sts::Client, session_name: &str, calls: Arc<Calls>) -> Option<Self> {
         let role_arn = std::env::var("AWS_ROLE_ARN").ok().filter(|v| !v.is_empty())?;
         let token_file = std::env::var_os("AWS_WEB_IDENTITY_TOKEN_FILE").filter(|v| !v.is_empty())?;
-        Some(Self { sts, role_arn, call: Call::WebIdentity { token_file: PathBuf::from(token_file) }, calls })
+        let call = Call::WebIdentity { token_file: PathBuf::from(token_file) };
+        Some(Self { sts, role_arn, session_name: session_name.into(), call, calls })
+    }
+
+    async fn with_web_identity(
+        &self,
+        token: &str,
+    ) -> Result<Option<aws_sdk_sts::types::Credentials>, crate::error::Error> {
+        let role = self.role_arn.as_str();
+        let send = self
+            .sts
+            .assume_role_with_web_identity()
+            .role_arn(role)
+            .role_session_name(&self.session_name)
+            .web_identity_token(token.trim())
+            .send();
+        let sent = async { send.await.map(|o| o.credentials).map_err(|e| classify(&e, role)) };
+        self.calls.call("AssumeRoleWithWebIdentity", sent).await
     }
 
     async fn load(&self) -> provider::Result {
@@ -55,7 +94,7 @@ impl StsCredentials {
                     .sts
                     .assume_role()
                     .role_arn(role)
-                    .role_session_name(crate::MANAGER)
+                    .role_session_name(&self.session_name)
                     .set_external_id(external_id.clone())
                     .send();
                 let sent = async { send.await.map(|o| o.credentials).map_err(|e| classify(&e, role)) };
@@ -63,15 +102,11 @@ impl StsCredentials {
             }
             Call::WebIdentity { token_file } => {
                 let token = tokio::fs::read_to_string(token_file).await.map_err(CredentialsError::provider_error)?;
-                let send = self
-                    .sts
-                    .assume_role_with_web_identity()
-                    .role_arn(role)
-                    .role_session_name(crate::MANAGER)
-                    .web_identity_token(token.trim())
-                    .send();
-                let sent = async { send.await.map(|o| o.credentials).map_err(|e| classify(&e, role)) };
-                self.calls.call("AssumeRoleWithWebIdentity", sent).await
+                self.with_web_identity(&token).await
+            }
+            Call::ServiceAccount { sa, tokens } => {
+                let token = tokens.token(sa).await.map_err(CredentialsError::not_loaded)?;
+                self.with_web_identity(&token).await
             }
         };
         let c = credentials

@@ -47,7 +47,7 @@ async fn reconcile<S: Store>(store: Arc<S>, ctx: Arc<Context>) -> Result<Action>
     let id = store.id();
     let outcome = validate(&ctx, &*store).await;
     let (reason, message) = match &outcome {
-        Ok(()) => (Reason::Valid, "credentials resolve and AWS answers".to_string()),
+        Ok(identity) => (Reason::Valid, format!("credentials resolve to {identity} and AWS answers")),
         Err(e) => (e.reason(), e.to_string()),
     };
     let previous = store.status().cloned().unwrap_or_default();
@@ -65,8 +65,9 @@ async fn reconcile<S: Store>(store: Arc<S>, ctx: Arc<Context>) -> Result<Action>
     Ok(status::next_action(next, Some(REVALIDATE)))
 }
 
-async fn validate<S: Store>(ctx: &Context, store: &S) -> Result<()> {
+/// The identity the store's credentials resolve to (STS GetCallerIdentity: an ARN, never a key).
+async fn validate<S: Store>(ctx: &Context, store: &S) -> Result<String> {
     let cred_ns = store.credential_namespace();
     let client = ctx.stores.client_for(&store.id(), store.provider(), cred_ns.as_deref()).await?;
-    client.caller_identity().await.map(drop)
+    client.caller_identity().await
 }

@@ -5,7 +5,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use futures::future::BoxFuture;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::api::PostParams;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
@@ -13,8 +16,11 @@ use serde::Serialize;
 use super::StoreId;
 use super::fetcher::Fetcher;
 use super::watch::Watched;
-use crate::api::{AwsProvider, ClusterSecretStore, SecretKeySelector, SecretStore, SecretStoreStatus, StoreKind};
-use crate::aws::{self, Calls, StaticKeys, StoreClient, StoreConfig};
+use crate::api::{
+    AwsProvider, ClusterSecretStore, SecretKeySelector, SecretStore, SecretStoreStatus, ServiceAccountSelector,
+    StoreKind,
+};
+use crate::aws::{self, Calls, ServiceAccountIdentity, ServiceAccountTokens, StaticKeys, StoreClient, StoreConfig};
 use crate::error::{Error, Result};
 use crate::lock;
 use crate::metrics::Metrics;
@@ -178,19 +184,46 @@ impl Stores {
     /// change. `cred_ns` is where its credential Secrets live (see [`Store::credential_namespace`]).
     pub async fn client_for(&self, id: &StoreId, aws: &AwsProvider, cred_ns: Option<&str>) -> Result<StoreClient> {
         let keys = self.static_keys(aws, cred_ns).await?;
-        let cfg = StoreConfig::new(aws, keys);
+        let cfg = StoreConfig::new(aws, keys, aws::session_name(id.namespace.as_deref(), &id.name));
+        let cfg = match aws.auth.as_ref().and_then(|a| a.jwt.as_ref()) {
+            Some(jwt) => self.with_service_account(cfg, &jwt.service_account_ref, cred_ns).await?,
+            None => cfg,
+        };
         let (calls, changed) = match lock(&self.clients).get(id) {
             Some((known, client)) if *known == cfg => return Ok(client.clone()),
             Some((_, client)) => (client.calls().clone(), true),
             None => (Calls::new(self.metrics.clone(), id.to_string(), self.rate.qps, self.rate.burst), false),
         };
-        let client = aws::build(&cfg, calls).await;
+        let tokens = Arc::new(Tokens { client: self.client.clone() });
+        let client = aws::build(&cfg, calls, tokens).await;
         lock(&self.clients).insert(id.clone(), (cfg, client.clone()));
         if changed {
             // What was seen through the old settings says nothing about the new ones.
             self.fetcher.forget(id);
         }
         Ok(client)
+    }
+
+    /// The ServiceAccount `aws.auth.jwt` names, and the role its token is exchanged for.
+    async fn with_service_account(
+        &self,
+        cfg: StoreConfig,
+        sel: &ServiceAccountSelector,
+        cred_ns: Option<&str>,
+    ) -> Result<StoreConfig> {
+        let ns = service_account_namespace(sel, cred_ns)?;
+        let sa = Api::<ServiceAccount>::namespaced(self.client.clone(), &ns).get_opt(&sel.name).await.map_err(|e| {
+            let e = Error::from(e);
+            Error::StoreNotReady(format!("cannot read ServiceAccount {ns}/{}: {e}", sel.name))
+        })?;
+        let sa = sa.ok_or_else(|| Error::StoreNotReady(format!("ServiceAccount {ns}/{} not found", sel.name)))?;
+        let annotated = sa.annotations().get(ROLE_ANNOTATION).filter(|r| !r.is_empty()).cloned();
+        cfg.with_service_account(ns.clone(), sel.name.clone(), sel.audiences.clone(), annotated).ok_or_else(|| {
+            Error::StoreNotReady(format!(
+                "no role for ServiceAccount {ns}/{}: set provider.aws.role or annotate it with {ROLE_ANNOTATION}",
+                sel.name
+            ))
+        })
     }
 
     /// The keys `aws.auth.secretRef` names, each credential Secret read once.
@@ -246,6 +279,63 @@ impl Stores {
     }
 }
 
+/// The annotation IRSA puts on a ServiceAccount: the role its tokens are for.
+pub const ROLE_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
+
+/// How long a requested token lives: the shortest the TokenRequest API issues. It is handed to STS
+/// at once; a fresh one is requested whenever the credentials are renewed.
+const TOKEN_SECONDS: i64 = 600;
+
+/// ServiceAccount tokens from the TokenRequest API.
+struct Tokens {
+    client: Client,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tokens")
+    }
+}
+
+impl ServiceAccountTokens for Tokens {
+    fn token<'a>(&'a self, sa: &'a ServiceAccountIdentity) -> BoxFuture<'a, std::result::Result<String, String>> {
+        Box::pin(async move {
+            let request = TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    audiences: Some(sa.audiences.clone()),
+                    expiration_seconds: Some(TOKEN_SECONDS),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let api = Api::<ServiceAccount>::namespaced(self.client.clone(), &sa.namespace);
+            let issued = api.create_token_request(&sa.name, &PostParams::default(), &request).await.map_err(|e| {
+                format!("cannot request a token for ServiceAccount {}/{}: {}", sa.namespace, sa.name, Error::from(e))
+            })?;
+            issued
+                .status
+                .and_then(|s| s.token)
+                .ok_or_else(|| format!("the TokenRequest for {}/{} returned no token", sa.namespace, sa.name))
+        })
+    }
+}
+
+/// The namespace of the ServiceAccount `auth.jwt` names: the same rule as credential Secrets'.
+fn service_account_namespace(sel: &ServiceAccountSelector, own: Option<&str>) -> Result<String> {
+    match (own, sel.namespace.as_deref()) {
+        (Some(own), Some(other)) if other != own => Err(Error::StoreNotReady(format!(
+            "a SecretStore uses ServiceAccounts of its own namespace: ServiceAccount {:?} names namespace {other:?}; remove namespace from provider.aws.auth.jwt.serviceAccountRef",
+            sel.name
+        ))),
+        (Some(own), _) => Ok(own.to_string()),
+        (None, Some(named)) => Ok(named.to_string()),
+        (None, None) => Err(Error::StoreNotReady(format!(
+            "ServiceAccount {:?} needs a namespace in a ClusterSecretStore",
+            sel.name
+        ))),
+    }
+}
+
 /// The namespace a credential Secret is read from. A SecretStore (`own` is its namespace) reads its
 /// own namespace only: admission refuses `namespace` on its secretRef, and this refuses it again
 /// should a CRD without that rule be installed. A ClusterSecretStore (`own` None) names it.
@@ -275,5 +365,20 @@ mod tests {
         // A ClusterSecretStore names the namespace (None is refused later, with its own message).
         assert_eq!(credential_namespace(&sel(Some("ops")), None).ok(), Some(Some("ops".into())));
         assert_eq!(credential_namespace(&sel(None), None).ok(), Some(None));
+    }
+
+    #[test]
+    fn a_secret_store_never_uses_a_service_account_of_another_namespace() {
+        let sel = |ns: Option<&str>| ServiceAccountSelector {
+            name: "sa".into(),
+            namespace: ns.map(String::from),
+            ..Default::default()
+        };
+        assert_eq!(service_account_namespace(&sel(None), Some("team")).ok().as_deref(), Some("team"));
+        assert_eq!(service_account_namespace(&sel(Some("team")), Some("team")).ok().as_deref(), Some("team"));
+        let err = service_account_namespace(&sel(Some("kube-system")), Some("team")).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("own namespace") && e.contains("kube-system")));
+        assert_eq!(service_account_namespace(&sel(Some("ops")), None).ok().as_deref(), Some("ops"));
+        assert!(service_account_namespace(&sel(None), None).is_err(), "a ClusterSecretStore names the namespace");
     }
 }

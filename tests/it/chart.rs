@@ -123,11 +123,13 @@ fn chart_lints_and_renders_a_hardened_pod_in_both_scopes() -> anyhow::Result<()>
     assert_eq!(verbs(&docs, "externalsecrets/status"), ["patch"]);
     assert_eq!(verbs(&docs, "leases"), ["create", "get", "update"]);
     assert!(verbs(&docs, "serviceaccounts/token").is_empty(), "no token requests unless jwt is enabled");
+    assert!(verbs(&docs, "serviceaccounts").is_empty(), "no ServiceAccount reads unless jwt is enabled");
     assert!(find(&docs, "ServiceMonitor").is_empty() && find(&docs, "PodDisruptionBudget").is_empty());
 
     let docs =
         template(&["jwt.enabled=true", "metrics.serviceMonitor.enabled=true", "podDisruptionBudget.enabled=true"])?;
     assert_eq!(verbs(&docs, "serviceaccounts/token"), ["create"]);
+    assert_eq!(verbs(&docs, "serviceaccounts"), ["get"]);
     assert_eq!(find(&docs, "ServiceMonitor").len(), 1);
     assert_eq!(find(&docs, "PodDisruptionBudget").len(), 1);
 
@@ -332,5 +334,54 @@ async fn namespace_scoped_install_cannot_read_other_namespaces() -> anyhow::Resu
 
     let logs = w.operator.logs();
     assert!(!logs.to_lowercase().contains("forbidden"), "{logs}");
+    Ok(())
+}
+
+/// `jwt.enabled=true`: the chart's ServiceAccount may request tokens and read ServiceAccounts
+/// (for the role annotation) and nothing broader, and the operator running as it syncs through a
+/// store with `auth.jwt.serviceAccountRef`.
+#[tokio::test]
+async fn with_jwt_enabled_the_chart_operator_syncs_through_a_service_account_token() -> anyhow::Result<()> {
+    let rig = Rig::get();
+    let env = rig.test_env("chart-jwt").await?;
+    install_crds(&env.kube).await?;
+    let sa = helm_install(&env.ns, &["jwt.enabled=true"])?;
+    let kubeconfig = kubeconfig_for(&env.kube, &env.ns, &sa).await?;
+    let as_sa = client_from(&kubeconfig).await?;
+    env.apply(serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "tenant", "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/tenant"}}}))
+    .await?;
+    let accounts = Api::<ServiceAccount>::namespaced(as_sa.clone(), &env.ns);
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec { audiences: Some(vec!["sts.amazonaws.com".into()]), ..Default::default() }),
+        ..Default::default()
+    };
+    let issued = accounts.create_token_request("tenant", &PostParams::default(), &request).await?;
+    assert!(issued.status.and_then(|s| s.token).is_some_and(|t| !t.is_empty()), "a token");
+    accounts.get("tenant").await?;
+    assert!(forbidden(accounts.list(&ListParams::default()).await), "no listing of ServiceAccounts");
+    let mut other = ServiceAccount::default();
+    other.metadata.name = Some("made-by-the-operator".into());
+    assert!(forbidden(accounts.create(&PostParams::default(), &other).await), "no creating them");
+
+    let ns = env.ns.clone();
+    let operator = Operator::start(
+        LOCKSTEP,
+        &kubeconfig,
+        &["--namespace", &ns, "--leader-elect", "--lease-name", &sa, "--lease-namespace", &ns],
+        &[],
+    )?;
+    let w = World { env, operator };
+    let jwt = serde_json::json!({"auth": {"jwt": {"serviceAccountRef": {"name": "tenant"}}}});
+    w.apply(secret_store("aws", &rig.emulator.endpoint).ambient().aws(jwt)).await?;
+    let src = w.create_aws("db", "one").await?;
+    w.external_secret("db", es("aws").refresh("1s").key("password", &src)).await?;
+    w.wait_value("db", "password", "one").await?;
+    let logs = w.operator.logs();
+    let denied = logs
+        .lines()
+        .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest))
+        .any(|l| l.contains("403") || l.to_lowercase().contains("forbidden"));
+    assert!(!denied, "{logs}");
     Ok(())
 }

@@ -39,8 +39,8 @@ fn assert_lacks(what: &str, text: &str, value: &str) {
 }
 
 /// The credentials moto's STS issued for AssumeRole of `role`: key id, secret key, session token.
-fn assumed_credentials(role: &str) -> anyhow::Result<Vec<String>> {
-    let state: serde_json::Value = serde_json::from_str(&Rig::get().emulator.moto_api("GET", "/moto-api/data.json")?)?;
+fn assumed_credentials(emulator: &lockstep_rig::Emulator, role: &str) -> anyhow::Result<Vec<String>> {
+    let state: serde_json::Value = serde_json::from_str(&emulator.moto_api("GET", "/moto-api/data.json")?)?;
     let issued = state["sts"]["AssumedRole"].as_array().cloned().expect("moto lists the roles it assumed");
     let fields = ["access_key_id", "secret_access_key", "session_token"];
     let ours = issued.iter().filter(|r| r["role_arn"] == role);
@@ -80,6 +80,18 @@ async fn no_value_leaks_at_trace_level() -> anyhow::Result<()> {
     // AssumeRole on top: the credentials STS issues must not show either.
     let role = format!("arn:aws:iam::123456789012:role/{ns}");
     w.apply(sentinel_store("role", &rig.emulator.endpoint).aws(json!({"role": role}))).await?;
+    // A ServiceAccount's token exchanged for a role (auth.jwt), on an emulator of its own whose
+    // recording shows the token: neither it nor the credentials STS issues for it may show.
+    let jwt_emu = lockstep_rig::Emulator::dedicated()?;
+    jwt_emu.client().create_secret().name("jwt/db").secret_string(format!("{SENTINEL}-jwt")).send().await?;
+    jwt_emu.start_recording()?;
+    let jwt_role = format!("arn:aws:iam::123456789012:role/{ns}-jwt");
+    w.apply(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "tenant", "annotations": {"eks.amazonaws.com/role-arn": jwt_role}}}))
+        .await?;
+    let jwt = json!({"auth": {"jwt": {"serviceAccountRef": {"name": "tenant"}}}});
+    w.apply(secret_store("jwt", &jwt_emu.endpoint).ambient().aws(jwt)).await?;
+    w.external_secret("jwt", es("jwt").refresh("1s").key("k", "jwt/db")).await?;
     // A store watching one key polls it with DescribeSecret (more keys: ListSecrets).
     w.apply(sentinel_store("role-one", &rig.emulator.endpoint).aws(json!({"role": role}))).await?;
 
@@ -165,7 +177,32 @@ async fn no_value_leaks_at_trace_level() -> anyhow::Result<()> {
 
     let logs = w.operator.logs();
     assert!(logs.contains("TRACE"), "the operator must have run at trace level");
-    for credential in assumed_credentials(&role)? {
+    w.wait_value("jwt", "k", &format!("{SENTINEL}-jwt")).await?;
+    let recording = jwt_emu.moto_api("GET", "/moto-api/recorder/download-recording")?;
+    let bodies: String = recording
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| {
+            let raw = v["body"].as_str().unwrap_or_default().to_string();
+            match v["body_encoded"].as_bool() {
+                Some(true) => {
+                    String::from_utf8_lossy(&base64::engine::general_purpose::STANDARD.decode(raw).unwrap_or_default())
+                        .to_string()
+                }
+                _ => raw,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let tokens: Vec<String> = bodies
+        .split(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        .filter(|t| t.starts_with("eyJ") && t.matches('.').count() == 2)
+        .map(String::from)
+        .collect();
+    anyhow::ensure!(!tokens.is_empty(), "the ServiceAccount token reached STS");
+    let issued =
+        assumed_credentials(&rig.emulator, &role)?.into_iter().chain(assumed_credentials(&jwt_emu, &jwt_role)?);
+    for credential in issued.chain(tokens) {
         assert_lacks("the operator log", &logs, &credential);
     }
     assert_clean("the operator log", &logs);

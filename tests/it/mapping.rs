@@ -258,9 +258,16 @@ async fn batch_get_chunks_by_20_and_answers_per_id() -> anyhow::Result<()> {
         role: None,
         external_id: None,
         keys: Some(keys),
+        service_account: None,
+        session_name: "lockstep-test".into(),
     };
     let metrics = std::sync::Arc::new(lockstep::metrics::Metrics::default());
-    let client = lockstep::aws::build(&cfg, Calls::new(metrics.clone(), "test/store".into(), 100.0, 10)).await;
+    let client = lockstep::aws::build(
+        &cfg,
+        Calls::new(metrics.clone(), "test/store".into(), 100.0, 10),
+        std::sync::Arc::new(lockstep::aws::NoTokens),
+    )
+    .await;
 
     emu.start_recording()?;
     let results = client.batch_get(&ids).await;
@@ -297,14 +304,18 @@ async fn examples_are_accepted_by_the_apiserver() -> anyhow::Result<()> {
         }
         let text = std::fs::read_to_string(&path)?;
         for doc in serde_yaml::Deserializer::from_str(&text) {
-            let obj: serde_json::Value = serde::Deserialize::deserialize(doc)?;
-            if obj["kind"] != "ExternalSecret" {
+            let mut obj: serde_json::Value = serde::Deserialize::deserialize(doc)?;
+            if obj["kind"] != "ExternalSecret" && obj["kind"] != "SecretStore" {
                 continue;
+            }
+            // Into the test's namespace (examples name theirs, e.g. team-a).
+            if let Some(meta) = obj["metadata"].as_object_mut() {
+                meta.remove("namespace");
             }
             env.apply(obj).await.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             applied += 1;
         }
     }
-    assert!(applied >= 5, "{applied}");
+    assert!(applied >= 8, "{applied}");
     Ok(())
 }

@@ -453,7 +453,13 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
         (
             "SecretStore",
             json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1", "auth": {}}}}),
-            "provider.aws.auth needs secretRef",
+            "provider.aws.auth needs exactly one of secretRef or jwt",
+        ),
+        (
+            "ClusterSecretStore",
+            json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1",
+                "auth": {"jwt": {"serviceAccountRef": {"name": "sa"}}}}}}),
+            "a ClusterSecretStore must name the namespace of the ServiceAccount",
         ),
         (
             "ClusterSecretStore",

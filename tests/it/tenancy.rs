@@ -33,3 +33,128 @@ async fn a_store_of_the_same_name_in_another_namespace_is_never_used() -> anyhow
     w.wait_value("es", "k", "v").await?;
     Ok(())
 }
+
+/// The form fields of each recorded STS call of `action` (bodies are `application/x-www-form-urlencoded`).
+fn sts_calls(recording: &str, action: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    use base64::Engine;
+    let decode = |s: &str| {
+        let bytes = s.replace('+', " ").into_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            match (bytes[i], bytes.get(i + 1..i + 3)) {
+                (b'%', Some(hex)) => {
+                    out.push(u8::from_str_radix(std::str::from_utf8(hex).unwrap_or("00"), 16).unwrap_or(0));
+                    i += 3;
+                }
+                (b, _) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).to_string()
+    };
+    recording
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| {
+            let raw = v["body"].as_str().unwrap_or_default().to_string();
+            if v["body_encoded"].as_bool() == Some(true) {
+                let bytes = base64::engine::general_purpose::STANDARD.decode(raw).unwrap_or_default();
+                String::from_utf8_lossy(&bytes).to_string()
+            } else {
+                raw
+            }
+        })
+        .map(|body| body.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (decode(k), decode(v))).collect())
+        .filter(|form: &std::collections::BTreeMap<String, String>| {
+            form.get("Action").map(String::as_str) == Some(action)
+        })
+        .collect()
+}
+
+/// The claims of a JWT (its middle part), unverified.
+fn claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT has three parts");
+    let bytes =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// `auth.jwt.serviceAccountRef`: the operator requests a token for the store's ServiceAccount
+/// (TokenRequest on the real apiserver, audience `sts.amazonaws.com`) and exchanges it with STS
+/// AssumeRoleWithWebIdentity for the ServiceAccount's annotated role, or the store's `role` when
+/// it has no annotation; one STS call per credential lifetime however many syncs, each store its
+/// own session named after it. A store naming another namespace's ServiceAccount is refused at
+/// admission (and again at run time: `controller::stores::tests`).
+#[tokio::test]
+async fn a_service_account_ref_store_exchanges_the_accounts_token_for_its_role() -> anyhow::Result<()> {
+    use lockstep_rig::Emulator;
+    use serde_json::json;
+    let w = World::new("jwt").await?;
+    let emu = Emulator::dedicated()?;
+    emu.client().create_secret().name("jwt/db").secret_string("v1").send().await?;
+    let annotated = "arn:aws:iam::123456789012:role/team-a";
+    let store_role = "arn:aws:iam::123456789012:role/team-b";
+    w.apply(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "team-a", "annotations": {"eks.amazonaws.com/role-arn": annotated}}}))
+        .await?;
+    w.apply(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "team-b"}})).await?;
+    emu.start_recording()?;
+    let jwt = |sa: &str| json!({"auth": {"jwt": {"serviceAccountRef": {"name": sa}}}});
+    w.apply(secret_store("by-annotation", &emu.endpoint).ambient().aws(jwt("team-a"))).await?;
+    let mut by_role = jwt("team-b");
+    by_role["role"] = json!(store_role);
+    w.apply(secret_store("by-role", &emu.endpoint).ambient().aws(by_role)).await?;
+    w.apply(secret_store("no-role", &emu.endpoint).ambient().aws(jwt("team-b"))).await?;
+    for store in ["by-annotation", "by-role", "no-role"] {
+        w.external_secret(store, es(store).refresh("1s").key("k", "jwt/db")).await?;
+    }
+    w.wait_value("by-annotation", "k", "v1").await?;
+    w.wait_value("by-role", "k", "v1").await?;
+    let msg = w.wait_reason("no-role", "StoreNotReady").await?;
+    assert!(msg.contains("eks.amazonaws.com/role-arn"), "says how to name a role: {msg}");
+    // Syncs after the first reuse the credentials.
+    for v in ["v2", "v3"] {
+        emu.client().put_secret_value().secret_id("jwt/db").secret_string(v).send().await?;
+        w.wait_value("by-annotation", "k", v).await?;
+        w.wait_value("by-role", "k", v).await?;
+    }
+    emu.moto_api("POST", "/moto-api/recorder/stop-recording")?;
+    let recording = emu.moto_api("GET", "/moto-api/recorder/download-recording")?;
+    let calls = sts_calls(&recording, "AssumeRoleWithWebIdentity");
+    let roles: std::collections::BTreeSet<&str> =
+        calls.iter().filter_map(|c| c.get("RoleArn").map(String::as_str)).collect();
+    assert_eq!(roles, [annotated, store_role].into(), "the annotated role, and the store's role without one");
+    assert_eq!(
+        calls.len(),
+        2,
+        "one STS call per store for many syncs: {:?}",
+        calls.iter().map(|c| &c["RoleArn"]).collect::<Vec<_>>()
+    );
+    for call in &calls {
+        let sa = if call["RoleArn"] == annotated { "team-a" } else { "team-b" };
+        let store = if sa == "team-a" { "by-annotation" } else { "by-role" };
+        assert_eq!(call["RoleSessionName"], format!("lockstep-{}-{store}", w.ns()), "the session says who asked");
+        let claims = claims(&call["WebIdentityToken"]);
+        assert_eq!(claims["aud"], json!(["sts.amazonaws.com"]), "{claims}");
+        assert_eq!(claims["sub"], format!("system:serviceaccount:{}:{sa}", w.ns()), "{claims}");
+    }
+    let metrics = w.operator.metrics()?;
+    let counted = metrics.sum("lockstep_aws_calls_total", &[("operation", "AssumeRoleWithWebIdentity")]);
+    assert_eq!(counted, calls.len() as f64, "every STS call is counted: {}", metrics.text());
+
+    // The store's Ready condition names the identity it resolved to: the assumed role's session.
+    w.wait_store_ready("by-annotation").await?;
+    let store = w.api::<lockstep::api::SecretStore>().get("by-annotation").await?;
+    let ready = store.status.map(|s| s.conditions).unwrap_or_default();
+    let message = ready.iter().find(|c| c.type_ == "Ready").map(|c| c.message.clone()).unwrap_or_default();
+    assert!(message.contains("assumed-role/team-a/"), "{message}");
+
+    let other = json!({"auth": {"jwt": {"serviceAccountRef": {"name": "team-a", "namespace": "kube-system"}}}});
+    let refused = w.env.rejection(secret_store("elsewhere", &emu.endpoint).ambient().aws(other)).await?;
+    assert!(refused.contains("own namespace"), "{refused}");
+    Ok(())
+}

@@ -58,9 +58,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   resources: [deployments, statefulsets, daemonsets]
   verbs: [get, patch]
 {{- if .Values.jwt.enabled }}
-# auth.jwt: a TokenRequest for the ServiceAccount a store names.
+# auth.jwt: a TokenRequest for the ServiceAccount a store names, and a read of that ServiceAccount
+# for its eks.amazonaws.com/role-arn annotation.
 - apiGroups: [""]
   resources: [serviceaccounts/token]
   verbs: [create]
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [get]
 {{- end }}
 {{- end }}
