@@ -131,8 +131,8 @@ pub enum AwsService {
     .message("provider.aws.service ParameterStore is not supported by Lockstep: only SecretsManager"))]
 #[x_kube(validation = Rule::new("!has(self.prefix) && !has(self.secretsManager)")
     .message("provider.aws.prefix and provider.aws.secretsManager are not supported by Lockstep: remove them (name secrets in full in remoteRef.key)"))]
-#[x_kube(validation = Rule::new("!has(self.additionalRoles) && !has(self.sessionTags) && !has(self.transitiveTagKeys)")
-    .message("provider.aws.additionalRoles, sessionTags and transitiveTagKeys are not supported by Lockstep yet: remove them"))]
+#[x_kube(validation = Rule::new("has(self.role) || ((!has(self.sessionTags) || size(self.sessionTags) == 0) && (!has(self.transitiveTagKeys) || size(self.transitiveTagKeys) == 0))")
+    .message("provider.aws.sessionTags and transitiveTagKeys are tags of the session of provider.aws.role: set role, or remove them"))]
 #[serde(rename_all = "camelCase")]
 pub struct AwsProvider {
     /// SecretsManager (the only service Lockstep reads).
@@ -170,15 +170,36 @@ pub struct AwsProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::api::unsupported")]
     pub secrets_manager: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::api::unsupported_strings")]
-    pub additional_roles: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::api::unsupported_objects")]
-    pub session_tags: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::api::unsupported_strings")]
-    pub transitive_tag_keys: Option<serde_json::Value>,
+    /// Roles assumed in order before `role` (a chain: each with the credentials of the one
+    /// before), as in ESO.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "role_arns")]
+    pub additional_roles: Vec<String>,
+    /// Session tags of the `role` session (attribute-based access control).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub session_tags: Vec<SessionTag>,
+    /// Keys of `sessionTags` that pass on to sessions this one assumes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub transitive_tag_keys: Vec<String>,
+}
+
+/// At most 8 IAM role ARNs.
+fn role_arns(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "array", "maxItems": 8,
+        "description": "Roles assumed in order before `role` (a chain: each with the credentials of the one before), as in ESO.",
+        "items": {"type": "string", "maxLength": 2048, "pattern": "^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$"}})
+}
+
+/// An STS session tag.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionTag {
+    #[schemars(length(min = 1, max = 128))]
+    pub key: String,
+    #[schemars(length(max = 256))]
+    pub value: String,
 }
 
 /// Credential sources other than the ambient chain.

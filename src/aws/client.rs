@@ -80,6 +80,11 @@ pub struct StoreConfig {
     /// Role to assume on top of the credentials.
     pub role: Option<String>,
     pub external_id: Option<String>,
+    /// Roles assumed in order before `role`.
+    pub additional_roles: Vec<String>,
+    /// Session tags (key, value) and transitive keys of the `role` session.
+    pub session_tags: Vec<(String, String)>,
+    pub transitive_tag_keys: Vec<String>,
     /// Static keys, or None for the ambient chain.
     pub keys: Option<StaticKeys>,
     /// A ServiceAccount's web identity instead of keys or the ambient chain.
@@ -97,6 +102,9 @@ impl StoreConfig {
             sts_endpoint: aws.sts_endpoint.clone(),
             role: aws.role.clone(),
             external_id: aws.external_id.clone(),
+            additional_roles: aws.additional_roles.clone(),
+            session_tags: aws.session_tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect(),
+            transitive_tag_keys: aws.transitive_tag_keys.clone(),
             keys,
             service_account: None,
             session_name,
@@ -121,6 +129,14 @@ impl StoreConfig {
         self.service_account = Some(ServiceAccountIdentity { namespace, name, audiences, role_arn });
         Some(self)
     }
+}
+
+/// What an AssumeRole session carries besides the role.
+pub struct Session<'a> {
+    pub name: &'a str,
+    pub external_id: Option<&'a str>,
+    pub tags: &'a [(String, String)],
+    pub transitive_tag_keys: &'a [String],
 }
 
 /// The audience of a ServiceAccount token for STS, unless a store names others.
@@ -172,20 +188,25 @@ pub async fn build(cfg: &StoreConfig, calls: Arc<Calls>, tokens: Arc<dyn Service
     }
     let base: SdkConfig = loader.load().await;
 
-    let sts_base = match sts_endpoint {
-        Some(ep) => base.to_builder().endpoint_url(ep.clone()).build(),
-        None => base.clone(),
-    };
-
-    let conf = match &cfg.role {
-        Some(role) => {
-            let sts = aws_sdk_sts::Client::new(&sts_base);
-            let provider =
-                StsCredentials::assume_role(sts, role, cfg.external_id.as_deref(), &cfg.session_name, calls.clone());
-            base.to_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build()
-        }
-        None => base,
-    };
+    // The chain: each additional role with the credentials of the one before, then `role` (with
+    // the external id and the session tags), as ESO orders them.
+    let mut conf = base;
+    let chain = cfg.additional_roles.iter().map(|r| (r, None)).chain(cfg.role.iter().map(|r| (r, Some(cfg))));
+    for (role, last) in chain {
+        let sts_conf = match sts_endpoint {
+            Some(ep) => conf.to_builder().endpoint_url(ep.clone()).build(),
+            None => conf.clone(),
+        };
+        let sts = aws_sdk_sts::Client::new(&sts_conf);
+        let session = Session {
+            name: &cfg.session_name,
+            external_id: last.and_then(|c| c.external_id.as_deref()),
+            tags: last.map(|c| c.session_tags.as_slice()).unwrap_or_default(),
+            transitive_tag_keys: last.map(|c| c.transitive_tag_keys.as_slice()).unwrap_or_default(),
+        };
+        let provider = StsCredentials::assume_role(sts, role, &session, calls.clone());
+        conf = conf.to_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build();
+    }
 
     let mut sm = aws_sdk_secretsmanager::config::Builder::from(&conf);
     if let Some(ep) = &cfg.endpoint {

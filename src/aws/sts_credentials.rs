@@ -15,12 +15,12 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::{self, ProvideCredentials, error::CredentialsError, future};
 
 use super::classify;
-use super::client::{ServiceAccountIdentity, ServiceAccountTokens};
+use super::client::{ServiceAccountIdentity, ServiceAccountTokens, Session};
 use super::seam::Calls;
 
 #[derive(Debug)]
 enum Call {
-    AssumeRole { external_id: Option<String> },
+    AssumeRole { external_id: Option<String>, tags: Vec<(String, String)>, transitive_tag_keys: Vec<String> },
     WebIdentity { token_file: PathBuf },
     ServiceAccount { sa: ServiceAccountIdentity, tokens: Arc<dyn ServiceAccountTokens> },
 }
@@ -37,15 +37,13 @@ pub struct StsCredentials {
 
 impl StsCredentials {
     /// AssumeRole with the credentials `sts` is configured with.
-    pub fn assume_role(
-        sts: aws_sdk_sts::Client,
-        role_arn: &str,
-        external_id: Option<&str>,
-        session_name: &str,
-        calls: Arc<Calls>,
-    ) -> Self {
-        let call = Call::AssumeRole { external_id: external_id.map(String::from) };
-        Self { sts, role_arn: role_arn.into(), session_name: session_name.into(), call, calls }
+    pub fn assume_role(sts: aws_sdk_sts::Client, role_arn: &str, session: &Session<'_>, calls: Arc<Calls>) -> Self {
+        let call = Call::AssumeRole {
+            external_id: session.external_id.map(String::from),
+            tags: session.tags.to_vec(),
+            transitive_tag_keys: session.transitive_tag_keys.to_vec(),
+        };
+        Self { sts, role_arn: role_arn.into(), session_name: session.name.into(), call, calls }
     }
 
     /// AssumeRoleWithWebIdentity with a token requested for a ServiceAccount, a fresh one each time
@@ -89,13 +87,20 @@ impl StsCredentials {
     async fn load(&self) -> provider::Result {
         let role = self.role_arn.as_str();
         let credentials = match &self.call {
-            Call::AssumeRole { external_id } => {
+            Call::AssumeRole { external_id, tags, transitive_tag_keys } => {
+                let tags = tags
+                    .iter()
+                    .map(|(k, v)| aws_sdk_sts::types::Tag::builder().key(k).value(v).build())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(CredentialsError::invalid_configuration)?;
                 let send = self
                     .sts
                     .assume_role()
                     .role_arn(role)
                     .role_session_name(&self.session_name)
                     .set_external_id(external_id.clone())
+                    .set_tags((!tags.is_empty()).then_some(tags))
+                    .set_transitive_tag_keys((!transitive_tag_keys.is_empty()).then(|| transitive_tag_keys.clone()))
                     .send();
                 let sent = async { send.await.map(|o| o.credentials).map_err(|e| classify(&e, role)) };
                 self.calls.call("AssumeRole", sent).await

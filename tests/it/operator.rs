@@ -462,6 +462,18 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
             "a ClusterSecretStore must name the namespace of the ServiceAccount",
         ),
         (
+            "SecretStore",
+            json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1",
+                "sessionTags": [{"key": "team", "value": "a"}]}}}),
+            "are tags of the session of provider.aws.role: set role",
+        ),
+        (
+            "SecretStore",
+            json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1",
+                "additionalRoles": ["not-an-arn"]}}}),
+            "additionalRoles",
+        ),
+        (
             "ClusterSecretStore",
             json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1", "auth": {"secretRef": {
             "accessKeyIDSecretRef": {"name": "c", "key": "a", "namespace": "n"},

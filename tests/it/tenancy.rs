@@ -158,3 +158,48 @@ async fn a_service_account_ref_store_exchanges_the_accounts_token_for_its_role()
     assert!(refused.contains("own namespace"), "{refused}");
     Ok(())
 }
+
+/// `additionalRoles` are assumed in order, each with the credentials of the one before, then `role`
+/// with the external id and the session tags; the whole chain once per credential lifetime.
+#[tokio::test]
+async fn additional_roles_are_a_chain_in_order_and_the_role_session_carries_the_tags() -> anyhow::Result<()> {
+    use lockstep_rig::Emulator;
+    use serde_json::json;
+    let w = World::new("chain").await?;
+    let emu = Emulator::dedicated()?;
+    emu.client().create_secret().name("chain/db").secret_string("v1").send().await?;
+    emu.start_recording()?;
+    let (hop1, hop2, role) = (
+        "arn:aws:iam::111111111111:role/hop-1",
+        "arn:aws:iam::222222222222:role/hop-2",
+        "arn:aws:iam::123456789012:role/reader",
+    );
+    let chain = json!({"additionalRoles": [hop1, hop2], "role": role, "externalID": "ext",
+        "sessionTags": [{"key": "team", "value": "a"}, {"key": "tier", "value": "gold"}], "transitiveTagKeys": ["team"]});
+    w.store(secret_store("aws", &emu.endpoint).aws(chain)).await?;
+    w.external_secret("es", es("aws").refresh("1s").key("k", "chain/db")).await?;
+    w.wait_value("es", "k", "v1").await?;
+    emu.client().put_secret_value().secret_id("chain/db").secret_string("v2").send().await?;
+    w.wait_value("es", "k", "v2").await?;
+    emu.moto_api("POST", "/moto-api/recorder/stop-recording")?;
+    let calls = sts_calls(&emu.moto_api("GET", "/moto-api/recorder/download-recording")?, "AssumeRole");
+    let order: Vec<&str> = calls.iter().map(|c| c["RoleArn"].as_str()).collect();
+    assert_eq!(order, [hop1, hop2, role], "the chain in order, once");
+    let last = &calls[2];
+    assert_eq!(last.get("ExternalId").map(String::as_str), Some("ext"));
+    let tags: std::collections::BTreeSet<(&str, &str)> = (1..=2)
+        .filter_map(|i| {
+            Some((
+                last.get(&format!("Tags.member.{i}.Key"))?.as_str(),
+                last.get(&format!("Tags.member.{i}.Value"))?.as_str(),
+            ))
+        })
+        .collect();
+    assert_eq!(tags, [("team", "a"), ("tier", "gold")].into(), "{last:?}");
+    assert_eq!(last.get("TransitiveTagKeys.member.1").map(String::as_str), Some("team"), "{last:?}");
+    for hop in &calls[..2] {
+        assert!(!hop.contains_key("ExternalId") && !hop.contains_key("Tags.member.1"), "hops carry neither: {hop:?}");
+        assert_eq!(hop["RoleSessionName"], format!("lockstep-{}-aws", w.ns()));
+    }
+    Ok(())
+}
