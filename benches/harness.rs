@@ -5,7 +5,12 @@
 //! BENCHMARKS.md. Under `cargo test` it runs a tiny configuration as a smoke test and writes nothing.
 //!
 //! Flags: `--es N` (1000), `--secrets M` (N * 4 / 5), `--refresh SECONDS` (60), `--rotations K` (50),
-//! `--no-write`. Under `cargo bench` the operator is the release build of `lockstep`.
+//! `--no-write`, `--events`. Under `cargo bench` the operator is the release build of `lockstep`.
+//!
+//! `--events` adds a phase after the polling one, on the same operator and secrets: the store reads
+//! an SQS queue that moto's EventBridge feeds (rule from examples/terraform/event-pattern.json),
+//! every ExternalSecret goes to `refreshInterval: 1h`, and K rotations (each followed by its
+//! CloudTrail-shaped event) are timed the same way; calls per hour count SQS too.
 //!
 //! `--soak SECONDS` (`make soak`: 600) instead keeps rotating one secret every `--rotate-every`
 //! seconds (3) after the cold start, then checks that every Secret holds its latest value, and
@@ -40,6 +45,8 @@ struct Args {
     rotations: usize,
     soak: u64,
     rotate_every: f64,
+    /// Also measure refresh from AWS events (refreshInterval 1 h, an SQS queue fed by EventBridge).
+    events: bool,
     write: bool,
     command: String,
 }
@@ -56,6 +63,7 @@ impl Args {
             rotations: 50,
             soak: 0,
             rotate_every: 3.0,
+            events: false,
             write: true,
             command: String::from("make bench"),
         };
@@ -82,11 +90,14 @@ impl Args {
                 "--soak" => a.soak = value.parse()?,
                 "--rotate-every" => a.rotate_every = value.parse()?,
                 "--no-write" => a.write = false,
+                "--events" => a.events = true,
                 "--bench" => {}
                 other if other.starts_with("--") => bail!("unknown flag {other}"),
                 _ => {} // a test-name filter from cargo
             }
-            if flag.starts_with("--") && !matches!(flag.as_str(), "--bench" | "--no-write") {
+            if flag == "--events" {
+                shown.push(flag.clone());
+            } else if flag.starts_with("--") && !matches!(flag.as_str(), "--bench" | "--no-write") {
                 shown.extend([flag.clone(), value]);
             }
         }
@@ -151,7 +162,12 @@ fn clock_ticks() -> f64 {
 
 /// The calls the operator made: the recorder also sees the harness's own writes.
 fn operator_calls(mut calls: BTreeMap<String, usize>) -> BTreeMap<String, usize> {
-    calls.retain(|op, _| !matches!(op.as_str(), "CreateSecret" | "PutSecretValue"));
+    calls.retain(|op, _| {
+        !matches!(
+            op.as_str(),
+            "CreateSecret" | "PutSecretValue" | "PutEvents" | "PutRule" | "PutTargets" | "CreateQueue"
+        )
+    });
     calls
 }
 
@@ -220,6 +236,166 @@ struct Report {
     naive_calls: BTreeMap<String, usize>,
     usage: Usage,
     idle_rss_mib: f64,
+    events: Option<EventsPhase>,
+}
+
+/// What K rotations cost and how fast they arrived.
+struct Rotated {
+    calls: BTreeMap<String, usize>,
+    propagation: Vec<Duration>,
+    expected: usize,
+    seen: usize,
+    missed: usize,
+}
+
+/// Rotate K secrets to `generation`, spread over `spread`, calling `announce` with each name after
+/// its PutSecretValue; time each Secret built from one from the PutSecretValue to the watch event
+/// that shows the new value.
+async fn rotate(
+    args: &Args,
+    emu: &Emulator,
+    names: &[String],
+    secrets: &Api<Secret>,
+    spread: Duration,
+    generation: u32,
+    announce: impl Fn(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<Rotated> {
+    let (n, m) = (args.es, args.secrets);
+    let aws = emu.client();
+    let rotated: Vec<usize> = (0..args.rotations).map(|k| k * m / args.rotations).collect();
+    let mut expected: HashMap<String, (String, usize)> = HashMap::new();
+    for (k, &j) in rotated.iter().enumerate() {
+        for i in (j..n).step_by(m) {
+            expected.insert(format!("es-{i:05}"), (format!("{}-v{generation}", names[j]), k));
+        }
+    }
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let watch_expected = expected.clone();
+    let secrets = secrets.clone();
+    let watch = tokio::spawn(async move {
+        let cfg = watcher::Config::default().labels(&format!("{}={}", lockstep::MANAGED_BY_LABEL, lockstep::MANAGER));
+        let mut stream = std::pin::pin!(watcher::watcher(secrets, cfg).applied_objects());
+        while let Some(Ok(s)) = stream.next().await {
+            let name = s.name_any();
+            let Some((want, _)) = watch_expected.get(&name) else { continue };
+            let has = s.data.as_ref().and_then(|d| d.get("password")).is_some_and(|v| v.0 == want.as_bytes());
+            if has && seen_tx.send((name, Instant::now())).is_err() {
+                break;
+            }
+        }
+    });
+    emu.start_recording()?;
+    let rotation_start = Instant::now();
+    let mut put_at = vec![rotation_start; rotated.len()];
+    for (k, &j) in rotated.iter().enumerate() {
+        let at = rotation_start + spread.mul_f64(k as f64 / rotated.len() as f64);
+        tokio::time::sleep_until(at.into()).await;
+        aws.put_secret_value().secret_id(&names[j]).secret_string(value_of(&names[j], generation)).send().await?;
+        put_at[k] = Instant::now();
+        announce(&names[j])?;
+    }
+    let deadline = Instant::now() + spread * 2 + Duration::from_secs(30);
+    let mut seen: HashMap<String, Instant> = HashMap::new();
+    while seen.len() < expected.len() {
+        match tokio::time::timeout_at(deadline.into(), seen_rx.recv()).await {
+            Ok(Some((name, at))) => {
+                seen.entry(name).or_insert(at);
+            }
+            _ => break,
+        }
+    }
+    watch.abort();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = operator_calls(emu.stop_recording()?);
+    let mut propagation: Vec<Duration> = seen
+        .iter()
+        .filter_map(|(name, at)| expected.get(name).map(|(_, k)| at.saturating_duration_since(put_at[*k])))
+        .collect();
+    propagation.sort();
+    Ok(Rotated { calls, propagation, expected: expected.len(), seen: seen.len(), missed: expected.len() - seen.len() })
+}
+
+/// The events phase (`--events`).
+struct EventsPhase {
+    window: Duration,
+    steady_calls: BTreeMap<String, usize>,
+    rotated: Rotated,
+    fallback: Duration,
+}
+
+/// The fallback poll interval the events phase runs with (the default).
+const EVENTS_FALLBACK: Duration = Duration::from_secs(15 * 60);
+
+/// Switch the store to events and every ExternalSecret to `refreshInterval: 1h`, then measure a
+/// quiet minute and K rotations announced by their events.
+async fn events_phase(
+    args: &Args,
+    emu: &Emulator,
+    env: &lockstep_rig::TestEnv,
+    es_api: &Api<ExternalSecret>,
+    names: &[String],
+    secrets: &Api<Secret>,
+) -> anyhow::Result<EventsPhase> {
+    let queue = format!("{}-events", env.ns);
+    let created = emu.aws_json("AmazonSQS.CreateQueue", json!({"QueueName": queue}))?;
+    let url = created["QueueUrl"].as_str().context("CreateQueue answered no QueueUrl")?.to_string();
+    let pattern =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/terraform/event-pattern.json"))?;
+    emu.aws_json("AWSEvents.PutRule", json!({"Name": queue, "EventPattern": pattern, "State": "ENABLED"}))?;
+    let target = json!([{"Id": "lockstep", "Arn": format!("arn:aws:sqs:us-east-1:123456789012:{queue}")}]);
+    emu.aws_json("AWSEvents.PutTargets", json!({"Rule": queue, "Targets": target}))?;
+    let events = json!({"events": {"queueURL": url, "sqsEndpoint": emu.endpoint}});
+    env.store(secret_store("aws", &emu.endpoint).aws(events)).await?;
+    let (n, m) = (args.es, args.secrets);
+    futures::stream::iter((0..n).map(|i| {
+        let api = es_api.clone();
+        let key = names[i % m].clone();
+        async move {
+            let name = format!("es-{i:05}");
+            let manifest = es("aws").refresh("1h").property("password", &key, "password").manifest(&name);
+            api.patch(&name, &PatchParams::apply("lockstep-bench"), &Patch::Apply(&manifest)).await.map(|_| ())
+        }
+    }))
+    .buffer_unordered(32)
+    .try_collect::<Vec<()>>()
+    .await?;
+    all_ready(es_api, n, Duration::from_secs(600)).await?;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let window = Duration::from_secs(60);
+    emu.start_recording()?;
+    tokio::time::sleep(window).await;
+    let steady_calls = operator_calls(emu.stop_recording()?);
+    println!("bench: events mode, quiet {}s: {}", window.as_secs(), show(&steady_calls));
+    let announce = |name: &str| {
+        let detail = json!({"eventSource": "secretsmanager.amazonaws.com", "eventName": "PutSecretValue",
+            "requestParameters": {"secretId": name}});
+        let entry = json!({"Source": "aws.secretsmanager", "DetailType": "AWS API Call via CloudTrail",
+            "Detail": detail.to_string(), "Resources": []});
+        emu.aws_json("AWSEvents.PutEvents", json!({"Entries": [entry]})).map(|_| ())
+    };
+    let rotated = rotate(args, emu, names, secrets, window, 2, announce).await?;
+    println!(
+        "bench: events mode, {} rotations reached {} of {} Secrets; p50 {:.2}s p99 {:.2}s; calls {}",
+        args.rotations,
+        rotated.seen,
+        rotated.expected,
+        percentile(&rotated.propagation, 50.0).as_secs_f64(),
+        percentile(&rotated.propagation, 99.0).as_secs_f64(),
+        show(&rotated.calls)
+    );
+    Ok(EventsPhase { window, steady_calls, rotated, fallback: EVENTS_FALLBACK })
+}
+
+impl EventsPhase {
+    /// Calls per hour at 1% churn: the quiet minute's (the long polls) per hour, one fallback poll
+    /// per fallback interval (what one polling-mode poll cost), and each change's calls.
+    fn per_hour(&self, args: &Args, calls_per_poll: f64) -> f64 {
+        let quiet = total(&self.steady_calls) as f64 * 3600.0 / self.window.as_secs_f64();
+        let polls = 3600.0 / self.fallback.as_secs_f64() * calls_per_poll;
+        let receives = self.rotated.calls.get("ReceiveMessage").copied().unwrap_or(0);
+        let per_change = (total(&self.rotated.calls) - receives) as f64 / args.rotations as f64;
+        quiet + polls + CHANGES_PER_HOUR * args.secrets as f64 * per_change
+    }
 }
 
 impl Report {
@@ -305,6 +481,27 @@ impl Report {
             "| operator resident memory at steady state | {:.1} MiB | | | | |",
             self.usage.rss_mib.max(self.idle_rss_mib)
         );
+        if let Some(e) = &self.events {
+            let polls = (self.window.as_secs_f64() / a.refresh as f64).max(1.0);
+            let per_poll = total(&self.steady_calls) as f64 / polls;
+            let per_hour = e.per_hour(a, per_poll);
+            let (p50, p99) = (percentile(&e.rotated.propagation, 50.0), percentile(&e.rotated.propagation, 99.0));
+            let _ = writeln!(
+                s,
+                "| events mode, refreshInterval 1 h: rotation p50 / p99 (PutSecretValue and its event to Secret updated, {} Secrets) | {:.2} s / {:.2} s | | | p99 under 3 s | {} |",
+                e.rotated.propagation.len(),
+                p50.as_secs_f64(),
+                p99.as_secs_f64(),
+                verdict(e.rotated.missed == 0 && p99 <= Duration::from_secs(3))
+            );
+            let _ = writeln!(
+                s,
+                "| events mode: AWS calls per hour, SQS included (1% changing per hour) | {per_hour:.0} | | {:.1}x polling mode's | no more than polling mode's at {} s | {} |",
+                self.ours_per_hour() / per_hour.max(1.0),
+                a.refresh,
+                verdict(per_hour <= self.ours_per_hour())
+            );
+        }
         let _ = writeln!(s, "| operator CPU time, whole run | {:.1} s | | | | |", self.usage.cpu_seconds);
         let _ = writeln!(s);
         let _ = writeln!(s, "AWS calls counted by the emulator's recorder:\n");
@@ -337,6 +534,29 @@ impl Report {
             self.naive_window.as_secs_f64(),
             show(&self.naive_calls)
         );
+        if let Some(e) = &self.events {
+            let _ = writeln!(
+                s,
+                "- events mode, quiet ({:.0} s, fallback poll every {} min not in the window: one polling-mode poll's calls are added per fallback interval): {}",
+                e.window.as_secs_f64(),
+                e.fallback.as_secs() / 60,
+                show(&e.steady_calls)
+            );
+            let _ = writeln!(
+                s,
+                "- events mode, {} rotations with their events over {:.0} s: {}",
+                a.rotations,
+                e.window.as_secs_f64(),
+                show(&e.rotated.calls)
+            );
+            if e.rotated.missed > 0 {
+                let _ = writeln!(
+                    s,
+                    "- events mode: {} rotated Secrets did not show the new value in time",
+                    e.rotated.missed
+                );
+            }
+        }
         if self.missed > 0 {
             let _ = writeln!(s, "- {} rotated Secrets did not show the new value in time", self.missed);
         }
@@ -550,65 +770,22 @@ async fn main() -> anyhow::Result<()> {
 
     // Rotation: K secrets get a new AWSCURRENT, spread evenly over one interval; each Secret built
     // from one of them is timed from its PutSecretValue to the watch event that shows the new value.
-    let rotated: Vec<usize> = (0..args.rotations).map(|k| k * m / args.rotations).collect();
-    let mut expected: HashMap<String, (String, usize)> = HashMap::new();
-    for (k, &j) in rotated.iter().enumerate() {
-        for i in (j..n).step_by(m) {
-            expected.insert(format!("es-{i:05}"), (format!("{}-v1", names[j]), k));
-        }
-    }
     let secrets = Api::<Secret>::namespaced(kube.clone(), &ns);
-    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
-    let watch_expected = expected.clone();
-    let watch = tokio::spawn(async move {
-        let cfg = watcher::Config::default().labels(&format!("{}={}", lockstep::MANAGED_BY_LABEL, lockstep::MANAGER));
-        let mut stream = std::pin::pin!(watcher::watcher(secrets, cfg).applied_objects());
-        while let Some(Ok(s)) = stream.next().await {
-            let name = s.name_any();
-            let Some((want, _)) = watch_expected.get(&name) else { continue };
-            let has = s.data.as_ref().and_then(|d| d.get("password")).is_some_and(|v| v.0 == want.as_bytes());
-            if has && seen_tx.send((name, Instant::now())).is_err() {
-                break;
-            }
-        }
-    });
-    emu.start_recording()?;
-    let rotation_start = Instant::now();
-    let mut put_at = vec![rotation_start; rotated.len()];
-    for (k, &j) in rotated.iter().enumerate() {
-        let at = rotation_start + refresh.mul_f64(k as f64 / rotated.len() as f64);
-        tokio::time::sleep_until(at.into()).await;
-        aws.put_secret_value().secret_id(&names[j]).secret_string(value_of(&names[j], 1)).send().await?;
-        put_at[k] = Instant::now();
-    }
-    let deadline = Instant::now() + refresh * 2 + Duration::from_secs(30);
-    let mut seen: HashMap<String, Instant> = HashMap::new();
-    while seen.len() < expected.len() {
-        match tokio::time::timeout_at(deadline.into(), seen_rx.recv()).await {
-            Ok(Some((name, at))) => {
-                seen.entry(name).or_insert(at);
-            }
-            _ => break,
-        }
-    }
-    watch.abort();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rotation_calls = operator_calls(emu.stop_recording()?);
-    let mut propagation: Vec<Duration> = seen
-        .iter()
-        .filter_map(|(name, at)| expected.get(name).map(|(_, k)| at.saturating_duration_since(put_at[*k])))
-        .collect();
-    propagation.sort();
-    let missed = expected.len() - seen.len();
+    let polled = rotate(&args, &emu, &names, &secrets, refresh, 1, |_| Ok(())).await?;
+    let (rotation_calls, propagation, missed) = (polled.calls, polled.propagation, polled.missed);
     println!(
         "bench: {} rotations reached {} of {} Secrets; p50 {:.1}s p99 {:.1}s; calls {}",
-        rotated.len(),
-        seen.len(),
-        expected.len(),
+        args.rotations,
+        polled.seen,
+        polled.expected,
         percentile(&propagation, 50.0).as_secs_f64(),
         percentile(&propagation, 99.0).as_secs_f64(),
         show(&rotation_calls)
     );
+    let events = match args.events {
+        true => Some(events_phase(&args, &emu, &env, &es_api, &names, &secrets).await?),
+        false => None,
+    };
     let usage = usage(operator.pid())?;
     drop(operator);
 
@@ -644,11 +821,13 @@ async fn main() -> anyhow::Result<()> {
         naive_calls,
         usage,
         idle_rss_mib,
+        events,
     };
     let table = report.markdown();
     println!("\n{table}");
     if report.args.write {
-        let path = write_section(&format!("es={n}"), &table)?;
+        let section = if report.args.events { format!("es={n} events") } else { format!("es={n}") };
+        let path = write_section(&section, &table)?;
         println!("bench: wrote {}", path.display());
     } else {
         anyhow::ensure!(report.missed == 0, "rotations did not reach every Secret");

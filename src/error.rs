@@ -46,6 +46,9 @@ pub enum Error {
     /// AWS (or the endpoint) could not be reached or failed.
     #[error("AWS Secrets Manager unavailable: {0}")]
     ProviderUnavailable(String),
+    /// A store's event queue (SQS) could not be read; polling covers for it.
+    #[error("the event queue cannot be read: {0}")]
+    EventsUnavailable(String),
     /// The store is missing or its credentials cannot be resolved.
     #[error("{0}")]
     StoreNotReady(String),
@@ -101,7 +104,7 @@ impl Error {
             Error::KeyConflict(_) => Reason::KeyConflict,
             Error::AccessDenied(_) => Reason::AccessDenied,
             Error::Throttled => Reason::Throttled,
-            Error::ProviderUnavailable(_) => Reason::ProviderUnavailable,
+            Error::ProviderUnavailable(_) | Error::EventsUnavailable(_) => Reason::ProviderUnavailable,
             Error::Kube(_) => Reason::ApplyFailed,
             Error::StoreNotReady(_) => Reason::StoreNotReady,
             Error::StoreNotAllowed(_) => Reason::StoreNotAllowed,
@@ -114,7 +117,7 @@ impl Error {
     /// Transient errors retry with capped backoff; the others wait for a change (or the next
     /// refresh).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Throttled | Error::ProviderUnavailable(_) | Error::Kube(_))
+        matches!(self, Error::Throttled | Error::ProviderUnavailable(_) | Error::EventsUnavailable(_) | Error::Kube(_))
     }
 
     /// The same error for another AWS secret `key` (one failed call answers for several ids).
@@ -131,6 +134,7 @@ impl Error {
             Error::AccessDenied(d) => Error::AccessDenied(d.clone()),
             Error::Throttled => Error::Throttled,
             Error::ProviderUnavailable(m) => Error::ProviderUnavailable(m.clone()),
+            Error::EventsUnavailable(m) => Error::EventsUnavailable(m.clone()),
             Error::StoreNotReady(m) => Error::StoreNotReady(m.clone()),
             Error::StoreNotAllowed(m) => Error::StoreNotAllowed(m.clone()),
             Error::TargetConflict(m) => Error::TargetConflict(m.clone()),

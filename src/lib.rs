@@ -12,6 +12,7 @@ pub mod codec;
 pub mod controller;
 pub mod convert;
 pub mod error;
+pub mod events;
 pub mod json_path;
 pub mod leader;
 pub mod metrics;

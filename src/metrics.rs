@@ -20,6 +20,17 @@ struct AwsCallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    store: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: String,
 }
@@ -137,6 +148,8 @@ pub struct Metrics {
     change_applied: Histogram,
     leader: Gauge,
     objects: ObjectGauges,
+    events: Family<EventLabels, Counter>,
+    queue_up: Family<StoreLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -152,7 +165,7 @@ impl Default for Metrics {
         let change_applied = Histogram::new(exponential_buckets(0.05, 2.0, 12));
         registry.register(
             "change_to_applied_seconds",
-            "Time from a change of an AWS secret detected by the poller to the ExternalSecret's Secret applied",
+            "Time from a change of an AWS secret (detected by the poller, or the time of its AWS event) to the ExternalSecret's Secret applied",
             change_applied.clone(),
         );
         let leader = Gauge::default();
@@ -187,7 +200,19 @@ impl Default for Metrics {
             "ClusterSecretStore conditions as External Secrets Operator exports them",
             objects.cluster_store_condition.clone(),
         );
-        Self { registry, aws_calls, reconciles, failures, change_applied, leader, objects }
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Messages received from stores' event queues, by outcome: matched (names a watched secret), ignored (names none, or not a Secrets Manager event), malformed",
+            events.clone(),
+        );
+        let queue_up = Family::<StoreLabels, Gauge>::default();
+        registry.register(
+            "events_queue_up",
+            "1 while the store's event queue answers, 0 while it fails (polling then follows refreshInterval)",
+            queue_up.clone(),
+        );
+        Self { registry, aws_calls, reconciles, failures, change_applied, leader, objects, events, queue_up }
     }
 }
 
@@ -213,6 +238,24 @@ impl Metrics {
     /// A detected change reached the Secret after `elapsed`.
     pub fn change_applied(&self, elapsed: std::time::Duration) {
         self.change_applied.observe(elapsed.as_secs_f64());
+    }
+
+    /// Count one message of a store's event queue (`outcome`: matched, ignored or malformed).
+    pub fn event(&self, store: &str, outcome: &'static str) {
+        self.events.get_or_create(&EventLabels { store: store.into(), outcome: outcome.into() }).inc();
+    }
+
+    /// Whether a store's event queue answers; `None`: the store reads no queue (any more).
+    pub fn events_queue(&self, store: &str, up: Option<bool>) {
+        let labels = StoreLabels { store: store.into() };
+        match up {
+            Some(up) => {
+                self.queue_up.get_or_create(&labels).set(i64::from(up));
+            }
+            None => {
+                self.queue_up.remove(&labels);
+            }
+        }
     }
 
     /// Whether this process leads.

@@ -124,6 +124,66 @@ pub fn set_ready(
     out
 }
 
+/// The condition a store with `provider.aws.events` carries beside Ready.
+pub const EVENTS_READY: &str = "EventsReady";
+/// Its reasons (not Ready reasons: a store whose queue fails still works, by polling).
+pub const EVENTS_RECEIVING: &str = "EventsReceiving";
+pub const EVENTS_UNAVAILABLE: &str = "EventsUnavailable";
+pub const EVENTS_PENDING: &str = "EventsPending";
+
+/// How a store's event queue is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventsStatus {
+    /// Its last ReceiveMessage answered.
+    Receiving { queue: String },
+    /// Its last ReceiveMessage failed, for this reason.
+    Unavailable { queue: String, why: String },
+}
+
+/// Conditions after setting EventsReady: gone when the store reads no queue (`configured`
+/// false); Unknown until the queue first answers or fails (the loop starts with the first
+/// ExternalSecret that reads the store). The transition time moves only when the status flips.
+pub fn set_events(
+    previous: &[Condition],
+    configured: bool,
+    events: Option<&EventsStatus>,
+    generation: Option<i64>,
+    now: Time,
+) -> Vec<Condition> {
+    let mut out: Vec<Condition> = previous.iter().filter(|c| c.type_ != EVENTS_READY).cloned().collect();
+    if !configured {
+        return out;
+    }
+    let (status, reason, message) = match events {
+        None => (
+            "Unknown",
+            EVENTS_PENDING,
+            "the event queue is read once an ExternalSecret reads this store; until it answers, polling follows refreshInterval".to_string(),
+        ),
+        Some(EventsStatus::Receiving { queue }) => (
+            "True",
+            EVENTS_RECEIVING,
+            format!("long-polling {queue}; change metadata is still polled every fallbackInterval as the safety net"),
+        ),
+        Some(EventsStatus::Unavailable { why, .. }) => {
+            ("False", EVENTS_UNAVAILABLE, format!("{why}; polling follows refreshInterval until the queue answers"))
+        }
+    };
+    let last_transition_time = match previous.iter().find(|c| c.type_ == EVENTS_READY) {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => now,
+    };
+    out.push(Condition {
+        type_: EVENTS_READY.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    });
+    out
+}
+
 /// The Ready reason currently recorded, if any.
 pub fn ready_reason(conditions: &[Condition]) -> Option<&str> {
     conditions.iter().find(|c| c.type_ == READY).map(|c| c.reason.as_str())
@@ -247,5 +307,24 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert!(out.contains(&other));
         assert_eq!(ready_reason(&out), Some("SecretSynced"));
+    }
+
+    #[test]
+    fn the_events_condition_follows_the_queue_and_leaves_ready_alone() {
+        let ready = set_ready(&[], Reason::Valid, "ok", Some(1), t(10));
+        let get = |c: &[Condition]| c.iter().find(|c| c.type_ == EVENTS_READY).cloned();
+        let pending = set_events(&ready, true, None, Some(1), t(10));
+        assert_eq!(get(&pending).map(|c| (c.status, c.reason)), Some(("Unknown".into(), EVENTS_PENDING.into())));
+        let receiving = EventsStatus::Receiving { queue: "q".into() };
+        let up = set_events(&pending, true, Some(&receiving), Some(1), t(20));
+        assert_eq!(get(&up).map(|c| (c.status, c.last_transition_time)), Some(("True".into(), t(20))));
+        assert_eq!(set_events(&up, true, Some(&receiving), Some(1), t(30)), up, "unchanged: identical");
+        let down = EventsStatus::Unavailable { queue: "q".into(), why: "QueueDoesNotExist".into() };
+        let failed = set_events(&up, true, Some(&down), Some(1), t(40));
+        let c = get(&failed).expect("a condition");
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", EVENTS_UNAVAILABLE));
+        assert!(c.message.contains("QueueDoesNotExist") && c.message.contains("refreshInterval"), "{}", c.message);
+        assert_eq!(ready_reason(&failed), Some("Valid"), "the store still works by polling");
+        assert_eq!(set_events(&failed, false, Some(&down), Some(2), t(50)), ready, "no queue: no condition");
     }
 }

@@ -183,6 +183,49 @@ pub struct AwsProvider {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 50))]
     pub transitive_tag_keys: Vec<String>,
+    /// Lockstep's addition: refresh from Secrets Manager's events, delivered by an EventBridge
+    /// rule to an SQS queue, with polling kept as the safety net.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<AwsEvents>,
+}
+
+/// Where a store's AWS events arrive (Lockstep's addition; ESO has no event-driven refresh).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsEvents {
+    /// The SQS queue an EventBridge rule sends Secrets Manager's events to, read with the store's
+    /// credentials (sqs:ReceiveMessage and sqs:DeleteMessage on this queue).
+    #[serde(rename = "queueURL")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+/[0-9]{12}/[A-Za-z0-9_-]{1,80}(\\\\.fifo)?$')").message("provider.aws.events.queueURL must be an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<queue>)"))]
+    pub queue_url: String,
+    /// Endpoint override for SQS (a VPC endpoint, a local emulator); the region's SQS otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+(/.*)?$')").message("provider.aws.events.sqsEndpoint must be an http(s) URL"))]
+    pub sqs_endpoint: Option<String>,
+    /// How often the store still polls change metadata while the queue answers (a lost event costs
+    /// at most this): a Go duration, default 15m. When the queue fails, polling goes back to the
+    /// ExternalSecrets' refreshInterval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1m')").message("provider.aws.events.fallbackInterval must be a duration of at least 1m, such as 15m or 1h"))]
+    pub fallback_interval: Option<String>,
+}
+
+/// The fallback poll interval of a store whose events flow, unless it sets one.
+pub const DEFAULT_EVENTS_FALLBACK: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+impl AwsEvents {
+    /// `fallbackInterval` parsed (admission checked its shape; a bad one falls back to the default).
+    pub fn fallback(&self) -> std::time::Duration {
+        self.fallback_interval
+            .as_deref()
+            .and_then(|s| s.parse::<kube::core::Duration>().ok())
+            .filter(|d| !d.is_negative())
+            .map(std::time::Duration::from)
+            .unwrap_or(DEFAULT_EVENTS_FALLBACK)
+    }
 }
 
 /// At most 8 IAM role ARNs.

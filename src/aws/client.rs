@@ -91,6 +91,17 @@ pub struct StoreConfig {
     pub service_account: Option<ServiceAccountIdentity>,
     /// The role session name of every STS session this store opens.
     pub session_name: String,
+    /// Where the store's AWS events arrive, if it reads them.
+    pub events: Option<EventsConfig>,
+}
+
+/// A store's event queue (`provider.aws.events`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EventsConfig {
+    pub queue_url: String,
+    pub sqs_endpoint: Option<String>,
+    /// The poll interval while the queue answers.
+    pub fallback: Duration,
 }
 
 impl StoreConfig {
@@ -108,6 +119,11 @@ impl StoreConfig {
             keys,
             service_account: None,
             session_name,
+            events: aws.events.as_ref().map(|e| EventsConfig {
+                queue_url: e.queue_url.clone(),
+                sqs_endpoint: e.sqs_endpoint.clone(),
+                fallback: e.fallback(),
+            }),
         }
     }
 
@@ -216,11 +232,25 @@ pub async fn build(cfg: &StoreConfig, calls: Arc<Calls>, tokens: Arc<dyn Service
     if let Some(ep) = sts_endpoint {
         sts = sts.endpoint_url(ep.clone());
     }
+    // A long poll holds its request open for 20 s: the attempt timeout must outlast it.
+    let sqs = cfg.events.as_ref().map(|events| {
+        let long = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .operation_attempt_timeout(super::LONG_POLL + Duration::from_secs(10))
+            .operation_timeout(super::LONG_POLL + Duration::from_secs(20))
+            .build();
+        let mut sqs = aws_sdk_sqs::config::Builder::from(&conf).timeout_config(long);
+        if let Some(ep) = &events.sqs_endpoint {
+            sqs = sqs.endpoint_url(ep.clone());
+        }
+        aws_sdk_sqs::Client::from_conf(sqs.build())
+    });
     let sdk = Sdk {
         sm: aws_sdk_secretsmanager::Client::from_conf(sm.build()),
         sts: aws_sdk_sts::Client::from_conf(sts.build()),
+        sqs,
     };
-    StoreClient::new(Arc::new(sdk), calls)
+    StoreClient::new(Arc::new(sdk), calls).with_events(cfg.events.clone())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::metadata::{ListFilter, SecretMeta};
-use super::seam::{BatchPage, ListPage, Transport};
+use super::seam::{BatchPage, LONG_POLL, ListPage, QueueMessage, RECEIVE_MAX, Transport};
 use crate::error::{Error, Result};
 use crate::lock;
 use crate::source::{Fetched, SourceRef, Version};
@@ -26,6 +26,8 @@ struct State {
     calls: BTreeMap<&'static str, usize>,
     failing: Option<fn() -> Error>,
     next_version: u32,
+    queue: std::collections::VecDeque<QueueMessage>,
+    deleted: Vec<String>,
 }
 
 /// Secrets by name; version ids are `v1`, `v2`, ... in the order values are put.
@@ -59,6 +61,19 @@ impl FakeAws {
 
     pub fn heal(&self) {
         lock(&self.state).failing = None;
+    }
+
+    /// A message for the event queue (any queue URL reads it); its id is returned.
+    pub fn send(&self, body: &str) -> String {
+        let mut st = lock(&self.state);
+        let id = format!("m{}", st.queue.len() + st.deleted.len() + 1);
+        st.queue.push_back(QueueMessage { id: id.clone(), receipt: format!("r-{id}"), body: body.into() });
+        id
+    }
+
+    /// The ids of the messages deleted so far.
+    pub fn deleted(&self) -> Vec<String> {
+        lock(&self.state).deleted.clone()
     }
 
     /// Calls made so far, by operation.
@@ -150,6 +165,29 @@ impl Transport for FakeAws {
 
     fn get_caller_identity(&self) -> BoxFuture<'_, Result<String>> {
         let r = self.enter("GetCallerIdentity").map(|_| "arn:aws:iam::000000000000:user/fake".to_string());
+        async move { r }.boxed()
+    }
+
+    fn receive_messages<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<QueueMessage>>> {
+        let r = self.enter("ReceiveMessage").map(|mut st| {
+            let n = st.queue.len().min(RECEIVE_MAX);
+            st.queue.drain(..n).collect::<Vec<_>>()
+        });
+        async move {
+            // A quiet queue answers after the long poll, as SQS does.
+            if matches!(&r, Ok(m) if m.is_empty()) {
+                tokio::time::sleep(LONG_POLL).await;
+            }
+            r
+        }
+        .boxed()
+    }
+
+    fn delete_messages<'a>(&'a self, _: &'a str, messages: &'a [QueueMessage]) -> BoxFuture<'a, Result<Vec<String>>> {
+        let r = self.enter("DeleteMessageBatch").map(|mut st| {
+            st.deleted.extend(messages.iter().map(|m| m.id.clone()));
+            Vec::new()
+        });
         async move { r }.boxed()
     }
 }

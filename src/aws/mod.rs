@@ -13,7 +13,8 @@ mod seam;
 mod sts_credentials;
 
 pub use client::{
-    NoTokens, STS_AUDIENCE, ServiceAccountIdentity, ServiceAccountTokens, StaticKeys, StoreConfig, build, session_name,
+    EventsConfig, NoTokens, STS_AUDIENCE, ServiceAccountIdentity, ServiceAccountTokens, StaticKeys, StoreConfig, build,
+    session_name,
 };
 pub use errors::{classify, classify_code};
-pub use seam::{BATCH_MAX, BatchPage, Calls, ListPage, StoreClient, Transport};
+pub use seam::{BATCH_MAX, BatchPage, Calls, LONG_POLL, ListPage, QueueMessage, RECEIVE_MAX, StoreClient, Transport};

@@ -6,7 +6,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::metadata::{ListFilter, SecretMeta, stages_of};
-use super::seam::{BatchPage, ListPage, Transport};
+use super::seam::{BatchPage, LONG_POLL, ListPage, QueueMessage, RECEIVE_MAX, Transport};
 use super::{classify, classify_code};
 use crate::error::{Error, Result};
 use crate::source::{Fetched, SourceRef, Version};
@@ -18,6 +18,8 @@ pub struct Sdk {
     pub sm: aws_sdk_secretsmanager::Client,
     /// For the store's validation call, on the same credentials.
     pub sts: aws_sdk_sts::Client,
+    /// For the store's event queue, when it has one.
+    pub sqs: Option<aws_sdk_sqs::Client>,
 }
 
 impl Transport for Sdk {
@@ -124,6 +126,100 @@ impl Transport for Sdk {
         }
         .boxed()
     }
+
+    fn receive_messages<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<Vec<QueueMessage>>> {
+        self.receive(queue).boxed()
+    }
+
+    fn delete_messages<'a>(
+        &'a self,
+        queue: &'a str,
+        messages: &'a [QueueMessage],
+    ) -> BoxFuture<'a, Result<Vec<String>>> {
+        self.delete(queue, messages).boxed()
+    }
+}
+
+impl Sdk {
+    fn sqs(&self, queue: &str) -> Result<&aws_sdk_sqs::Client> {
+        self.sqs.as_ref().ok_or_else(|| Error::EventsUnavailable(format!("no SQS client for {queue}")))
+    }
+
+    async fn receive(&self, queue: &str) -> Result<Vec<QueueMessage>> {
+        let out = self
+            .sqs(queue)?
+            .receive_message()
+            .queue_url(queue)
+            .wait_time_seconds(LONG_POLL.as_secs() as i32)
+            .max_number_of_messages(RECEIVE_MAX as i32)
+            .send()
+            .await
+            .map_err(|e| sqs_error(&e, "ReceiveMessage", queue))?;
+        Ok(out
+            .messages()
+            .iter()
+            .filter_map(|m| {
+                Some(QueueMessage {
+                    id: m.message_id()?.to_string(),
+                    receipt: m.receipt_handle()?.to_string(),
+                    body: m.body().unwrap_or_default().to_string(),
+                })
+            })
+            .collect())
+    }
+
+    async fn delete(&self, queue: &str, messages: &[QueueMessage]) -> Result<Vec<String>> {
+        use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+        let entries = messages
+            .iter()
+            .enumerate()
+            .map(|(n, m)| {
+                DeleteMessageBatchRequestEntry::builder().id(n.to_string()).receipt_handle(&m.receipt).build()
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::EventsUnavailable(format!("DeleteMessageBatch on {queue}: {e}")))?;
+        let out = self
+            .sqs(queue)?
+            .delete_message_batch()
+            .queue_url(queue)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| sqs_error(&e, "DeleteMessageBatch", queue))?;
+        Ok(out
+            .failed()
+            .iter()
+            .filter_map(|f| f.id().parse::<usize>().ok())
+            .filter_map(|n| messages.get(n).map(|m| m.id.clone()))
+            .collect())
+    }
+}
+
+/// An SQS failure, for the store's events condition: what SQS said, never a message body.
+fn sqs_error<E>(
+    err: &aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>,
+    operation: &str,
+    queue: &str,
+) -> Error
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    use aws_smithy_runtime_api::client::result::SdkError;
+    let detail = match err {
+        SdkError::ServiceError(ctx) => {
+            let e = ctx.err();
+            match (e.code(), e.message()) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code.to_string(),
+                _ => format!("HTTP {}", ctx.raw().status().as_u16()),
+            }
+        }
+        _ => match classify(err, queue) {
+            Error::ProviderUnavailable(m) => m,
+            other => other.to_string(),
+        },
+    };
+    Error::EventsUnavailable(format!("{operation} on {queue}: {detail}"))
 }
 
 fn sdk_filter(f: &ListFilter) -> Filter {

@@ -45,6 +45,36 @@ pub trait Transport: Send + Sync {
     ) -> BoxFuture<'a, Result<ListPage>>;
     /// STS GetCallerIdentity: the ARN the credentials resolve to.
     fn get_caller_identity(&self) -> BoxFuture<'_, Result<String>>;
+    /// One SQS ReceiveMessage long poll of `queue` (at most [`RECEIVE_MAX`] messages, waiting up to
+    /// [`LONG_POLL`] for the first).
+    fn receive_messages<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<Vec<QueueMessage>>>;
+    /// One SQS DeleteMessageBatch of at most [`RECEIVE_MAX`] messages; the ids of those it could
+    /// not delete.
+    fn delete_messages<'a>(
+        &'a self,
+        queue: &'a str,
+        messages: &'a [QueueMessage],
+    ) -> BoxFuture<'a, Result<Vec<String>>>;
+}
+
+/// SQS long poll: the most a ReceiveMessage waits for a message (SQS's maximum).
+pub const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(20);
+/// The most messages one ReceiveMessage returns and one DeleteMessageBatch takes (SQS's limit).
+pub const RECEIVE_MAX: usize = 10;
+
+/// A message of a store's event queue. Its body can carry request parameters of the AWS call it
+/// reports, so `Debug` leaves it out and nothing logs it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub id: String,
+    pub receipt: String,
+    pub body: String,
+}
+
+impl std::fmt::Debug for QueueMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueMessage").field("id", &self.id).finish_non_exhaustive()
+    }
 }
 
 /// One page of a BatchGetSecretValue answer.
@@ -99,6 +129,7 @@ impl std::fmt::Debug for Calls {
 pub struct StoreClient {
     transport: Arc<dyn Transport>,
     calls: Arc<Calls>,
+    events: Option<Arc<super::client::EventsConfig>>,
 }
 
 impl std::fmt::Debug for StoreClient {
@@ -109,7 +140,18 @@ impl std::fmt::Debug for StoreClient {
 
 impl StoreClient {
     pub fn new(transport: Arc<dyn Transport>, calls: Arc<Calls>) -> Self {
-        Self { transport, calls }
+        Self { transport, calls, events: None }
+    }
+
+    /// The same client, reading AWS events from `events`' queue.
+    pub fn with_events(mut self, events: Option<super::client::EventsConfig>) -> Self {
+        self.events = events.map(Arc::new);
+        self
+    }
+
+    /// Where the store's AWS events arrive, if it reads them.
+    pub fn events(&self) -> Option<&super::client::EventsConfig> {
+        self.events.as_deref()
     }
 
     /// The limit and counter, which outlive a rebuild of the transport (new credentials are still
@@ -235,5 +277,20 @@ impl StoreClient {
     /// The identity the store's credentials resolve to (a cheap call that needs no permission).
     pub async fn caller_identity(&self) -> Result<String> {
         self.calls.call("GetCallerIdentity", self.transport.get_caller_identity()).await
+    }
+
+    /// The messages one long poll of `queue` returns (none after [`LONG_POLL`] of quiet).
+    pub async fn receive(&self, queue: &str) -> Result<Vec<QueueMessage>> {
+        self.calls.call("ReceiveMessage", self.transport.receive_messages(queue)).await
+    }
+
+    /// Delete handled messages, [`RECEIVE_MAX`] a call; the ids of those that could not be deleted
+    /// (they come back after the queue's visibility timeout, and its redrive policy bounds that).
+    pub async fn delete_messages(&self, queue: &str, messages: &[QueueMessage]) -> Result<Vec<String>> {
+        let mut failed = Vec::new();
+        for chunk in messages.chunks(RECEIVE_MAX) {
+            failed.extend(self.calls.call("DeleteMessageBatch", self.transport.delete_messages(queue, chunk)).await?);
+        }
+        Ok(failed)
     }
 }

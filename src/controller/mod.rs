@@ -119,7 +119,7 @@ impl Context {
         let fetcher = fetcher::Fetcher::new();
         let (stores, store_caches) = Stores::new(client.clone(), metrics.clone(), rate, fetcher.clone());
         let ctx = Self {
-            pollers: poller::Pollers::new(tx, fetcher.clone()),
+            pollers: poller::Pollers::new(tx, fetcher.clone(), metrics.clone()),
             fetcher,
             stores,
             recorder: Recorder::new(client.clone(), reporter),

@@ -4,13 +4,19 @@
 //! ExternalSecrets whose sources moved to a new version id, at most once per their refreshInterval.
 //!
 //! What was seen is kept by the [`Fetcher`], which also serves it as "the version that is live".
+//!
+//! A store with an event queue (`provider.aws.events`) also long-polls it ([`events`]): an event
+//! naming a watched secret costs one DescribeSecret of that secret, and while the queue answers
+//! the poll interval stretches to the store's fallback interval.
+
+mod events;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::runtime::reflector::ObjectRef;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, broadcast, mpsc};
 use tracing::{debug, warn};
 
 use super::StoreId;
@@ -21,6 +27,7 @@ use crate::aws::metadata::{common_prefix, name_prefix};
 use crate::error::{Error, Result};
 use crate::lock;
 use crate::source::SourceRef;
+use crate::status::EventsStatus;
 
 /// The shortest poll interval: the shortest refreshInterval there is.
 const MIN_POLL: Duration = crate::api::MIN_REFRESH;
@@ -51,6 +58,18 @@ struct StoreState {
     running: bool,
     /// Why the last poll could not reach AWS, while it cannot.
     unavailable: Option<String>,
+    /// Wakes the poll loop when its interval changes (the event queue's health flipped).
+    wake: Arc<Notify>,
+    events: EventsState,
+}
+
+/// The event loop of a store.
+#[derive(Default)]
+struct EventsState {
+    running: bool,
+    /// The queue read, and whether its last ReceiveMessage answered (else why not); `None` before
+    /// the first answer.
+    health: Option<(String, std::result::Result<(), String>)>,
 }
 
 /// The pollers of every store, and the channel that triggers ExternalSecrets.
@@ -60,13 +79,37 @@ pub struct Pollers {
     /// When a change was detected for ExternalSecrets whose sync is still to come.
     detected: Mutex<HashMap<EsRef, Instant>>,
     fetcher: Arc<Fetcher>,
+    /// Stores whose status has news (their event queue's health flipped).
+    store_news: broadcast::Sender<StoreId>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Pollers {
     /// Pollers that keep what they see in `fetcher` and send triggered ExternalSecrets into
     /// `trigger`.
-    pub fn new(trigger: mpsc::UnboundedSender<EsRef>, fetcher: Arc<Fetcher>) -> Arc<Self> {
-        Arc::new(Self { stores: Mutex::default(), trigger, detected: Mutex::default(), fetcher })
+    pub fn new(
+        trigger: mpsc::UnboundedSender<EsRef>,
+        fetcher: Arc<Fetcher>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<Self> {
+        let (store_news, _) = broadcast::channel(64);
+        Arc::new(Self { stores: Mutex::default(), trigger, detected: Mutex::default(), fetcher, store_news, metrics })
+    }
+
+    /// The stores whose status should be written again, as they come.
+    pub fn store_news(&self) -> broadcast::Receiver<StoreId> {
+        self.store_news.subscribe()
+    }
+
+    /// How the store's event queue is doing, if it reads one and it has answered or failed.
+    pub fn events_status(&self, store: &StoreId) -> Option<EventsStatus> {
+        let state = lock(&self.stores).get(store)?.clone();
+        let st = lock(&state);
+        st.client.events()?;
+        match st.events.health.clone()? {
+            (queue, Ok(())) => Some(EventsStatus::Receiving { queue }),
+            (queue, Err(why)) => Some(EventsStatus::Unavailable { queue, why }),
+        }
     }
 
     /// Register (or refresh) what an ExternalSecret reads; starts the store's poll loop if needed.
@@ -89,6 +132,8 @@ impl Pollers {
                         list_pages: None,
                         running: false,
                         unavailable: None,
+                        wake: Arc::new(Notify::new()),
+                        events: EventsState::default(),
                     }))
                 })
                 .clone()
@@ -127,12 +172,19 @@ impl Pollers {
             self.drop_unread(store, &mut st);
             let start = !st.running && !st.watched.is_empty();
             st.running |= start;
-            start
+            let start_events = !st.events.running && !st.watched.is_empty() && client.events().is_some();
+            st.events.running |= start_events;
+            (start, start_events)
         };
-        if start {
+        if start.0 {
+            let this = self.clone();
+            let (id, state) = (store.clone(), state.clone());
+            tokio::spawn(async move { this.poll_loop(id, state).await });
+        }
+        if start.1 {
             let this = self.clone();
             let id = store.clone();
-            tokio::spawn(async move { this.poll_loop(id, state).await });
+            tokio::spawn(async move { this.events_loop(id, state).await });
         }
     }
 
@@ -161,8 +213,9 @@ impl Pollers {
     }
 
     async fn poll_loop(self: Arc<Self>, id: StoreId, state: Arc<Mutex<StoreState>>) {
+        let mut last = Instant::now();
         loop {
-            let interval = {
+            let (interval, wake) = {
                 let mut st = lock(&state);
                 let now = Instant::now();
                 for w in st.watched.values_mut() {
@@ -170,15 +223,20 @@ impl Pollers {
                 }
                 self.drop_unread(&id, &mut st);
                 let min = st.watched.values().flat_map(|w| w.refs.values()).map(|r| r.refresh).min();
-                match min {
-                    Some(m) => m.max(MIN_POLL),
-                    None => {
-                        st.running = false;
-                        return;
-                    }
-                }
+                let Some(min) = min else {
+                    st.running = false;
+                    return;
+                };
+                (poll_interval(min, &st), st.wake.clone())
             };
-            tokio::time::sleep(interval).await;
+            let due = last + interval;
+            if Instant::now() < due {
+                tokio::select! {
+                    () = tokio::time::sleep_until(due.into()) => {}
+                    () = wake.notified() => continue,
+                }
+            }
+            last = Instant::now();
             let result = self.poll_once(&id, &state).await;
             if let Err(e) = &result {
                 warn!(store = %id, error = %e, "polling change metadata failed");
@@ -210,13 +268,26 @@ impl Pollers {
             (st.client.clone(), st.watched.keys().cloned().collect::<Vec<_>>(), st.list_pages)
         };
         let fresh = Self::read_metadata(&client, &keys, list_pages, state).await?;
+        let now = Instant::now();
+        self.apply(id, state, fresh.into_iter().map(|(key, seen)| (key, seen, now)), Trigger::AtMostEveryRefresh);
+        Ok(())
+    }
 
+    /// Record what AWS holds now (`(key, stages, when the change happened)`), and trigger the
+    /// ExternalSecrets whose stages moved.
+    fn apply(
+        &self,
+        id: &StoreId,
+        state: &Mutex<StoreState>,
+        fresh: impl IntoIterator<Item = (String, Stages, Instant)>,
+        rule: Trigger,
+    ) {
         let now = Instant::now();
         let mut triggers = Vec::new();
         let mut detected = Vec::new();
         {
             let mut st = lock(state);
-            for (key, seen) in fresh {
+            for (key, seen, changed_at) in fresh {
                 let Some(w) = st.watched.get_mut(&key) else { continue };
                 let Some(before) = self.fetcher.observe(id, &key, seen.clone()) else { continue };
                 for (es, r) in w.refs.iter_mut() {
@@ -224,8 +295,14 @@ impl Pollers {
                         continue;
                     }
                     // Timed even when the trigger waits: the next refresh then applies the change.
-                    detected.push(es.clone());
-                    if r.last_trigger.is_none_or(|t| now.duration_since(t) >= r.refresh) {
+                    detected.push((es.clone(), changed_at));
+                    let due = match rule {
+                        Trigger::AtMostEveryRefresh => {
+                            r.last_trigger.is_none_or(|t| now.duration_since(t) >= r.refresh)
+                        }
+                        Trigger::Now => true,
+                    };
+                    if due {
                         r.last_trigger = Some(now);
                         triggers.push(es.clone());
                     }
@@ -234,15 +311,14 @@ impl Pollers {
         }
         if !detected.is_empty() {
             let mut at = lock(&self.detected);
-            for es in detected {
-                at.entry(es).or_insert(now);
+            for (es, changed_at) in detected {
+                at.entry(es).or_insert(changed_at);
             }
         }
         for es in triggers {
             debug!(store = %id, externalsecret = %es, "source changed");
             let _ = self.trigger.send(es);
         }
-        Ok(())
     }
 
     /// The stages of each key now (`None`: gone), with the fewest calls: DescribeSecret each when
@@ -268,6 +344,25 @@ impl Pollers {
             fresh.insert(key.clone(), listed.iter().find(|m| m.is_named(key)).map(|m| m.stages.clone()));
         }
         Ok(fresh)
+    }
+}
+
+/// When a detected move triggers its ExternalSecrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    /// A poll: at most once per refreshInterval (a later move waits for the next refresh).
+    AtMostEveryRefresh,
+    /// An event: at once (the store asked for events to be followed).
+    Now,
+}
+
+/// How long the poll loop waits: the shortest refreshInterval of what it watches, stretched to the
+/// store's fallback interval while its event queue answers.
+fn poll_interval(min_refresh: Duration, st: &StoreState) -> Duration {
+    let min = min_refresh.max(MIN_POLL);
+    match (st.client.events(), &st.events.health) {
+        (Some(events), Some((_, Ok(())))) => min.max(events.fallback),
+        _ => min,
     }
 }
 
@@ -316,7 +411,7 @@ mod tests {
     async fn reregistering_keeps_the_trigger_time_and_replaces_what_is_read() {
         let (tx, _rx) = mpsc::unbounded_channel();
         let fetcher = Fetcher::new();
-        let pollers = Pollers::new(tx, fetcher.clone());
+        let pollers = Pollers::new(tx, fetcher.clone(), Arc::new(Metrics::default()));
         let store = StoreId { kind: StoreKind::SecretStore, namespace: Some("ns".into()), name: "s".into() };
         let es = ObjectRef::new("es").within("ns");
         let refresh = Duration::from_secs(3600);

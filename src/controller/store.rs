@@ -29,7 +29,18 @@ pub fn controller_name(kind: StoreKind) -> &'static str {
 /// Run the controller of store kind `S` until shutdown.
 pub async fn run<S: Store>(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let api = S::watch_api(&ctx.client, ctx.namespace.as_deref());
+    // A store whose event queue started or stopped answering writes its status again.
+    let news = futures::stream::unfold(ctx.pollers.store_news(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(id) if id.kind == S::KIND => return Some((S::ref_of(&id), rx)),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
     ctx.controller(controller_name(S::KIND), api)
+        .reconcile_on(news)
         .graceful_shutdown_on(shutdown)
         .run(reconcile::<S>, error_policy, ctx)
         .for_each(|_| async {})
@@ -52,11 +63,12 @@ async fn reconcile<S: Store>(store: Arc<S>, ctx: Arc<Context>) -> Result<Action>
     };
     let previous = store.status().cloned().unwrap_or_default();
     let generation = store.meta().generation;
-    let next = SecretStoreStatus {
-        capabilities: Some("ReadOnly".into()),
-        observed_generation: generation,
-        conditions: status::set_ready(&previous.conditions, reason, &message, generation, Time(jiff::Timestamp::now())),
-    };
+    let now = Time(jiff::Timestamp::now());
+    let conditions = status::set_ready(&previous.conditions, reason, &message, generation, now.clone());
+    let events = ctx.pollers.events_status(&id);
+    let configured = store.provider().events.is_some();
+    let conditions = status::set_events(&conditions, configured, events.as_ref(), generation, now);
+    let next = SecretStoreStatus { capabilities: Some("ReadOnly".into()), observed_generation: generation, conditions };
     if next != previous {
         write::apply_status(&store.own_api(&ctx.client), &store.name_any(), &next).await?;
     }

@@ -41,6 +41,14 @@ pub trait Store: Watched + Serialize {
     fn id(&self) -> StoreId {
         StoreId { kind: Self::KIND, namespace: self.credential_namespace(), name: self.name_any() }
     }
+
+    /// The object a store id of this kind names.
+    fn ref_of(id: &StoreId) -> ObjectRef<Self> {
+        match &id.namespace {
+            Some(ns) => ObjectRef::new(&id.name).within(ns),
+            None => ObjectRef::new(&id.name),
+        }
+    }
 }
 
 impl Store for SecretStore {

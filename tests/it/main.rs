@@ -7,6 +7,7 @@
 
 mod chart;
 mod common;
+mod events;
 mod faults;
 mod ha;
 mod hygiene;

@@ -263,6 +263,7 @@ async fn batch_get_chunks_by_20_and_answers_per_id() -> anyhow::Result<()> {
         keys: Some(keys),
         service_account: None,
         session_name: "lockstep-test".into(),
+        events: None,
     };
     let metrics = std::sync::Arc::new(lockstep::metrics::Metrics::default());
     let client = lockstep::aws::build(

@@ -474,6 +474,29 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
             "additionalRoles",
         ),
         (
+            "SecretStore",
+            json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1",
+                "events": {"queueURL": "arn:aws:sqs:us-east-1:123456789012:q"}}}}),
+            "provider.aws.events.queueURL must be an SQS queue URL",
+        ),
+        (
+            "SecretStore",
+            json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1",
+                "events": {"queueURL": "https://sqs.us-east-1.amazonaws.com/123456789012/q", "fallbackInterval": "30s"}}}}),
+            "provider.aws.events.fallbackInterval must be a duration of at least 1m",
+        ),
+        (
+            "SecretStore",
+            json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1",
+                "events": {"queueURL": "https://sqs.us-east-1.amazonaws.com/123456789012/q", "sqsEndpoint": "sqs"}}}}),
+            "provider.aws.events.sqsEndpoint must be an http(s) URL",
+        ),
+        (
+            "SecretStore",
+            json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1", "events": {}}}}),
+            "queueURL",
+        ),
+        (
             "ClusterSecretStore",
             json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1", "auth": {"secretRef": {
             "accessKeyIDSecretRef": {"name": "c", "key": "a", "namespace": "n"},

@@ -116,8 +116,9 @@ fn metrics_the_dashboard_and_alerts_read_exist(w: &World) -> anyhow::Result<()> 
     );
     assert!(exprs.len() > 10, "{exprs:?}");
     let metrics = w.operator.metrics()?;
-    // An operator watching one namespace runs no ClusterSecretStore controller: what it exports
-    // for one is read from the operator's own metrics code.
+    // An operator watching one namespace runs no ClusterSecretStore controller, and this one reads
+    // no event queue: what it exports for those is read from the operator's own metrics code (the
+    // events test scrapes the queue's series from a live operator).
     let cluster_wide = lockstep::metrics::Metrics::default();
     let key = lockstep::metrics::ObjectKey {
         kind: lockstep::metrics::CLUSTER_SECRET_STORE,
@@ -125,6 +126,8 @@ fn metrics_the_dashboard_and_alerts_read_exist(w: &World) -> anyhow::Result<()> 
         name: "c".into(),
     };
     cluster_wide.object_status(&key, lockstep::status::Reason::Valid, None);
+    cluster_wide.events_queue("SecretStore ns/s", Some(true));
+    cluster_wide.event("SecretStore ns/s", "matched");
     let cluster_wide = cluster_wide.encode();
     let declared: BTreeSet<&str> = [metrics.text(), cluster_wide.as_str()]
         .into_iter()

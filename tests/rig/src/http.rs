@@ -28,15 +28,27 @@ impl Response {
 /// One HTTP/1.1 request on a connection of its own (`Connection: close`: the answer ends at EOF).
 /// `addr` is `127.x.x.x:port` or `http://127.x.x.x:port`; any other address is refused.
 pub fn request(addr: &str, method: &str, path: &str, body: &str) -> anyhow::Result<Response> {
+    request_with(addr, method, path, &[("Content-Type", "text/plain")], body)
+}
+
+/// [`request`] with these headers (besides Host, Content-Length and Connection).
+pub fn request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<Response> {
     let host = addr.trim_start_matches("http://").trim_end_matches('/');
     if !host.starts_with("127.") {
         bail!("refusing a non-loopback address: {host}");
     }
     let mut s = TcpStream::connect(host).with_context(|| format!("{method} {host}{path}"))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut resp = String::new();

@@ -168,18 +168,49 @@ impl Emulator {
         Ok(count_operations(&body))
     }
 
+    /// One call of an AWS JSON-protocol API of this emulator: SQS (`target` `AmazonSQS.<Action>`)
+    /// or EventBridge (`AWSEvents.<Action>`), signed for us-east-1 with moto's test keys (moto
+    /// routes by the signature's service and checks nothing else). Returns the answer's JSON.
+    pub fn aws_json(&self, target: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let (service, content_type) = match target.split_once('.').map(|(prefix, _)| prefix) {
+            Some("AmazonSQS") => ("sqs", "application/x-amz-json-1.0"),
+            Some("AWSEvents") => ("events", "application/x-amz-json-1.1"),
+            _ => anyhow::bail!("no JSON-protocol service for target {target}"),
+        };
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
+        );
+        let headers = [("Content-Type", content_type), ("X-Amz-Target", target), ("Authorization", auth.as_str())];
+        let answer = http::request_with(&self.endpoint, "POST", "/", &headers, &body.to_string())?
+            .success()
+            .with_context(|| format!("moto {target}"))?;
+        if answer.trim().is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_str(&answer).with_context(|| format!("moto {target} answered {answer:?}"))
+    }
+
     /// Send a request to moto's own API; returns the body.
     pub fn moto_api(&self, method: &str, path: &str) -> anyhow::Result<String> {
         http::request(&self.endpoint, method, path, "")?.success().with_context(|| format!("moto {method} {path}"))
     }
 }
 
-/// Count recorded requests per operation: `X-Amz-Target` for JSON services, `Action=` for STS.
-pub fn count_operations(jsonl: &str) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
+/// The recorded requests as (operation, body): the operation is `X-Amz-Target`'s action for JSON
+/// services, `Action=` for STS; the body decoded from base64 where the recorder encoded it.
+pub fn recorded_requests(jsonl: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
     for line in jsonl.lines().filter(|l| !l.trim().is_empty()) {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
+        };
+        let raw = v["body"].as_str().unwrap_or_default();
+        let body = if v["body_encoded"].as_bool() == Some(true) {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(raw).unwrap_or_default();
+            String::from_utf8_lossy(&bytes).to_string()
+        } else {
+            raw.to_string()
         };
         let target = v["headers"]
             .as_object()
@@ -187,20 +218,19 @@ pub fn count_operations(jsonl: &str) -> BTreeMap<String, usize> {
             .and_then(|(_, v)| v.as_str())
             .and_then(|t| t.rsplit('.').next())
             .map(String::from);
-        let op = target.or_else(|| {
-            let raw = v["body"].as_str().unwrap_or_default();
-            let body = if v["body_encoded"].as_bool() == Some(true) {
-                use base64::Engine;
-                let bytes = base64::engine::general_purpose::STANDARD.decode(raw).unwrap_or_default();
-                String::from_utf8_lossy(&bytes).to_string()
-            } else {
-                raw.to_string()
-            };
-            body.split('&').find_map(|kv| kv.strip_prefix("Action=")).map(String::from)
-        });
+        let op = target.or_else(|| body.split('&').find_map(|kv| kv.strip_prefix("Action=")).map(String::from));
         if let Some(op) = op {
-            *out.entry(op).or_insert(0) += 1;
+            out.push((op, body));
         }
+    }
+    out
+}
+
+/// Count recorded requests per operation (see [`recorded_requests`]).
+pub fn count_operations(jsonl: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for (op, _) in recorded_requests(jsonl) {
+        *out.entry(op).or_insert(0) += 1;
     }
     out
 }
