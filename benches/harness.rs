@@ -496,7 +496,7 @@ impl Report {
             );
             let _ = writeln!(
                 s,
-                "| events mode: AWS calls per hour, SQS included (1% changing per hour) | {per_hour:.0} | | {:.1}x polling mode's | no more than polling mode's at {} s | {} |",
+                "| events mode: AWS calls per hour, SQS included (1% changing per hour) | {per_hour:.0} | | {:.1}x fewer than polling mode | no more than polling mode's at {} s | {} |",
                 self.ours_per_hour() / per_hour.max(1.0),
                 a.refresh,
                 verdict(per_hour <= self.ours_per_hour())

@@ -22,6 +22,8 @@ use crate::lock;
 /// The first wait after a failed ReceiveMessage; it doubles up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// The least time between two ReceiveMessage calls that returned nothing.
+const QUIET_MIN: Duration = Duration::from_secs(1);
 
 /// What became of one batch of messages.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -50,6 +52,7 @@ impl Pollers {
                     }
                 }
             };
+            let asked = Instant::now();
             let received = client.receive(&queue).await;
             let health = received.as_ref().map(|_| ()).map_err(|e| e.to_string());
             self.set_events_health(&id, &state, &queue, health);
@@ -66,6 +69,11 @@ impl Pollers {
                 }
             };
             if messages.is_empty() {
+                // SQS answers a quiet long poll after its wait; an endpoint that answers at once
+                // must not turn this into a busy loop.
+                if asked.elapsed() < QUIET_MIN {
+                    tokio::time::sleep(QUIET_MIN).await;
+                }
                 continue;
             }
             let handled = self.handle(&id, &state, &client, &messages).await;
