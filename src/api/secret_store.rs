@@ -51,10 +51,12 @@ pub struct SecretStoreSpec {
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("!has(self.provider.aws.auth) || !has(self.provider.aws.auth.secretRef) || (has(self.provider.aws.auth.secretRef.accessKeyIDSecretRef.namespace) && has(self.provider.aws.auth.secretRef.secretAccessKeySecretRef.namespace) && (!has(self.provider.aws.auth.secretRef.sessionTokenSecretRef) || has(self.provider.aws.auth.secretRef.sessionTokenSecretRef.namespace)))")
-    .message("a ClusterSecretStore must name the namespace of each Secret in provider.aws.auth.secretRef"))]
-#[x_kube(validation = Rule::new("!has(self.provider.aws.auth) || !has(self.provider.aws.auth.jwt) || has(self.provider.aws.auth.jwt.serviceAccountRef.namespace)")
-    .message("a ClusterSecretStore must name the namespace of the ServiceAccount in provider.aws.auth.jwt.serviceAccountRef"))]
+#[x_kube(validation = Rule::new("!has(self.provider.aws.auth) || !has(self.provider.aws.auth.secretRef) || (has(self.provider.aws.auth.secretRef.accessKeyIDSecretRef.namespace) == has(self.provider.aws.auth.secretRef.secretAccessKeySecretRef.namespace) && (!has(self.provider.aws.auth.secretRef.sessionTokenSecretRef) || has(self.provider.aws.auth.secretRef.sessionTokenSecretRef.namespace) == has(self.provider.aws.auth.secretRef.accessKeyIDSecretRef.namespace)))")
+    .message("a ClusterSecretStore names the namespace of every Secret in provider.aws.auth.secretRef, or of none (a referent store: each ExternalSecret's own namespace)"))]
+#[x_kube(validation = Rule::new("!has(self.provider.aws.events) || !has(self.provider.aws.namespaceSessionTag) || !self.provider.aws.namespaceSessionTag")
+    .message("a ClusterSecretStore with provider.aws.namespaceSessionTag (a session per namespace) cannot read provider.aws.events: each namespace's client would take a share of the queue's messages"))]
+#[x_kube(validation = Rule::new("!has(self.provider.aws.events) || !has(self.provider.aws.auth) || (has(self.provider.aws.auth.secretRef) ? has(self.provider.aws.auth.secretRef.accessKeyIDSecretRef.namespace) : has(self.provider.aws.auth.jwt.serviceAccountRef.namespace))")
+    .message("a referent ClusterSecretStore (credentials from each ExternalSecret's namespace) cannot read provider.aws.events: each namespace's client would take a share of the queue's messages; name the credentials' namespace, or use SecretStores with a queue each"))]
 #[x_kube(validation = Rule::new("!has(self.controller) && !has(self.retrySettings) && !has(self.refreshInterval)")
     .message("spec.controller, spec.retrySettings and spec.refreshInterval of ESO's stores are not supported by Lockstep: remove them (Lockstep retries with its own backoff and checks stores hourly)"))]
 #[serde(rename_all = "camelCase")]
@@ -133,6 +135,8 @@ pub enum AwsService {
     .message("provider.aws.prefix and provider.aws.secretsManager are not supported by Lockstep: remove them (name secrets in full in remoteRef.key)"))]
 #[x_kube(validation = Rule::new("has(self.role) || ((!has(self.sessionTags) || size(self.sessionTags) == 0) && (!has(self.transitiveTagKeys) || size(self.transitiveTagKeys) == 0))")
     .message("provider.aws.sessionTags and transitiveTagKeys are tags of the session of provider.aws.role: set role, or remove them"))]
+#[x_kube(validation = Rule::new("has(self.role) || !has(self.namespaceSessionTag) || !self.namespaceSessionTag")
+    .message("provider.aws.namespaceSessionTag tags the session of provider.aws.role: set role, or remove it"))]
 #[serde(rename_all = "camelCase")]
 pub struct AwsProvider {
     /// SecretsManager (the only service Lockstep reads).
@@ -183,6 +187,12 @@ pub struct AwsProvider {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 50))]
     pub transitive_tag_keys: Vec<String>,
+    /// Lockstep's addition: tag the `role` session with `kubernetes-namespace: <the ExternalSecret's
+    /// namespace>`, so IAM policies can grant by `aws:PrincipalTag/kubernetes-namespace` without
+    /// a tag written per store. On a ClusterSecretStore this makes one session (and client) per
+    /// namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub namespace_session_tag: bool,
     /// Lockstep's addition: refresh from Secrets Manager's events, delivered by an EventBridge
     /// rule to an SQS queue, with polling kept as the safety net.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,6 +222,9 @@ pub struct AwsEvents {
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1m')").message("provider.aws.events.fallbackInterval must be a duration of at least 1m, such as 15m or 1h"))]
     pub fallback_interval: Option<String>,
 }
+
+/// The session tag key `namespaceSessionTag` sets.
+pub const NAMESPACE_TAG: &str = "kubernetes-namespace";
 
 /// The fallback poll interval of a store whose events flow, unless it sets one.
 pub const DEFAULT_EVENTS_FALLBACK: std::time::Duration = std::time::Duration::from_secs(15 * 60);
@@ -330,6 +343,23 @@ pub struct SecretStoreStatus {
 }
 
 impl ClusterSecretStoreSpec {
+    /// Whether the store is referent (ESO's term): its credentials (`secretRef` Secrets or the
+    /// `jwt` ServiceAccount) name no namespace, so each ExternalSecret's own namespace holds them.
+    pub fn referent(&self) -> bool {
+        let auth = self.provider.aws.auth.as_ref();
+        match (auth.and_then(|a| a.secret_ref.as_ref()), auth.and_then(|a| a.jwt.as_ref())) {
+            (Some(r), _) => r.access_key_id_secret_ref.namespace.is_none(),
+            (None, Some(jwt)) => jwt.service_account_ref.namespace.is_none(),
+            (None, None) => false,
+        }
+    }
+
+    /// Whether each namespace gets a client of its own: a referent store, or one that tags its
+    /// sessions with the namespace.
+    pub fn per_namespace(&self) -> bool {
+        self.referent() || self.provider.aws.namespace_session_tag
+    }
+
     /// Whether a namespace with these labels may use the store.
     pub fn allows(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
         self.conditions.is_empty()
@@ -361,6 +391,33 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn referent_when_the_credentials_name_no_namespace_and_per_namespace_with_the_tag_too() {
+        let store = |aws: serde_json::Value| -> ClusterSecretStoreSpec {
+            let mut provider = serde_json::json!({"service": "SecretsManager", "region": "us-east-1"});
+            if let (Some(p), Some(extra)) = (provider.as_object_mut(), aws.as_object()) {
+                p.extend(extra.clone());
+            }
+            serde_json::from_value(serde_json::json!({"provider": {"aws": provider}})).expect("a spec")
+        };
+        let keys = |ns: Option<&str>| {
+            let r = |k: &str| serde_json::json!({"name": "c", "key": k, "namespace": ns});
+            serde_json::json!({"auth": {"secretRef": {"accessKeyIDSecretRef": r("a"), "secretAccessKeySecretRef": r("b")}}})
+        };
+        let jwt = |ns: Option<&str>| serde_json::json!({"auth": {"jwt": {"serviceAccountRef": {"name": "sa", "namespace": ns}}}});
+        for (aws, referent, per_namespace) in [
+            (serde_json::json!({}), false, false),
+            (keys(None), true, true),
+            (keys(Some("ops")), false, false),
+            (jwt(None), true, true),
+            (jwt(Some("ops")), false, false),
+            (serde_json::json!({"role": "arn:aws:iam::123456789012:role/r", "namespaceSessionTag": true}), false, true),
+        ] {
+            let s = store(aws.clone());
+            assert_eq!((s.referent(), s.per_namespace()), (referent, per_namespace), "{aws}");
+        }
+    }
 
     #[test]
     fn conditions_admit_by_name_label_or_regex() {

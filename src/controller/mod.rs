@@ -66,20 +66,26 @@ pub struct Wiring {
 /// The controllers by the kind they reconcile, as readiness names them.
 const EXTERNAL_SECRET: &str = "ExternalSecret";
 
-/// A store by kind, namespace and name.
+/// A store by kind, namespace and name: what has one AWS client, one poller and one rate limit.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StoreId {
     pub kind: StoreKind,
-    /// A SecretStore's namespace; None for a ClusterSecretStore.
+    /// A SecretStore's namespace; for a referent ClusterSecretStore, the namespace whose
+    /// credentials this client uses (one client per namespace, never shared); else None.
     pub namespace: Option<String>,
     pub name: String,
 }
 
 impl std::fmt::Display for StoreId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.namespace {
-            Some(ns) => write!(f, "SecretStore {ns}/{}", self.name),
-            None => write!(f, "ClusterSecretStore {}", self.name),
+        match (self.kind, &self.namespace) {
+            (StoreKind::SecretStore, ns) => {
+                write!(f, "SecretStore {}/{}", ns.as_deref().unwrap_or_default(), self.name)
+            }
+            (StoreKind::ClusterSecretStore, None) => write!(f, "ClusterSecretStore {}", self.name),
+            (StoreKind::ClusterSecretStore, Some(ns)) => {
+                write!(f, "ClusterSecretStore {} (credentials of namespace {ns})", self.name)
+            }
         }
     }
 }

@@ -58,7 +58,7 @@ async fn reconcile<S: Store>(store: Arc<S>, ctx: Arc<Context>) -> Result<Action>
     let id = store.id();
     let outcome = validate(&ctx, &*store).await;
     let (reason, message) = match &outcome {
-        Ok(identity) => (Reason::Valid, format!("credentials resolve to {identity} and AWS answers")),
+        Ok(message) => (Reason::Valid, message.clone()),
         Err(e) => (e.reason(), e.to_string()),
     };
     let previous = store.status().cloned().unwrap_or_default();
@@ -78,8 +78,15 @@ async fn reconcile<S: Store>(store: Arc<S>, ctx: Arc<Context>) -> Result<Action>
 }
 
 /// The identity the store's credentials resolve to (STS GetCallerIdentity: an ARN, never a key).
+/// A referent store has none of its own: each namespace's are checked when its ExternalSecrets sync.
 async fn validate<S: Store>(ctx: &Context, store: &S) -> Result<String> {
+    if store.referent() {
+        return Ok(String::from(
+            "referent: each ExternalSecret's credentials are read from its own namespace and checked when it syncs",
+        ));
+    }
     let cred_ns = store.credential_namespace();
     let client = ctx.stores.client_for(&store.id(), store.provider(), cred_ns.as_deref()).await?;
-    client.caller_identity().await
+    let identity = client.caller_identity().await?;
+    Ok(format!("credentials resolve to {identity} and AWS answers"))
 }

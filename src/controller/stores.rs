@@ -37,6 +37,11 @@ pub trait Store: Watched + Serialize {
     fn watch_api(client: &Client, namespace: Option<&str>) -> Api<Self>;
     /// The API its own status is written through.
     fn own_api(&self, client: &Client) -> Api<Self>;
+    /// Whether its credentials come from each ExternalSecret's namespace (a referent
+    /// ClusterSecretStore).
+    fn referent(&self) -> bool {
+        false
+    }
 
     fn id(&self) -> StoreId {
         StoreId { kind: Self::KIND, namespace: self.credential_namespace(), name: self.name_any() }
@@ -86,6 +91,9 @@ impl Store for ClusterSecretStore {
     }
     fn watch_api(client: &Client, _: Option<&str>) -> Api<Self> {
         Api::all(client.clone())
+    }
+    fn referent(&self) -> bool {
+        self.spec.referent()
     }
     fn own_api(&self, client: &Client) -> Api<Self> {
         Api::all(client.clone())
@@ -154,6 +162,14 @@ impl Stores {
                     .await?
                     .ok_or_else(|| Error::StoreNotReady(format!("ClusterSecretStore {name:?} not found")))?;
                 self.check_allowed(&store, namespace).await?;
+                if store.spec.per_namespace() {
+                    // A client of the ExternalSecret's namespace's own: its credentials (referent)
+                    // or its session tag.
+                    let id = StoreId { namespace: Some(namespace.to_string()), ..store.id() };
+                    let cred_ns = store.spec.referent().then_some(namespace);
+                    let client = self.client_for(&id, store.provider(), cred_ns).await?;
+                    return Ok(ResolvedStore { id, client });
+                }
                 self.resolved(&*store).await
             }
         }
@@ -192,7 +208,10 @@ impl Stores {
     /// change. `cred_ns` is where its credential Secrets live (see [`Store::credential_namespace`]).
     pub async fn client_for(&self, id: &StoreId, aws: &AwsProvider, cred_ns: Option<&str>) -> Result<StoreClient> {
         let keys = self.static_keys(aws, cred_ns).await?;
-        let cfg = StoreConfig::new(aws, keys, aws::session_name(id.namespace.as_deref(), &id.name));
+        let mut cfg = StoreConfig::new(aws, keys, aws::session_name(id.namespace.as_deref(), &id.name));
+        if let (true, Some(ns)) = (aws.namespace_session_tag, id.namespace.as_deref()) {
+            cfg.session_tags.push((crate::api::NAMESPACE_TAG.to_string(), ns.to_string()));
+        }
         let cfg = match aws.auth.as_ref().and_then(|a| a.jwt.as_ref()) {
             Some(jwt) => self.with_service_account(cfg, &jwt.service_account_ref, cred_ns).await?,
             None => cfg,
@@ -204,7 +223,18 @@ impl Stores {
         };
         let tokens = Arc::new(Tokens { client: self.client.clone() });
         let client = aws::build(&cfg, calls, tokens).await;
-        lock(&self.clients).insert(id.clone(), (cfg, client.clone()));
+        {
+            // Two callers that both found no client (the store check and a sync, at once) built
+            // one each: the first in wins, so one client, and one STS session, serves the store.
+            // A client makes no call until used, so the other is dropped unused.
+            let mut clients = lock(&self.clients);
+            if let Some((known, first)) = clients.get(id)
+                && *known == cfg
+            {
+                return Ok(first.clone());
+            }
+            clients.insert(id.clone(), (cfg, client.clone()));
+        }
         if changed {
             // What was seen through the old settings says nothing about the new ones.
             self.fetcher.forget(id);

@@ -458,8 +458,9 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
         (
             "ClusterSecretStore",
             json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1",
-                "auth": {"jwt": {"serviceAccountRef": {"name": "sa"}}}}}}),
-            "a ClusterSecretStore must name the namespace of the ServiceAccount",
+                "auth": {"jwt": {"serviceAccountRef": {"name": "sa"}}},
+                "events": {"queueURL": "https://sqs.us-east-1.amazonaws.com/123456789012/q"}}}}),
+            "a referent ClusterSecretStore (credentials from each ExternalSecret's namespace) cannot read provider.aws.events",
         ),
         (
             "SecretStore",
@@ -501,7 +502,7 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
             json!({"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1", "auth": {"secretRef": {
             "accessKeyIDSecretRef": {"name": "c", "key": "a", "namespace": "n"},
             "secretAccessKeySecretRef": {"name": "c", "key": "b"}}}}}}),
-            "a ClusterSecretStore must name the namespace",
+            "a ClusterSecretStore names the namespace of every Secret in provider.aws.auth.secretRef, or of none",
         ),
         (
             "ClusterSecretStore",

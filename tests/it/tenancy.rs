@@ -203,3 +203,114 @@ async fn additional_roles_are_a_chain_in_order_and_the_role_session_carries_the_
     }
     Ok(())
 }
+
+/// A referent ClusterSecretStore (its credential references name no namespace, ESO's term) reads
+/// the credentials from each ExternalSecret's own namespace: one client per namespace (its own
+/// keys on the wire, its own series), never another namespace's, and a namespace without them is
+/// StoreNotReady rather than served by someone else's. Cluster-wide, so on a control plane of its
+/// own.
+#[tokio::test]
+async fn a_referent_cluster_store_reads_credentials_from_each_namespace_and_never_another() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    use lockstep_rig::{ControlPlane, Emulator};
+    use serde_json::json;
+    let rig = Rig::get();
+    let cp = ControlPlane::start(&rig.dir.join(format!("referent-{}", lockstep_rig::unique())))?;
+    let emu = Emulator::dedicated()?;
+    let w = World::on(cp.test_env(&emu, "referent-a").await?, &cp.kubeconfig, &[]).await?;
+    let b = cp.test_env(&emu, "referent-b").await?;
+    let c = cp.test_env(&emu, "referent-c").await?;
+    emu.client().create_secret().name("referent/db").secret_string("v1").send().await?;
+    let store = format!("referent-{}", lockstep_rig::unique());
+    w.apply(cluster_store(&store, &emu.endpoint).creds("tenant-keys")).await?;
+    for (env, akid) in [(&w.env, "AKIDTENANTA"), (&b, "AKIDTENANTB")] {
+        let keys = json!({"access-key-id": akid, "secret-access-key": format!("{akid}-secret")});
+        env.apply(secret("tenant-keys", keys)).await?;
+    }
+    emu.start_recording()?;
+    let spec = || es(&store).kind("ClusterSecretStore").refresh("1h").key("k", "referent/db");
+    for env in [&w.env, &b, &c] {
+        env.apply(object("ExternalSecret", "db", spec())).await?;
+    }
+    for env in [&w.env, &b] {
+        let secrets = kube::Api::<Secret>::namespaced(env.kube.clone(), &env.ns);
+        w.eventually(&format!("Secret {}/db synced", env.ns), || {
+            let secrets = secrets.clone();
+            async move { secrets.get_opt("db").await.ok().flatten().filter(|s| text(s, "k") == "v1") }
+        })
+        .await?;
+    }
+    let c_es = kube::Api::<lockstep::api::ExternalSecret>::namespaced(c.kube.clone(), &c.ns);
+    let message = w
+        .eventually("C is StoreNotReady", || {
+            let c_es = c_es.clone();
+            async move {
+                let ready = c_es.get("db").await.ok()?.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+                (ready.reason == "StoreNotReady").then_some(ready.message)
+            }
+        })
+        .await?;
+    assert!(
+        message.contains(&format!("{}/tenant-keys", c.ns)),
+        "C's own namespace is where its keys are looked for: {message}"
+    );
+    assert!(kube::Api::<Secret>::namespaced(c.kube.clone(), &c.ns).get_opt("db").await?.is_none());
+
+    // Each namespace's keys signed its own calls.
+    let recording = emu.moto_api("GET", "/moto-api/recorder/download-recording")?;
+    for akid in ["AKIDTENANTA", "AKIDTENANTB"] {
+        assert!(recording.contains(&format!("Credential={akid}/")), "{akid} signed calls");
+    }
+    let metrics = w.operator.metrics()?;
+    for env in [&w.env, &b] {
+        let label = format!("ClusterSecretStore {store} (credentials of namespace {})", env.ns);
+        assert!(metrics.sum("lockstep_aws_calls_total", &[("store", &label)]) >= 1.0, "{label}: {}", metrics.text());
+    }
+    // namespaceSessionTag: one ClusterSecretStore with A's keys and a role, whose sessions carry
+    // the namespace each ExternalSecret is in: one AssumeRole per namespace, tagged with it.
+    let tagged = format!("tagged-{}", lockstep_rig::unique());
+    let role = "arn:aws:iam::123456789012:role/by-namespace";
+    let tag = json!({"role": role, "namespaceSessionTag": true});
+    w.apply(cluster_store(&tagged, &emu.endpoint).creds("tenant-keys").creds_in(&w.env.ns).aws(tag)).await?;
+    emu.start_recording()?;
+    let spec = || es(&tagged).kind("ClusterSecretStore").refresh("1h").key("k", "referent/db");
+    for env in [&w.env, &b] {
+        env.apply(object("ExternalSecret", "tagged", spec())).await?;
+    }
+    for env in [&w.env, &b] {
+        let secrets = kube::Api::<Secret>::namespaced(env.kube.clone(), &env.ns);
+        w.eventually(&format!("Secret {}/tagged synced", env.ns), || {
+            let secrets = secrets.clone();
+            async move { secrets.get_opt("tagged").await.ok().flatten().filter(|s| text(s, "k") == "v1") }
+        })
+        .await?;
+    }
+    let assumed = sts_calls(&emu.moto_api("GET", "/moto-api/recorder/download-recording")?, "AssumeRole");
+    let mut tagged_with: Vec<(String, String)> = assumed
+        .iter()
+        .filter(|c| c.get("RoleArn").map(String::as_str) == Some(role))
+        .filter_map(|c| Some((c.get("Tags.member.1.Key")?.clone(), c.get("Tags.member.1.Value")?.clone())))
+        .collect();
+    tagged_with.sort();
+    let mut expected = vec![
+        ("kubernetes-namespace".to_string(), w.env.ns.clone()),
+        ("kubernetes-namespace".to_string(), b.ns.clone()),
+    ];
+    expected.sort();
+    assert_eq!(tagged_with, expected, "one session per namespace, tagged with it: {assumed:?}");
+
+    // The store itself holds no credentials to check.
+    let css = kube::Api::<lockstep::api::ClusterSecretStore>::all(w.env.kube.clone());
+    let ready = w
+        .eventually("the referent store is Ready", || {
+            let css = css.clone();
+            let store = store.clone();
+            async move {
+                let ready = css.get(&store).await.ok()?.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+                (ready.status == "True").then_some(ready.message)
+            }
+        })
+        .await?;
+    assert!(ready.contains("referent"), "{ready}");
+    Ok(())
+}
