@@ -78,6 +78,18 @@ pub fn owned_secret_changes(
     retried(api, config).touched_objects()
 }
 
+/// The objects of `api` as they are created, changed and deleted, retried like the other watches
+/// (on an `Api<PartialObjectMeta<_>>`, a metadata-only watch).
+pub fn changes<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
+where
+    K: Watched,
+{
+    retried(api, config).touched_objects()
+}
+
 /// How a watch retries after an error: 0.5 s doubling to 10 s, each delay plus up to half again,
 /// and from 0.5 s again once anything arrives. Shorter than client-go's (0.8 s doubling to 30 s,
 /// each up to doubled), which kube-runtime copies, because after an apiserver restart a watch
