@@ -14,7 +14,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
 use super::provision::{self, NamespaceView};
@@ -32,12 +32,23 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let controller = ctx.controller(CLUSTER_EXTERNAL_SECRET, Api::<ClusterExternalSecret>::all(client.clone()));
     let reader = controller.store();
     // Only the ExternalSecrets carrying the label are watched; their owner references say whose
-    // they are. Any namespace change may change what every ClusterExternalSecret selects.
+    // they are (their status writes, every sync, trigger nothing). A namespace created, relabelled
+    // or deleted may change what every ClusterExternalSecret selects.
     let ours = watcher::Config::default().labels(CLUSTER_EXTERNAL_SECRET_LABEL);
-    let owned = watch::changes(Api::<PartialObjectMeta<ExternalSecret>>::all(client.clone()), ours);
-    let namespaces = watch::changes(Api::<PartialObjectMeta<Namespace>>::all(client), watcher::Config::default());
+    let owned = watch::spec_changes(Api::<PartialObjectMeta<ExternalSecret>>::all(client.clone()), ours);
+    let namespaces = watch::spec_changes(Api::<PartialObjectMeta<Namespace>>::all(client), watcher::Config::default());
+    // A cluster-scoped owner: named by the owner reference alone (the runtime's `owns` would look
+    // for it in the child's namespace).
+    let owners = |es: PartialObjectMeta<ExternalSecret>| {
+        let owners = es.metadata.owner_references.unwrap_or_default();
+        owners
+            .into_iter()
+            .filter(|o| o.controller == Some(true) && o.kind == ClusterExternalSecret::kind(&()))
+            .map(|o| ObjectRef::<ClusterExternalSecret>::new(&o.name))
+            .collect::<Vec<_>>()
+    };
     controller
-        .owns_stream(owned)
+        .watches_stream(owned, owners)
         .watches_stream(namespaces, move |_| {
             reader.state().iter().map(|c| ObjectRef::from_obj(&**c)).collect::<Vec<_>>()
         })
@@ -60,6 +71,10 @@ fn error_policy(_ces: Arc<ClusterExternalSecret>, err: &Error, _ctx: Arc<Context
 #[instrument(skip_all, fields(name = ces.name_any()))]
 async fn reconcile(ces: Arc<ClusterExternalSecret>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconcile(CLUSTER_EXTERNAL_SECRET);
+    if ces.metadata.deletion_timestamp.is_some() {
+        // Garbage collection is deleting what it owns (a foreground deletion): create nothing.
+        return Ok(Action::await_change());
+    }
     let key = format!("ClusterExternalSecret {}", ces.name_any());
     // Admission refuses an invalid refreshTime; one that got in before the rule is the default.
     let refresh = ces.spec.refresh().unwrap_or(DEFAULT_NAMESPACE_REFRESH);
