@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, Preconditions};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
@@ -122,11 +123,14 @@ async fn reconcile(ces: Arc<ClusterExternalSecret>, ctx: Arc<Context>) -> Result
     }
 
     let previous = ces.status.clone().unwrap_or_default();
-    let (next, reason, _) = provision::status_after(&ces, &previous, provisioned, failed, Time(jiff::Timestamp::now()));
+    let (next, reason, message) =
+        provision::status_after(&ces, &previous, provisioned, failed, Time(jiff::Timestamp::now()));
     if next != previous {
         write::apply_status(&Api::<ClusterExternalSecret>::all(ctx.client.clone()), &ces.name_any(), &next).await?;
     }
     if status::ready_reason(&previous.conditions) != Some(reason.as_str()) {
+        let type_ = if reason.is_ready() { EventType::Normal } else { EventType::Warning };
+        write::event(&ctx, &*ces, type_, reason.as_str(), &message).await;
         info!(reason = %reason, "ready condition changed");
     }
     let next = ctx.backoff.settle(&key, transient.as_ref(), None);

@@ -176,6 +176,28 @@ async fn a_cluster_external_secret_follows_namespace_labels_and_creation() -> an
     let failed = wait_status(&w, "shared-db", "NamespacesProvisioned", &[&a, &c, &later, &taken]).await?;
     assert!(failed.is_empty(), "{failed:?}");
     wait_value_in(&w, &taken, "db", "k", VALUE).await?;
+    // An Event on each change of the Ready reason.
+    let events = Api::<k8s_openapi::api::events::v1::Event>::all(kube.clone());
+    let reasons = w
+        .eventually("Events about the ClusterExternalSecret", || {
+            let events = events.clone();
+            async move {
+                let list = events.list(&Default::default()).await.ok()?;
+                let mut reasons: Vec<String> = list
+                    .items
+                    .into_iter()
+                    .filter(|e| {
+                        e.regarding.as_ref().is_some_and(|r| r.kind.as_deref() == Some("ClusterExternalSecret"))
+                    })
+                    .filter_map(|e| e.reason)
+                    .collect();
+                reasons.sort();
+                reasons.dedup();
+                (reasons.len() >= 2).then_some(reasons)
+            }
+        })
+        .await?;
+    assert_eq!(reasons, ["NamespacesFailed", "NamespacesProvisioned"]);
     assert!(!w.operator.logs().contains(VALUE), "no value in the log");
     Ok(())
 }
