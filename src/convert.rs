@@ -11,7 +11,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{JSONSch
 use serde_json::Value;
 
 /// ESO kinds and what they become.
-const KINDS: &[&str] = &["ExternalSecret", "SecretStore", "ClusterSecretStore"];
+const KINDS: &[&str] = &["ExternalSecret", "SecretStore", "ClusterSecretStore", "ClusterExternalSecret"];
 /// Fields of `metadata` the apiserver sets: not carried over.
 const SERVER_SET: &[&str] =
     &["uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink", "deletionTimestamp"];
@@ -45,6 +45,9 @@ pub struct Converted {
     /// The documents to write: converted ESO objects, and every other document as it was.
     pub objects: Vec<Value>,
     pub warnings: Vec<Warning>,
+    /// Objects left out on purpose (not a failure): ExternalSecrets an ESO ClusterExternalSecret
+    /// created, which the converted ClusterExternalSecret creates again as its own.
+    pub notes: Vec<Warning>,
 }
 
 /// PURE: convert every document; an ESO object with anything unsupported is left out and warned
@@ -62,6 +65,13 @@ pub fn convert(docs: Vec<Value>) -> Converted {
         }
         let kind = doc["kind"].as_str().unwrap_or_default().to_string();
         let object = describe(&doc);
+        if let Some(owner) = cluster_external_secret_owner(&doc) {
+            let why = format!(
+                "created by ClusterExternalSecret {owner}, which creates it again once converted (an ExternalSecret of the name that is not its own would be in its way)"
+            );
+            out.notes.push(Warning { object, field: String::new(), why });
+            continue;
+        }
         let Some(schema) = crds
             .iter()
             .find(|c| c.spec.names.kind == kind && KINDS.contains(&kind.as_str()))
@@ -85,6 +95,14 @@ pub fn convert(docs: Vec<Value>) -> Converted {
         out.warnings.extend(found.into_iter().map(|(field, why)| Warning { object: object.clone(), field, why }));
     }
     out
+}
+
+/// The name of the ESO ClusterExternalSecret that controls `doc`, if one does.
+fn cluster_external_secret_owner(doc: &Value) -> Option<&str> {
+    doc["metadata"]["ownerReferences"].as_array()?.iter().find_map(|o| {
+        let eso = o["apiVersion"].as_str().is_some_and(|v| v.starts_with("external-secrets.io/"));
+        (eso && o["kind"] == "ClusterExternalSecret" && o["controller"] == true).then(|| o["name"].as_str())?
+    })
 }
 
 fn describe(doc: &Value) -> String {
@@ -210,6 +228,44 @@ mod tests {
         );
         assert!(o["metadata"].get("annotations").is_none());
         assert_eq!(o["metadata"]["namespace"], "team");
+    }
+
+    #[test]
+    fn a_cluster_external_secret_converts_and_its_external_secret_spec_is_checked() {
+        let ces = |es_spec: Value| {
+            json!({"apiVersion": "external-secrets.io/v1", "kind": "ClusterExternalSecret",
+                "metadata": {"name": "shared", "uid": "u"},
+                "spec": {"externalSecretName": "db", "refreshTime": "1m",
+                    "namespaceSelectors": [{"matchLabels": {"team": "a"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["gold"]}]}],
+                    "namespaces": ["legacy"],
+                    "externalSecretMetadata": {"labels": {"app": "x"}, "annotations": {"note": "y"}},
+                    "externalSecretSpec": es_spec},
+                "status": {"provisionedNamespaces": ["team-a"]}})
+        };
+        let spec = json!({"secretStoreRef": {"name": "aws", "kind": "ClusterSecretStore"},
+            "data": [{"secretKey": "k", "remoteRef": {"key": "db"}}]});
+        let out = convert(vec![ces(spec.clone())]);
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        let o = &out.objects[0];
+        assert_eq!(o["apiVersion"], "lockstep.dev/v1alpha1");
+        assert_eq!(o["spec"], ces(spec)["spec"], "the spec is ESO's, unchanged");
+        assert!(o.get("status").is_none() && o["metadata"].get("uid").is_none());
+
+        // What ESO's ClusterExternalSecret created is left to Lockstep's to create.
+        let mut made =
+            es(json!({"secretStoreRef": {"name": "aws"}, "data": [{"secretKey": "k", "remoteRef": {"key": "db"}}]}));
+        made["metadata"]["ownerReferences"] = json!([{"apiVersion": "external-secrets.io/v1", "kind": "ClusterExternalSecret",
+            "name": "shared", "uid": "u", "controller": true}]);
+        let out = convert(vec![made]);
+        assert!(out.objects.is_empty() && out.warnings.is_empty(), "{:?}", out.warnings);
+        assert!(out.notes[0].why.contains("ClusterExternalSecret shared"), "{:?}", out.notes);
+
+        let generator = json!({"secretStoreRef": {"name": "aws"},
+            "dataFrom": [{"sourceRef": {"generatorRef": {"kind": "Password", "name": "p"}}}]});
+        let out = convert(vec![ces(generator)]);
+        assert!(out.objects.is_empty());
+        assert_eq!(out.warnings[0].object, "ClusterExternalSecret shared");
+        assert_eq!(out.warnings[0].field, "spec.externalSecretSpec.dataFrom[0].sourceRef");
     }
 
     #[test]

@@ -247,6 +247,9 @@ fn convert(args: ConvertArgs) -> anyhow::Result<()> {
     }
     let out = lockstep::convert::convert(docs);
     print!("{}", lockstep::convert::to_yaml(&out.objects)?);
+    for n in &out.notes {
+        eprintln!("note: {n}; left out");
+    }
     for w in &out.warnings {
         eprintln!("warning: {w}; not converted");
     }

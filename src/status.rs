@@ -41,11 +41,15 @@ pub enum Reason {
     ApplyFailed,
     /// A store's credentials resolve and AWS answers (stores only).
     Valid,
+    /// Every namespace a ClusterExternalSecret selects has its ExternalSecret.
+    NamespacesProvisioned,
+    /// A ClusterExternalSecret could not create (or remove) its ExternalSecret in some namespace.
+    NamespacesFailed,
 }
 
 impl Reason {
     /// Every reason, in the README's order.
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 17] = [
         Reason::SecretSynced,
         Reason::SecretNotFound,
         Reason::PropertyNotFound,
@@ -61,6 +65,8 @@ impl Reason {
         Reason::KeyConflict,
         Reason::ApplyFailed,
         Reason::Valid,
+        Reason::NamespacesProvisioned,
+        Reason::NamespacesFailed,
     ];
 
     /// The reason as written in the condition.
@@ -81,12 +87,14 @@ impl Reason {
             Reason::KeyConflict => "KeyConflict",
             Reason::ApplyFailed => "ApplyFailed",
             Reason::Valid => "Valid",
+            Reason::NamespacesProvisioned => "NamespacesProvisioned",
+            Reason::NamespacesFailed => "NamespacesFailed",
         }
     }
 
     /// Whether this reason means the object is Ready.
     pub fn is_ready(self) -> bool {
-        matches!(self, Reason::SecretSynced | Reason::Valid)
+        matches!(self, Reason::SecretSynced | Reason::Valid | Reason::NamespacesProvisioned)
     }
 }
 

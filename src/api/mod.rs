@@ -4,9 +4,11 @@
 //! change of apiVersion. Rules the schema alone cannot say are CEL rules on the types, enforced by
 //! the apiserver at admission.
 
+mod cluster_external_secret;
 mod external_secret;
 mod secret_store;
 
+pub use cluster_external_secret::*;
 pub use external_secret::*;
 pub use secret_store::*;
 
@@ -47,7 +49,7 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Every CRD this operator serves, in the order `lockstep crd` prints them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![ExternalSecret::crd(), SecretStore::crd(), ClusterSecretStore::crd()]
+    vec![ExternalSecret::crd(), SecretStore::crd(), ClusterSecretStore::crd(), ClusterExternalSecret::crd()]
 }
 
 /// All CRDs as one multi-document YAML stream (the content of `crds/`).

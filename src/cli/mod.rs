@@ -167,6 +167,9 @@ pub fn fix(reason: &str) -> Option<&'static str> {
         "TargetTooLarge" => "split it",
         "InvalidTemplate" => "fix the template at that line; add the key the type needs",
         "ApplyFailed" => "read the message",
+        "NamespacesFailed" => {
+            "read `status.failedNamespaces`: delete or rename the ExternalSecret in the way, or set `spec.externalSecretName`"
+        }
         _ => return None,
     })
 }

@@ -4,11 +4,15 @@
 //! A sync flows down these modules: `stores` (dereference the store) -> `sync` (list sources,
 //! fetch through `fetcher`, render, plan the target with `target`, apply) -> `external_secret`
 //! (status, Events, restarts, next action). `poller` feeds `fetcher` what AWS holds now.
+//! Beside them, `cluster_external_secret` keeps one ExternalSecret per selected namespace
+//! (`provision` decides which).
 
 mod backoff;
+mod cluster_external_secret;
 mod external_secret;
 mod fetcher;
 mod poller;
+pub mod provision;
 pub mod restart;
 mod run;
 mod store;
@@ -32,6 +36,7 @@ use crate::admin::Readiness;
 use crate::api::StoreKind;
 use crate::metrics::Metrics;
 
+pub use cluster_external_secret::run as run_cluster_external_secrets;
 pub use external_secret::run as run_external_secrets;
 pub use run::run;
 pub use store::run as run_store_controller;
@@ -65,6 +70,7 @@ pub struct Wiring {
 
 /// The controllers by the kind they reconcile, as readiness names them.
 const EXTERNAL_SECRET: &str = "ExternalSecret";
+const CLUSTER_EXTERNAL_SECRET: &str = "ClusterExternalSecret";
 
 /// A store by kind, namespace and name: what has one AWS client, one poller and one rate limit.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -119,6 +125,7 @@ impl Context {
         readiness.expect_cache(store::controller_name(StoreKind::SecretStore));
         if namespace.is_none() {
             readiness.expect_cache(store::controller_name(StoreKind::ClusterSecretStore));
+            readiness.expect_cache(CLUSTER_EXTERNAL_SECRET);
         }
         let reporter = Reporter { controller: crate::MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         let (tx, triggers) = tokio::sync::mpsc::unbounded_channel();

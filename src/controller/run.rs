@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 
-use super::{Context, Wiring, run_external_secrets, run_store_controller};
+use super::{Context, Wiring, run_cluster_external_secrets, run_external_secrets, run_store_controller};
 use crate::api::{ClusterSecretStore, SecretStore};
 
-/// Run the ExternalSecret and SecretStore controllers, and the ClusterSecretStore controller when
-/// the process watches every namespace, until `shutdown` resolves and each has stopped.
+/// Run the ExternalSecret and SecretStore controllers, and the ClusterSecretStore and
+/// ClusterExternalSecret controllers when the process watches every namespace, until `shutdown`
+/// resolves and each has stopped.
 pub async fn run(
     ctx: Arc<Context>,
     wiring: Wiring,
@@ -19,7 +20,10 @@ pub async fn run(
     let shutdown = shutdown.shared();
     let cluster_stores = async {
         if ctx.namespace.is_none() {
-            run_store_controller::<ClusterSecretStore>(ctx.clone(), shutdown.clone()).await;
+            tokio::join!(
+                run_store_controller::<ClusterSecretStore>(ctx.clone(), shutdown.clone()),
+                run_cluster_external_secrets(ctx.clone(), shutdown.clone()),
+            );
         }
     };
     tokio::join!(

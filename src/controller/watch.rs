@@ -7,6 +7,7 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde::de::DeserializeOwned;
 use tracing::warn;
@@ -76,6 +77,35 @@ pub fn owned_secret_changes(
     config: watcher::Config,
 ) -> impl Stream<Item = std::result::Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
     retried(api, config).touched_objects()
+}
+
+/// The objects of `api` when they are created or deleted, or their generation, labels or
+/// annotations change (not on status writes, which would make whatever they trigger follow every
+/// sync), retried like the other watches. On an `Api<PartialObjectMeta<_>>` it is a metadata-only
+/// watch.
+pub fn spec_changes<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
+where
+    K: Watched,
+{
+    let mut seen = std::collections::HashMap::new();
+    retried(api, config).filter_map(move |event| {
+        let changed = match event {
+            Ok(watcher::Event::Delete(obj)) => {
+                seen.remove(&ObjectRef::from_obj(&obj));
+                Some(Ok(obj))
+            }
+            Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                let hash = super::spec_or_metadata(&obj);
+                (seen.insert(ObjectRef::from_obj(&obj), hash) != Some(hash)).then_some(Ok(obj))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        std::future::ready(changed)
+    })
 }
 
 /// How a watch retries after an error: 0.5 s doubling to 10 s, each delay plus up to half again,

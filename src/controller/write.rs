@@ -27,8 +27,14 @@ where
     Ok(())
 }
 
-/// Publish an Event about `es` (a failure to publish is logged, never fatal).
-pub async fn event(ctx: &super::Context, es: &crate::api::ExternalSecret, type_: EventType, reason: &str, note: &str) {
+/// Publish an Event about `obj` (a failure to publish is logged, never fatal).
+pub async fn event<K: Resource<DynamicType = ()>>(
+    ctx: &super::Context,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
@@ -36,7 +42,7 @@ pub async fn event(ctx: &super::Context, es: &crate::api::ExternalSecret, type_:
         action: "Sync".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &es.object_ref(&())).await {
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
         tracing::warn!(error = %e, "could not publish event");
     }
 }

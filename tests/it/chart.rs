@@ -8,8 +8,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Api;
-use kube::api::{ListParams, PostParams};
-use lockstep::api::{ClusterSecretStore, ExternalSecret};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use lockstep::api::{ClusterExternalSecret, ClusterSecretStore, ExternalSecret};
 use lockstep_rig::{Rig, client_from, repo_root, tools_dir, unique};
 use serde_json::{Value, json};
 
@@ -121,6 +121,10 @@ fn chart_lints_and_renders_a_hardened_pod_in_both_scopes() -> anyhow::Result<()>
     assert_eq!(find(&docs, "ClusterRole").len(), 1);
     assert_eq!(verbs(&docs, "secrets"), ["create", "delete", "get", "list", "patch", "watch"]);
     assert_eq!(verbs(&docs, "externalsecrets/status"), ["patch"]);
+    assert_eq!(verbs(&docs, "externalsecrets"), ["create", "delete", "get", "list", "patch", "watch"]);
+    assert_eq!(verbs(&docs, "clusterexternalsecrets"), ["get", "list", "watch"]);
+    assert_eq!(verbs(&docs, "clusterexternalsecrets/status"), ["patch"]);
+    assert_eq!(verbs(&docs, "namespaces"), ["get", "list", "watch"]);
     assert_eq!(verbs(&docs, "leases"), ["create", "get", "update"]);
     assert!(verbs(&docs, "serviceaccounts/token").is_empty(), "no token requests unless jwt is enabled");
     assert!(verbs(&docs, "serviceaccounts").is_empty(), "no ServiceAccount reads unless jwt is enabled");
@@ -139,6 +143,8 @@ fn chart_lints_and_renders_a_hardened_pod_in_both_scopes() -> anyhow::Result<()>
     assert!(roles.iter().any(|r| r["metadata"]["namespace"] == "team-a"), "{roles:?}");
     assert!(roles.iter().any(|r| r["metadata"]["namespace"] == "ops"), "the Lease Role stays in the release namespace");
     assert!(verbs(&docs, "clustersecretstores").is_empty() && verbs(&docs, "namespaces").is_empty());
+    assert!(verbs(&docs, "clusterexternalsecrets").is_empty(), "ClusterExternalSecrets are cluster scope only");
+    assert_eq!(verbs(&docs, "externalsecrets"), ["get", "list", "watch"], "nor does it write ExternalSecrets");
     assert!(container_args(&docs).contains(&"--namespace=team-a".to_string()));
     assert_eq!(find(&docs, "NetworkPolicy").len(), 1);
     Ok(())
@@ -295,6 +301,27 @@ async fn installed_chart_rbac_is_enough_for_the_whole_job() -> anyhow::Result<()
     Api::<ExternalSecret>::all(as_sa.clone()).list(&ListParams::default().limit(1)).await?;
     Api::<ClusterSecretStore>::all(as_sa.clone()).list(&ListParams::default().limit(1)).await?;
     Api::<k8s_openapi::api::core::v1::Namespace>::all(as_sa.clone()).get(&env.ns).await?;
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(as_sa.clone()).list(&ListParams::default().limit(1)).await?;
+    Api::<ClusterExternalSecret>::all(as_sa.clone()).list(&ListParams::default().limit(1)).await?;
+    // What a ClusterExternalSecret writes: an ExternalSecret in another namespace, applied and deleted.
+    let made = object("ExternalSecret", "made-by-ces", es("aws").key("k", "a"));
+    let es_api = Api::<ExternalSecret>::namespaced(as_sa.clone(), &env.ns);
+    es_api.patch("made-by-ces", &PatchParams::apply("lockstep").force(), &Patch::Apply(&made)).await?;
+    es_api.delete("made-by-ces", &Default::default()).await?;
+    // And a ClusterExternalSecret's status (none runs here: the operator below watches one namespace).
+    let ces_name = format!("chart-{}", unique());
+    let ces = object(
+        "ClusterExternalSecret",
+        &ces_name,
+        json!({"namespaces": [env.ns.clone()],
+        "externalSecretSpec": Value::from(es("aws").key("k", "a"))}),
+    );
+    env.apply(ces).await?;
+    let status = json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "ClusterExternalSecret",
+        "status": {"externalSecretName": ces_name}});
+    let ces_api = Api::<ClusterExternalSecret>::all(as_sa.clone());
+    ces_api.patch_status(&ces_name, &PatchParams::apply("lockstep").force(), &Patch::Apply(&status)).await?;
+    Api::<ClusterExternalSecret>::all(env.kube.clone()).delete(&ces_name, &Default::default()).await?;
     assert!(forbidden(Api::<ServiceAccount>::namespaced(as_sa.clone(), &env.ns).list(&ListParams::default()).await));
 
     // The operator itself, as the ServiceAccount.

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod chart;
+mod cluster_external_secret;
 mod common;
 mod events;
 mod faults;

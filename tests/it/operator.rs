@@ -6,7 +6,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use lockstep::api::ExternalSecret;
 use lockstep_rig::{ControlPlane, Emulator, Fault, FaultProxy, Rig};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::*;
 
@@ -564,6 +564,42 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
             es("s").template(json!({"metadata": {"annotations": {"a".repeat(318): "v"}}})).key("k", "a").into(),
             "annotation keys must be at most 317 characters",
         ),
+        (
+            "ClusterExternalSecret",
+            json!({"externalSecretSpec": Value::from(es("s").key("k", "a"))}),
+            "spec needs namespaceSelectors or namespaces",
+        ),
+        (
+            "ClusterExternalSecret",
+            json!({"namespaces": ["a"], "externalSecretSpec": Value::from(es("s"))}),
+            "spec needs at least one entry in data or dataFrom",
+        ),
+        (
+            "ClusterExternalSecret",
+            json!({"namespaces": ["a"], "refreshTime": "soon", "externalSecretSpec": Value::from(es("s").key("k", "a"))}),
+            "refreshTime must be a duration",
+        ),
+        (
+            "ClusterExternalSecret",
+            json!({"namespaces": ["a"], "refreshTime": "500ms", "externalSecretSpec": Value::from(es("s").key("k", "a"))}),
+            "refreshTime must be at least 1s",
+        ),
+        (
+            "ClusterExternalSecret",
+            json!({"namespaces": ["a"], "externalSecretName": "Not_Valid", "externalSecretSpec": Value::from(es("s").key("k", "a"))}),
+            "externalSecretName must be a valid object name",
+        ),
+        (
+            "ClusterExternalSecret",
+            json!({"namespaces": ["a"], "externalSecretMetadata": {"labels": {"lockstep.dev/cluster-external-secret": "x"}},
+                "externalSecretSpec": Value::from(es("s").key("k", "a"))}),
+            "must not set lockstep.dev/cluster-external-secret",
+        ),
+        (
+            "ClusterExternalSecret",
+            json!({"namespaceSelectors": [{"matchLabels": {"team": "a"}}], "externalSecretSpec": Value::from(es("s").key("k", "a"))}),
+            "",
+        ),
         // Valid for Kubernetes, so accepted (an empty want: no error).
         (
             "ExternalSecret",
@@ -590,6 +626,15 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
         let err = env.rejection(object(kind, &name, spec)).await.map_err(|e| anyhow::anyhow!("case {i}: {e}"))?;
         assert!(err.contains(want), "case {i} ({kind}): want {want:?} in {err:?}");
     }
+    // A ClusterExternalSecret's name is the value of a label on what it creates.
+    let long = object(
+        "ClusterExternalSecret",
+        &"c".repeat(64),
+        json!({"namespaces": ["a"],
+        "externalSecretSpec": Value::from(es("s").key("k", "a"))}),
+    );
+    let err = env.rejection(long).await?;
+    assert!(err.contains("name must be at most 63 characters"), "{err}");
     Ok(())
 }
 

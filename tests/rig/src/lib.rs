@@ -349,14 +349,17 @@ async fn test_env(kube: Client, aws: aws_sdk_secretsmanager::Client, prefix: &st
     Ok(TestEnv { kube, aws, ns: name })
 }
 
-/// A control plane of one test's own (etcd and kube-apiserver, no controller-manager), for tests
-/// that stop and restart it: a restart keeps its port, certificates, tokens and etcd data, so
-/// clients holding its kubeconfig reconnect as they would to a restarted apiserver.
+/// A control plane of one test's own (etcd and kube-apiserver; a kube-controller-manager with
+/// [`ControlPlane::with_controller_manager`]), for tests that stop and restart it, or that run an
+/// operator watching every namespace (which on the shared rig would act on the other tests'
+/// objects): a restart keeps its port, certificates, tokens and etcd data, so clients holding its
+/// kubeconfig reconnect as they would to a restarted apiserver.
 pub struct ControlPlane {
     proc: Option<Proc>,
     dir: PathBuf,
     port: u16,
     starts: u32,
+    controller_manager: bool,
     /// The admin kubeconfig (system:masters); valid across restarts.
     pub kubeconfig: PathBuf,
 }
@@ -364,9 +367,31 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Start one in `dir` on a free loopback port.
     pub fn start(dir: &Path) -> anyhow::Result<ControlPlane> {
+        Self::launched(dir, false)
+    }
+
+    /// [`ControlPlane::start`] with a kube-controller-manager (garbage collection of owned
+    /// objects, namespace deletion), which `make tools` builds.
+    pub fn with_controller_manager(dir: &Path) -> anyhow::Result<ControlPlane> {
+        anyhow::ensure!(
+            tools_dir().join("bin/kube-controller-manager").exists(),
+            "this test needs kube-controller-manager in {}: run `make tools`",
+            tools_dir().display()
+        );
+        Self::launched(dir, true)
+    }
+
+    fn launched(dir: &Path, controller_manager: bool) -> anyhow::Result<ControlPlane> {
         std::fs::create_dir_all(dir)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut cp = ControlPlane { proc: None, dir: dir.to_path_buf(), port, starts: 0, kubeconfig: PathBuf::new() };
+        let mut cp = ControlPlane {
+            proc: None,
+            dir: dir.to_path_buf(),
+            port,
+            starts: 0,
+            controller_manager,
+            kubeconfig: PathBuf::new(),
+        };
         cp.launch(false)?;
         Ok(cp)
     }
@@ -375,6 +400,9 @@ impl ControlPlane {
         self.starts += 1;
         let mut cmd = Command::new(tools_dir().join("bin/kube-apiserver"));
         cmd.env("RIG_DIR", &self.dir).env("RIG_PORT", self.port.to_string());
+        if self.controller_manager {
+            cmd.env("RIG_CONTROLLER_MANAGER", tools_dir().join("bin/kube-controller-manager"));
+        }
         if resume {
             cmd.env("RIG_RESUME", "1");
         }
