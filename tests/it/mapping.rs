@@ -309,7 +309,7 @@ async fn examples_are_accepted_by_the_apiserver() -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&path)?;
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let mut obj: serde_json::Value = serde::Deserialize::deserialize(doc)?;
-            if !["ExternalSecret", "SecretStore", "ClusterExternalSecret"]
+            if !["ExternalSecret", "SecretStore", "ClusterSecretStore", "ClusterExternalSecret"]
                 .contains(&obj["kind"].as_str().unwrap_or_default())
             {
                 continue;
@@ -323,6 +323,6 @@ async fn examples_are_accepted_by_the_apiserver() -> anyhow::Result<()> {
             applied += 1;
         }
     }
-    assert!(applied >= 9, "{applied}");
+    assert!(applied >= 12, "{applied}");
     Ok(())
 }

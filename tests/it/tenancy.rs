@@ -314,3 +314,49 @@ async fn a_referent_cluster_store_reads_credentials_from_each_namespace_and_neve
     assert!(ready.contains("referent"), "{ready}");
     Ok(())
 }
+
+/// Credentials STS issued are renewed before they expire, and no sync fails for it: on an emulator
+/// whose STS sessions last 25 s, a role store (AssumeRole) and a ServiceAccount store
+/// (AssumeRoleWithWebIdentity, a fresh token each time) sync every second for 50 s, follow a
+/// rotation made after the first sessions expired, and renew several times without one failure.
+#[tokio::test]
+async fn expiring_credentials_are_renewed_without_a_failed_sync() -> anyhow::Result<()> {
+    use lockstep_rig::Emulator;
+    use serde_json::json;
+    let w = World::new("renewal").await?;
+    let emu = Emulator::dedicated_with(&[("RIG_STS_SESSION_SECONDS", "25")])?;
+    emu.client().create_secret().name("renewal/db").secret_string("v1").send().await?;
+    emu.start_recording()?;
+    let role = format!("arn:aws:iam::123456789012:role/{}", w.ns());
+    w.store(secret_store("role", &emu.endpoint).aws(json!({"role": role}))).await?;
+    w.apply(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "tenant", "annotations": {"eks.amazonaws.com/role-arn": format!("{role}-sa")}}}))
+        .await?;
+    let jwt = json!({"auth": {"jwt": {"serviceAccountRef": {"name": "tenant"}}}});
+    w.apply(secret_store("jwt", &emu.endpoint).ambient().aws(jwt)).await?;
+    for store in ["role", "jwt"] {
+        w.external_secret(store, es(store).refresh("1s").key("k", "renewal/db")).await?;
+    }
+    for store in ["role", "jwt"] {
+        w.wait_value(store, "k", "v1").await?;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(35)).await;
+    emu.client().put_secret_value().secret_id("renewal/db").secret_string("v2").send().await?;
+    for store in ["role", "jwt"] {
+        w.wait_value(store, "k", "v2").await?;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    let calls = emu.stop_recording()?;
+    for op in ["AssumeRole", "AssumeRoleWithWebIdentity"] {
+        let n = calls.get(op).copied().unwrap_or(0);
+        assert!(n >= 3, "{op}: renewed ahead of expiry every ~15 s over ~50 s, not once and not per sync: {calls:?}");
+        assert!(n <= 10, "{op}: {calls:?}");
+    }
+    let metrics = w.operator.metrics()?;
+    assert_eq!(metrics.sum("lockstep_reconcile_failures_total", &[]), 0.0, "no sync failed: {}", metrics.text());
+    let failed = metrics
+        .samples("lockstep_aws_calls_total", &[])
+        .filter(|s| s.labels.get("outcome").is_some_and(|o| o != "success"));
+    assert_eq!(failed.count(), 0, "no AWS call failed: {}", metrics.text());
+    Ok(())
+}

@@ -10,7 +10,8 @@ Contract (the Rust test fixture and dev.sh rely on it):
   * the /moto-api/recorder/* log goes to a per-instance temporary file
     (MOTO_RECORDER_FILEPATH), removed on exit, unless MOTO_RECORDER_FILEPATH is
     already set in the environment;
-  * werkzeug's per-request access log is off unless RIG_MOTO_ACCESS_LOG=1.
+  * werkzeug's per-request access log is off unless RIG_MOTO_ACCESS_LOG=1;
+  * RIG_STS_SESSION_SECONDS=N makes every STS session expire after N seconds.
 """
 
 import logging
@@ -75,6 +76,21 @@ def main() -> int:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
     from moto.server import ThreadedMotoServer  # noqa: E402 (after the env is set)
+
+    # RIG_STS_SESSION_SECONDS=N: every STS session (AssumeRole, AssumeRoleWithWebIdentity) expires
+    # after N seconds whatever was asked, so tests can watch credentials being renewed.
+    session_seconds = os.environ.get("RIG_STS_SESSION_SECONDS")
+    if session_seconds:
+        from moto.sts.models import STSBackend  # noqa: E402
+
+        original = STSBackend.assume_role
+
+        def short_session(self, *args, **kwargs):
+            kwargs["duration"] = int(session_seconds)
+            return original(self, *args, **kwargs)
+
+        STSBackend.assume_role = short_session
+        log(f"STS sessions last {session_seconds}s")
 
     server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
     # start() waits forever if the bind fails; run it in a thread and watch it.

@@ -128,14 +128,24 @@ impl Emulator {
         Emulator::start(&Rig::get().dir.join(format!("emu-{}", unique())))
     }
 
+    /// A moto server of its own with `env` (e.g. `RIG_STS_SESSION_SECONDS`, see moto_rig.py).
+    pub fn dedicated_with(env: &[(&str, &str)]) -> anyhow::Result<Emulator> {
+        Emulator::start_with(&Rig::get().dir.join(format!("emu-{}", unique())), env)
+    }
+
     /// Start a moto server in `dir`.
     pub fn start(dir: &Path) -> anyhow::Result<Emulator> {
+        Emulator::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Emulator> {
         std::fs::create_dir_all(dir)?;
         let tools = tools_dir();
         let mut cmd = Command::new(tools.join("venv/bin/python"));
         cmd.arg(repo_root().join("tests/support/moto_rig.py"))
             .arg("0")
             .env("MOTO_RECORDER_FILEPATH", dir.join("recording.jsonl"))
+            .envs(env.iter().copied())
             .current_dir(dir);
         let (proc, endpoint) = Proc::start(cmd, &dir.join("moto.log"), "moto (tests/support/moto_rig.py)")?;
         Ok(Emulator { _proc: proc, endpoint, dir: dir.to_path_buf() })
