@@ -12,6 +12,12 @@ pub fn classify<E>(err: &SdkError<E, Response>, key: &str) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    // A failure of our own credentials (STS refused the role, throttled, unreachable) reaches the
+    // caller wrapped in the SDK's dispatch or construction error: it is what went wrong, with its
+    // own reason, not "could not reach the endpoint".
+    if let Some(own) = own_cause(err) {
+        return own.reissue(key);
+    }
     match err {
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();
@@ -43,6 +49,21 @@ where
         )),
         _ => Error::ProviderUnavailable(root_cause(err)),
     }
+}
+
+/// One of our own errors in the cause chain of `err` (what a credentials provider of ours failed
+/// with), if any.
+fn own_cause<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a Error> {
+    let mut e: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    // Chains are a handful deep; the bound only guards against a cycle.
+    for _ in 0..32 {
+        let current = e?;
+        if let Some(own) = current.downcast_ref::<Error>() {
+            return Some(own);
+        }
+        e = current.source();
+    }
+    None
 }
 
 /// The innermost cause of an error, as text: what went wrong, without the SDK's layers of
@@ -107,6 +128,35 @@ mod tests {
         assert_eq!(r("InternalServiceError", "", 500), Reason::ProviderUnavailable);
         assert!(classify_code("ThrottlingException", "", 400, "k").is_transient());
         assert!(!classify_code("ResourceNotFoundException", "", 400, "k").is_transient());
+    }
+
+    #[test]
+    fn a_failure_of_our_credentials_keeps_its_reason_whatever_the_sdk_wraps_it_in() {
+        use aws_credential_types::provider::error::CredentialsError;
+        use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        let denied =
+            Error::AccessDenied(Some("STS refused to let these credentials assume arn:aws:iam::1:role/r".into()));
+        let wrapped = CredentialsError::provider_error(denied);
+        for err in [
+            SdkError::<GetSecretValueError, Response>::dispatch_failure(ConnectorError::other(Box::new(wrapped), None)),
+            SdkError::construction_failure(CredentialsError::provider_error(Error::Throttled)),
+        ] {
+            let e = classify(&err, "k");
+            assert!(matches!(e.reason(), Reason::AccessDenied | Reason::Throttled), "{e}");
+            assert!(!e.to_string().contains("could not reach"), "{e}");
+        }
+        let e = classify(
+            &SdkError::<GetSecretValueError, Response>::dispatch_failure(ConnectorError::other(
+                Box::new(CredentialsError::provider_error(Error::AccessDenied(Some(
+                    "assume arn:aws:iam::1:role/r".into(),
+                )))),
+                None,
+            )),
+            "k",
+        );
+        assert_eq!(e.reason(), Reason::AccessDenied);
+        assert!(e.to_string().contains("arn:aws:iam::1:role/r"), "{e}");
     }
 
     #[test]

@@ -114,6 +114,14 @@ impl StsCredentials {
                 self.with_web_identity(&token).await
             }
         };
+        // Say which role was refused: the store's status shows this message.
+        let credentials = credentials.map_err(|e| match e {
+            crate::error::Error::AccessDenied(detail) => crate::error::Error::AccessDenied(Some(format!(
+                "STS refused to let these credentials assume {role}{}",
+                detail.map(|d| format!(": {d}")).unwrap_or_default()
+            ))),
+            other => other,
+        });
         let c = credentials
             .map_err(CredentialsError::provider_error)?
             .ok_or_else(|| CredentialsError::unhandled("STS returned no credentials"))?;

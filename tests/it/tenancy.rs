@@ -360,3 +360,37 @@ async fn expiring_credentials_are_renewed_without_a_failed_sync() -> anyhow::Res
     assert_eq!(failed.count(), 0, "no AWS call failed: {}", metrics.text());
     Ok(())
 }
+
+/// STS refusing the store's role: the store is not Ready with AccessDenied, and the message names
+/// the role it could not assume (never a key); the ExternalSecret says the same and has no Secret.
+#[tokio::test]
+async fn a_role_sts_refuses_shows_on_the_store_with_the_role_named() -> anyhow::Result<()> {
+    use lockstep::api::SecretStore;
+    use serde_json::json;
+    let rig = Rig::get();
+    let w = World::new("denied-role").await?;
+    let sts = FaultProxy::start(&rig.emulator.endpoint)?;
+    sts.set(Fault::DenyRole);
+    let role = format!("arn:aws:iam::123456789012:role/{}-denied", w.ns());
+    w.store(secret_store("aws", &rig.emulator.endpoint).aws(json!({"role": role, "stsEndpoint": sts.endpoint})))
+        .await?;
+    let src = w.create_aws("db", "v").await?;
+    w.external_secret("es", es("aws").refresh("1s").key("k", &src)).await?;
+    let stores = w.api::<SecretStore>();
+    let (reason, message) = w
+        .eventually("the store not Ready", || {
+            let stores = stores.clone();
+            async move {
+                let c = stores.get("aws").await.ok()?.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+                (c.status == "False").then_some((c.reason, c.message))
+            }
+        })
+        .await?;
+    assert_eq!(reason, "AccessDenied", "{message}");
+    assert!(message.contains(&role) && message.contains("not authorized"), "{message}");
+    assert!(!message.contains("testing"), "no key in the message: {message}");
+    let es_message = w.wait_reason("es", "AccessDenied").await?;
+    assert!(es_message.contains(&role), "{es_message}");
+    assert!(w.secrets().get_opt("es").await?.is_none());
+    Ok(())
+}

@@ -512,6 +512,8 @@ pub enum Fault {
     /// Throttle a share of the requests: of every `n` requests, all but the last (`n` = 2: every
     /// other one).
     ThrottleAllBut(u32),
+    /// Answer as STS refuses a role (HTTP 403, the query protocol's XML `AccessDenied`).
+    DenyRole,
 }
 
 /// A small HTTP proxy on loopback between the operator and the emulator that injects faults.
@@ -621,6 +623,14 @@ fn proxy_one(mut conn: TcpStream, upstream: &str, fault: Fault) -> anyhow::Resul
             canned("AccessDeniedException", "User is not authorized to perform: secretsmanager:GetSecretValue")
                 .as_bytes(),
         )?,
+        Fault::DenyRole => {
+            let body = "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User is not authorized to perform: sts:AssumeRole</Message></Error><RequestId>fault</RequestId></ErrorResponse>";
+            let head = format!(
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            conn.write_all(format!("{head}{body}").as_bytes())?
+        }
         Fault::Drop | Fault::ThrottleAllBut(_) => {}
         Fault::Pass => {
             let mut up = TcpStream::connect(upstream)?;
