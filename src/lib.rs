@@ -40,6 +40,10 @@ pub const REFRESH_ANNOTATION: &str = "lockstep.dev/refresh-requested";
 /// Annotation naming the AWS secret versions the data was built from.
 pub const SOURCE_VERSIONS_ANNOTATION: &str = "lockstep.dev/source-versions";
 
+/// On a Secret rendered with `templateFrom` ConfigMaps or Secrets: sha256 of those templates (an
+/// edit of one is then a change the fast path sees).
+pub const TEMPLATE_INPUTS_ANNOTATION: &str = "lockstep.dev/template-inputs";
+
 /// A mutex's guard; a poisoned mutex (a panic while it was held) is used as it is: every value
 /// guarded here stays consistent between statements, and release builds abort on panic anyway.
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

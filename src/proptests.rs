@@ -116,7 +116,7 @@ proptest! {
             ..Default::default()
         };
         let data: BTreeMap<String, SecretBytes> = [("a".to_string(), a), ("b".to_string(), b)].into();
-        if let Err(e) = crate::template::apply(&template, data) {
+        if let Err(e) = crate::template::apply(&template, data, &[]) {
             let message = e.to_string();
             prop_assert!(!leaks(&message), "{}", message);
         }
@@ -134,7 +134,7 @@ fn errors_over_parts_of_a_value_withhold_them() {
         "{{ range (.a | fromJson).x }}{{ end }}",
     ] {
         let template = SecretTemplate { data: [("out".to_string(), source.to_string())].into(), ..Default::default() };
-        let r = crate::template::apply(&template, [("a".to_string(), value.clone())].into());
+        let r = crate::template::apply(&template, [("a".to_string(), value.clone())].into(), &[]);
         let message = r.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(message.starts_with("template data[\"out\"]"), "{source} must fail: {message}");
         assert!(!leaks(&message), "{source}: {message}");

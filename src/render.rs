@@ -32,11 +32,23 @@ pub struct Desired {
     pub labels: BTreeMap<String, String>,
     /// Annotations from the template, rendered.
     pub annotations: BTreeMap<String, String>,
+    /// sha256 of the templates read from ConfigMaps and Secrets (`templateFrom`), if any.
+    pub inputs: Option<String>,
 }
 
 /// Build the Secret from fetched values: `dataFrom` first, so explicit `data` entries win over
 /// extracted or found keys; then the template; then the size limit.
 pub fn render(spec: &ExternalSecretSpec, values: &Values, found: &FindResults) -> Result<Desired> {
+    render_with(spec, values, found, &crate::template::TemplateObjects::default())
+}
+
+/// [`render`] with the ConfigMaps and Secrets `templateFrom` names.
+pub fn render_with(
+    spec: &ExternalSecretSpec,
+    values: &Values,
+    found: &FindResults,
+    objects: &crate::template::TemplateObjects,
+) -> Result<Desired> {
     let mut data: BTreeMap<String, SecretBytes> = BTreeMap::new();
     for (i, from) in spec.data_from.iter().enumerate() {
         data.extend(data_from_entries(i, from, values, found)?);
@@ -61,9 +73,12 @@ pub fn render(spec: &ExternalSecretSpec, values: &Values, found: &FindResults) -
     }
 
     let template = spec.target.template.as_ref();
-    let rendered = match template {
-        Some(t) => crate::template::apply(t, data)?,
-        None => crate::template::Rendered { data, ..Default::default() },
+    let (rendered, inputs) = match template {
+        Some(t) => {
+            let from = crate::template::resolve_from(t, objects)?;
+            (crate::template::apply(t, data, &from)?, crate::template::inputs_hash(&from))
+        }
+        None => (crate::template::Rendered { data, ..Default::default() }, None),
     };
     if spec.target.creation_policy != CreationPolicy::Merge
         && let Some(type_) = template.and_then(|t| t.type_.as_deref())
@@ -76,7 +91,14 @@ pub fn render(spec: &ExternalSecretSpec, values: &Values, found: &FindResults) -
         return Err(Error::TargetTooLarge { size });
     }
     let sources = source_status(spec, values, found);
-    Ok(Desired { hash: data_hash(&data), data, sources, labels: rendered.labels, annotations: rendered.annotations })
+    Ok(Desired {
+        hash: data_hash(&data),
+        data,
+        sources,
+        labels: rendered.labels,
+        annotations: rendered.annotations,
+        inputs,
+    })
 }
 
 fn value_of<'a>(values: &'a Values, source: &SourceRef) -> Result<&'a Fetched> {

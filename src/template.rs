@@ -14,7 +14,7 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use gtmpl_ng::{Context, ExecError, Limits, ParseError, Template, TemplateError, Value};
 
-use crate::api::{SecretTemplate, TemplateMergePolicy};
+use crate::api::{SecretTemplate, TemplateMergePolicy, TemplateScope, TemplateTarget};
 use crate::error::{Error, Result};
 use crate::value::SecretBytes;
 
@@ -38,8 +38,79 @@ pub struct Rendered {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// Apply `template` to the fetched `data` (Secret key -> value, the template's inputs).
-pub fn apply(template: &SecretTemplate, data: BTreeMap<String, SecretBytes>) -> Result<Rendered> {
+/// The ConfigMaps and Secrets `templateFrom` names, as read by the sync: name -> key -> text.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TemplateObjects {
+    pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
+    pub secrets: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// One `templateFrom` template, resolved to its text.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FromTemplate {
+    /// What messages call it: `templateFrom[0] ConfigMap "tpl" key "app.yaml"`.
+    pub name: String,
+    /// The key it renders to (templateAs Values); `None`: it renders YAML `key: value` lines.
+    pub key: Option<String>,
+    pub target: TemplateTarget,
+    pub source: String,
+}
+
+/// The `templateFrom` templates of `template` with their texts from `objects`, in order. A
+/// ConfigMap, Secret or key that is not there is an InvalidTemplate naming it.
+pub fn resolve_from(template: &SecretTemplate, objects: &TemplateObjects) -> Result<Vec<FromTemplate>> {
+    let mut out = Vec::new();
+    for (i, from) in template.template_from.iter().enumerate() {
+        if let Some(literal) = &from.literal {
+            let name = format!("templateFrom[{i}] literal");
+            out.push(FromTemplate { name, key: None, target: from.target, source: literal.clone() });
+        }
+        let refs = [("ConfigMap", &from.config_map, &objects.config_maps), ("Secret", &from.secret, &objects.secrets)];
+        for (kind, r, read) in refs {
+            let Some(r) = r else { continue };
+            let keys = read.get(&r.name).ok_or_else(|| {
+                Error::InvalidTemplate(format!("templateFrom[{i}]: {kind} {:?} not found in the namespace", r.name))
+            })?;
+            for item in &r.items {
+                let source = keys.get(&item.key).ok_or_else(|| {
+                    Error::InvalidTemplate(format!("templateFrom[{i}]: {kind} {:?} has no key {:?}", r.name, item.key))
+                })?;
+                let name = format!("templateFrom[{i}] {kind} {:?} key {:?}", r.name, item.key);
+                let key = (item.template_as == TemplateScope::Values).then(|| item.key.clone());
+                out.push(FromTemplate { name, key, target: from.target, source: source.clone() });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// sha256 of the `templateFrom` texts read from ConfigMaps and Secrets (what the spec does not
+/// hold), hex; `None` when there are none. Recorded on the Secret, so that an edit of a template
+/// is a change the fast path sees.
+pub fn inputs_hash(from: &[FromTemplate]) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let read: Vec<&FromTemplate> = from.iter().filter(|f| !f.name.ends_with(" literal")).collect();
+    if read.is_empty() {
+        return None;
+    }
+    let mut h = Sha256::new();
+    for f in read {
+        for part in [f.name.as_bytes(), f.source.as_bytes()] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+    }
+    Some(hex::encode(h.finalize()))
+}
+
+/// Apply `template` to the fetched `data` (Secret key -> value, the template's inputs): its
+/// `templateFrom` templates (`from`, see [`resolve_from`]) in order, then its own metadata and
+/// data, which win on the same key.
+pub fn apply(
+    template: &SecretTemplate,
+    data: BTreeMap<String, SecretBytes>,
+    from: &[FromTemplate],
+) -> Result<Rendered> {
     let texts: HashMap<String, Value> =
         data.iter().map(|(k, v)| (k.clone(), Value::from(funcs::bytes_to_text(v.expose())))).collect();
     let context = Context::from(Value::Map(texts));
@@ -49,34 +120,48 @@ pub fn apply(template: &SecretTemplate, data: BTreeMap<String, SecretBytes>) -> 
     };
 
     let mut rendered = Rendered::default();
+    let mut out = BTreeMap::new();
+    for f in from {
+        let text = render(f.name.clone(), &f.source)?;
+        let pairs = match &f.key {
+            Some(key) => vec![(key.clone(), text)],
+            None => key_value_lines(&f.name, &text)?,
+        };
+        for (key, value) in pairs {
+            match f.target {
+                TemplateTarget::Data => {
+                    secret_key(&f.name, &key)?;
+                    out.insert(key, SecretBytes::new(funcs::text_to_bytes(&value)));
+                }
+                TemplateTarget::Labels => {
+                    label(&format!("{} label {key:?}", f.name), &key, &value)?;
+                    rendered.labels.insert(key, value);
+                }
+                TemplateTarget::Annotations => {
+                    metadata_key(&f.name, &key)?;
+                    rendered.annotations.insert(key, value);
+                }
+            }
+        }
+    }
     if let Some(meta) = &template.metadata {
         for (k, src) in &meta.labels {
             let value = render(format!("metadata.labels[{k:?}]"), src)?;
-            // Checked here: the apiserver's refusal would quote the value.
-            if !is_label_value(&value) {
-                return Err(Error::InvalidTemplate(format!(
-                    "template metadata.labels[{k:?}] renders to an invalid label value (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)"
-                )));
-            }
+            label(&format!("metadata.labels[{k:?}]"), k, &value)?;
             rendered.labels.insert(k.clone(), value);
         }
         for (k, src) in &meta.annotations {
             rendered.annotations.insert(k.clone(), render(format!("metadata.annotations[{k:?}]"), src)?);
         }
     }
-    if template.data.is_empty() {
+    let writes_data = !template.data.is_empty() || from.iter().any(|f| f.target == TemplateTarget::Data);
+    if !writes_data {
         rendered.data = data;
         return Ok(rendered);
     }
-    let mut out = BTreeMap::new();
     for (k, src) in &template.data {
         let key = if k.contains("{{") { render(format!("key {k:?}"), k)? } else { k.clone() };
-        // Checked here: the apiserver's refusal would quote the key, which may hold a value.
-        if !crate::render::is_valid_secret_key(&key) {
-            return Err(Error::InvalidTemplate(format!(
-                "template key {k:?} renders to an invalid Secret key (1 to 253 letters, digits, '-', '_' or '.')"
-            )));
-        }
+        secret_key(&format!("key {k:?}"), &key)?;
         let value = render(format!("data[{k:?}]"), src)?;
         out.insert(key, SecretBytes::new(funcs::text_to_bytes(&value)));
     }
@@ -89,6 +174,71 @@ pub fn apply(template: &SecretTemplate, data: BTreeMap<String, SecretBytes>) -> 
         }
     };
     Ok(rendered)
+}
+
+/// Checked here: the apiserver's refusal would quote the key, which may hold a value.
+fn secret_key(what: &str, key: &str) -> Result<()> {
+    match crate::render::is_valid_secret_key(key) {
+        true => Ok(()),
+        false => Err(Error::InvalidTemplate(format!(
+            "template {what} renders to an invalid Secret key (1 to 253 letters, digits, '-', '_' or '.')"
+        ))),
+    }
+}
+
+/// A label key and value the apiserver takes (checked here: its refusal would quote the value).
+fn label(what: &str, key: &str, value: &str) -> Result<()> {
+    metadata_key(what, key)?;
+    match is_label_value(value) {
+        true => Ok(()),
+        false => Err(Error::InvalidTemplate(format!(
+            "template {what} renders to an invalid label value (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)"
+        ))),
+    }
+}
+
+/// A label or annotation key: an optional DNS prefix and `/`, then a name of at most 63 letters,
+/// digits, '-', '_' or '.' starting and ending with a letter or digit.
+fn metadata_key(what: &str, key: &str) -> Result<()> {
+    let (prefix, name) = key.rsplit_once('/').map_or((None, key), |(p, n)| (Some(p), n));
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.')
+                .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+    });
+    match prefix_ok && !name.is_empty() && is_label_value(name) {
+        true => Ok(()),
+        false => Err(Error::InvalidTemplate(format!(
+            "template {what} renders to an invalid label or annotation key (an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.')"
+        ))),
+    }
+}
+
+/// The `key: value` lines a KeysAndValues template or a literal renders (a YAML map of scalars).
+/// Errors say where, never what: the text may hold values.
+fn key_value_lines(name: &str, text: &str) -> Result<Vec<(String, String)>> {
+    let bad = |why: &str| Error::InvalidTemplate(format!("template {name}: {why}"));
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let map: serde_yaml::Mapping = serde_yaml::from_str(text).map_err(|e| match e.location() {
+        Some(at) => bad(&format!("the output is not YAML `key: value` lines (line {})", at.line())),
+        None => bad("the output is not YAML `key: value` lines"),
+    })?;
+    let scalar = |v: &serde_yaml::Value| match v {
+        serde_yaml::Value::String(s) => Some(s.clone()),
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        serde_yaml::Value::Bool(b) => Some(b.to_string()),
+        serde_yaml::Value::Null => Some(String::new()),
+        _ => None,
+    };
+    map.iter()
+        .map(|(k, v)| match (scalar(k), scalar(v)) {
+            (Some(k), Some(v)) => Ok((k, v)),
+            _ => Err(bad("each output line must be `key: value` with a plain value (no lists or maps)")),
+        })
+        .collect()
 }
 
 /// One template rendered, or the message that says why not ("template data["url"] line 2: ...").
@@ -228,6 +378,11 @@ fn quotes(message: &str, value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `apply` without `templateFrom`.
+    fn apply0(t: &SecretTemplate, d: BTreeMap<String, SecretBytes>) -> Result<Rendered> {
+        apply(t, d, &[])
+    }
     use crate::api::TemplateMetadata;
 
     fn data(entries: &[(&str, &str)]) -> BTreeMap<String, SecretBytes> {
@@ -241,24 +396,118 @@ mod tests {
         }
     }
 
+    /// A template whose `templateFrom` is `from` (JSON as in a manifest), with `objects` read.
+    fn from_template(from: serde_json::Value, data_templates: &[(&str, &str)]) -> SecretTemplate {
+        let mut t = template(data_templates);
+        t.template_from = serde_json::from_value(from).expect("templateFrom entries");
+        t
+    }
+
+    fn objects() -> TemplateObjects {
+        let cm = [
+            ("config.yaml", "user: {{ .user }}"),
+            ("env", "DB_USER: {{ .user }}\nDB_PASSWORD: {{ .password | quote }}\n"),
+            ("labels", "tier: {{ .tier }}"),
+            ("nested", "a:\n  b: {{ .user }}"),
+        ];
+        let cm = cm.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let secret = [("sealed".to_string(), "token={{ .password }}".to_string())].into();
+        TemplateObjects {
+            config_maps: [("tpl".to_string(), cm)].into(),
+            secrets: [("held".to_string(), secret)].into(),
+        }
+    }
+
+    #[test]
+    fn template_from_config_maps_secrets_and_literals_in_order_with_data_winning() {
+        let values = data(&[("user", "app"), ("password", "sentinel-PW"), ("tier", "gold")]);
+        let from = serde_json::json!([
+            {"configMap": {"name": "tpl", "items": [{"key": "config.yaml"}, {"key": "env", "templateAs": "KeysAndValues"}]}},
+            {"secret": {"name": "held", "items": [{"key": "sealed"}]}},
+            {"configMap": {"name": "tpl", "items": [{"key": "labels", "templateAs": "KeysAndValues"}]}, "target": "Labels"},
+            {"literal": "example.com/for: {{ .user }}", "target": "Annotations"},
+            {"literal": "DB_USER: overridden-by-data"}
+        ]);
+        let t = from_template(from, &[("DB_USER", "{{ .user }}-from-data")]);
+        let resolved = resolve_from(&t, &objects()).expect("resolves");
+        let r = apply(&t, values, &resolved).expect("renders");
+        let text = |k: &str| String::from_utf8_lossy(r.data[k].expose()).to_string();
+        assert_eq!(text("config.yaml"), "user: app");
+        assert_eq!(text("DB_PASSWORD"), "sentinel-PW");
+        assert_eq!(text("sealed"), "token=sentinel-PW");
+        assert_eq!(text("DB_USER"), "app-from-data", "template.data wins over templateFrom");
+        assert!(!r.data.contains_key("user"), "Replace: only what the templates write");
+        assert_eq!(r.labels.get("tier").map(String::as_str), Some("gold"));
+        assert_eq!(r.annotations.get("example.com/for").map(String::as_str), Some("app"));
+    }
+
+    #[test]
+    fn template_from_errors_name_the_object_and_key_and_never_a_value() {
+        let values = || data(&[("user", "sentinel-USER"), ("password", "sentinel-PW")]);
+        let cases = [
+            (
+                serde_json::json!([{"configMap": {"name": "gone", "items": [{"key": "k"}]}}]),
+                "ConfigMap \"gone\" not found",
+            ),
+            (serde_json::json!([{"configMap": {"name": "tpl", "items": [{"key": "nope"}]}}]), "has no key \"nope\""),
+            (serde_json::json!([{"secret": {"name": "tpl", "items": [{"key": "k"}]}}]), "Secret \"tpl\" not found"),
+            (
+                serde_json::json!([{"configMap": {"name": "tpl", "items": [{"key": "nested", "templateAs": "KeysAndValues"}]}}]),
+                "plain value",
+            ),
+            (serde_json::json!([{"literal": "{{ .user }}"}]), "not YAML `key: value` lines"),
+            (serde_json::json!([{"literal": "bad key!: {{ .user }}"}]), "invalid Secret key"),
+            (serde_json::json!([{"literal": "tier: {{ .password }}!", "target": "Labels"}]), "invalid label value"),
+        ];
+        for (from, want) in cases {
+            let t = from_template(from.clone(), &[]);
+            let e = resolve_from(&t, &objects())
+                .and_then(|resolved| apply(&t, values(), &resolved))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains(want), "{from}: {e}");
+            assert!(!e.contains("sentinel"), "{from}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_inputs_hash_follows_what_was_read_not_literals() {
+        let t =
+            from_template(serde_json::json!([{"configMap": {"name": "tpl", "items": [{"key": "config.yaml"}]}}]), &[]);
+        let before = inputs_hash(&resolve_from(&t, &objects()).expect("resolves"));
+        let mut edited = objects();
+        if let Some(cm) = edited.config_maps.get_mut("tpl") {
+            cm.insert("config.yaml".into(), "user: {{ .user }}!".into());
+        }
+        let after = inputs_hash(&resolve_from(&t, &edited).expect("resolves"));
+        assert!(before.is_some() && before != after, "an edit of the ConfigMap changes the hash");
+        let literal = from_template(serde_json::json!([{"literal": "a: b"}]), &[]);
+        assert_eq!(
+            inputs_hash(&resolve_from(&literal, &objects()).expect("resolves")),
+            None,
+            "a literal is in the spec"
+        );
+    }
+
     fn text(r: &Rendered, k: &str) -> String {
         r.data.get(k).map(|v| String::from_utf8_lossy(v.expose()).to_string()).unwrap_or_default()
     }
 
     fn err(t: &SecretTemplate, d: BTreeMap<String, SecretBytes>) -> String {
-        apply(t, d).err().map(|e| e.to_string()).unwrap_or_default()
+        apply0(t, d).err().map(|e| e.to_string()).unwrap_or_default()
     }
 
     #[test]
     fn postgres_url_replaces_the_inputs() {
         let t = template(&[("url", "postgres://{{ .user }}:{{ .password }}@{{ .host }}:5432/app\n")]);
-        let r = apply(&t, data(&[("user", "app"), ("password", "pw"), ("host", "db")])).unwrap_or_default();
+        let r = apply0(&t, data(&[("user", "app"), ("password", "pw"), ("host", "db")])).unwrap_or_default();
         assert_eq!(text(&r, "url"), "postgres://app:pw@db:5432/app\n", "the trailing newline is kept");
         assert_eq!(r.data.len(), 1, "Replace keeps only the template's keys");
 
         let mut merge = t.clone();
         merge.merge_policy = TemplateMergePolicy::Merge;
-        let r = apply(&merge, data(&[("user", "app"), ("password", "pw"), ("host", "db")])).unwrap_or_default();
+        let r = apply0(&merge, data(&[("user", "app"), ("password", "pw"), ("host", "db")])).unwrap_or_default();
         assert_eq!(r.data.len(), 4);
     }
 
@@ -279,7 +528,7 @@ mod tests {
             ("{{/* a comment */}}x", "x"),
         ];
         for (src, want) in cases {
-            let r = apply(&template(&[("k", src)]), d()).unwrap_or_else(|e| panic!("{src}: {e}"));
+            let r = apply0(&template(&[("k", src)]), d()).unwrap_or_else(|e| panic!("{src}: {e}"));
             assert_eq!(text(&r, "k"), *want, "{src}");
         }
     }
@@ -288,14 +537,14 @@ mod tests {
     fn a_missing_name_is_an_error_and_a_missing_index_empty() {
         let msg = err(&template(&[("k", "{{ .nope }}")]), data(&[("a", "1")]));
         assert!(msg.contains("not a key of data"), "{msg}");
-        let r = apply(&template(&[("k", r#"[{{ index . "nope" }}]"#)]), data(&[("a", "1")])).unwrap_or_default();
+        let r = apply0(&template(&[("k", r#"[{{ index . "nope" }}]"#)]), data(&[("a", "1")])).unwrap_or_default();
         assert_eq!(text(&r, "k"), "[]", "Go's zero value of a map[string]string");
     }
 
     #[test]
     fn templated_keys_must_render_to_secret_keys() {
         let t = template(&[("{{ .name }}-url", "{{ .host }}")]);
-        let r = apply(&t, data(&[("name", "db"), ("host", "h")])).unwrap_or_else(|e| panic!("{e}"));
+        let r = apply0(&t, data(&[("name", "db"), ("host", "h")])).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(text(&r, "db-url"), "h");
         let msg = err(&t, data(&[("name", "a secret/value"), ("host", "h")]));
         assert!(msg.contains("template key \"{{ .name }}-url\"") && msg.contains("invalid Secret key"), "{msg}");
@@ -306,7 +555,7 @@ mod tests {
     fn binary_values_pass_through_as_bytes() {
         let raw = SecretBytes::new(vec![0xff, 0x00, b'a', 0x80]);
         let d: BTreeMap<String, SecretBytes> = [("bin".to_string(), raw.clone())].into();
-        let r = apply(&template(&[("copy", "{{ .bin }}"), ("b64", "{{ .bin | b64enc }}")]), d).unwrap_or_default();
+        let r = apply0(&template(&[("copy", "{{ .bin }}"), ("b64", "{{ .bin | b64enc }}")]), d).unwrap_or_default();
         assert_eq!(r.data.get("copy"), Some(&raw));
         assert_eq!(text(&r, "b64"), "/wBhgA==");
     }
@@ -317,7 +566,7 @@ mod tests {
             ".dockerconfigjson",
             r#"{"auths":{"{{ .registry }}":{"auth":"{{ printf "%s:%s" .username .password | b64enc }}"}}}"#,
         )]);
-        let r = apply(&t, data(&[("registry", "r.example"), ("username", "u"), ("password", "p")]))
+        let r = apply0(&t, data(&[("registry", "r.example"), ("username", "u"), ("password", "p")]))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(text(&r, ".dockerconfigjson"), r#"{"auths":{"r.example":{"auth":"dTpw"}}}"#);
         assert!(check_type("kubernetes.io/dockerconfigjson", &r.data).is_ok());
@@ -345,7 +594,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let r = apply(&t, data(&[("env", "prod"), ("k", "v")])).unwrap_or_default();
+        let r = apply0(&t, data(&[("env", "prod"), ("k", "v")])).unwrap_or_default();
         assert_eq!(r.labels["env"], "prod");
         assert_eq!(r.annotations["plain"], "x");
         assert_eq!(r.data.len(), 2);

@@ -210,8 +210,6 @@ pub struct ExternalSecretTarget {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[x_kube(validation = Rule::new("self.engineVersion == 'v2'")
     .message("template.engineVersion v1 is not supported by Lockstep: write the template for v2 (Go templates, ESO's default)"))]
-#[x_kube(validation = Rule::new("!has(self.templateFrom)")
-    .message("template.templateFrom is not supported by Lockstep yet: put the templates in template.data"))]
 #[serde(rename_all = "camelCase")]
 pub struct SecretTemplate {
     /// Secret type, e.g. Opaque (the default) or kubernetes.io/basic-auth.
@@ -243,9 +241,73 @@ pub struct SecretTemplate {
     /// ESO's `engineVersion`: v2 (the default, Go templates) is the only engine.
     #[serde(default)]
     pub engine_version: EngineVersion,
+    /// Templates kept elsewhere (ESO's `templateFrom`), applied in order before `data` (which
+    /// wins on the same key): items of a ConfigMap or Secret of the ExternalSecret's namespace
+    /// (watched: an edit renders again), or a literal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub template_from: Vec<TemplateFrom>,
+}
+
+/// One `templateFrom` entry: exactly one of `configMap`, `secret` or `literal`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("(has(self.configMap) ? 1 : 0) + (has(self.secret) ? 1 : 0) + (has(self.literal) ? 1 : 0) == 1")
+    .message("each template.templateFrom entry needs exactly one of configMap, secret or literal"))]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateFrom {
+    /// Items of a ConfigMap of the ExternalSecret's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::api::unsupported_objects")]
-    pub template_from: Option<serde_json::Value>,
+    pub config_map: Option<TemplateRef>,
+    /// Items of a Secret of the ExternalSecret's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<TemplateRef>,
+    /// Where the rendered templates go: Data (the default), Annotations or Labels.
+    #[serde(default)]
+    pub target: TemplateTarget,
+    /// A template whose output is YAML `key: value` lines, each one added to the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub literal: Option<String>,
+}
+
+/// A ConfigMap or Secret holding templates, and which of its keys to use.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 64))]
+    pub items: Vec<TemplateRefItem>,
+}
+
+/// One key of a template ConfigMap or Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateRefItem {
+    /// The key holding the template.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+    /// Values (default): the rendered template is the value of `key` in the target.
+    /// KeysAndValues: it is YAML `key: value` lines, each one added to the target.
+    #[serde(default)]
+    pub template_as: TemplateScope,
+}
+
+/// How a template's output becomes keys (ESO's `templateAs`).
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TemplateScope {
+    #[default]
+    Values,
+    KeysAndValues,
+}
+
+/// Where a `templateFrom` entry's output goes.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TemplateTarget {
+    #[default]
+    Data,
+    Annotations,
+    Labels,
 }
 
 /// ESO's template engine versions; v1 (ESO's legacy engine) is accepted by the schema so that

@@ -26,11 +26,6 @@ pub(crate) fn unsupported(_: &mut schemars::SchemaGenerator) -> schemars::Schema
     schemars::json_schema!({"description": UNSUPPORTED, "type": "object", "x-kubernetes-preserve-unknown-fields": true})
 }
 
-pub(crate) fn unsupported_objects(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({"description": UNSUPPORTED, "type": "array",
-        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}})
-}
-
 pub(crate) fn unsupported_strings(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"description": UNSUPPORTED, "type": "array", "items": {"type": "string"}})
 }

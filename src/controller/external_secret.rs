@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{LocalObjectReference, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, LocalObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
@@ -62,6 +62,26 @@ pub async fn run(
             using(StoreKind::ClusterSecretStore, None, store.name_any())
         });
     }
+    // An edit of a ConfigMap or Secret a `templateFrom` names renders its readers again.
+    let reader = controller.store();
+    let reading = move |kind: TemplateKind, ns: Option<String>, name: String| {
+        reader
+            .state()
+            .into_iter()
+            .filter(|es| es.namespace() == ns && reads_template(es, kind, &name))
+            .map(|es| ObjectRef::from_obj(&*es))
+            .collect::<Vec<_>>()
+    };
+    let config_maps = watch::every_change(ctx.scoped::<PartialObjectMeta<ConfigMap>>(), watcher::Config::default());
+    let template_secrets = watch::every_change(ctx.scoped::<PartialObjectMeta<Secret>>(), watcher::Config::default());
+    let by_config_map = reading.clone();
+    controller = controller
+        .watches_stream(config_maps, move |cm: PartialObjectMeta<ConfigMap>| {
+            by_config_map(TemplateKind::ConfigMap, cm.namespace(), cm.name_any())
+        })
+        .watches_stream(template_secrets, move |s: PartialObjectMeta<Secret>| {
+            reading(TemplateKind::Secret, s.namespace(), s.name_any())
+        });
     let triggers = futures::stream::unfold(triggers, |mut rx| async move { Some((rx.recv().await?, rx)) });
     controller
         .reconcile_on(triggers)
@@ -74,6 +94,23 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// The kinds a `templateFrom` entry reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TemplateKind {
+    ConfigMap,
+    Secret,
+}
+
+/// Whether `es` renders a template kept in the `kind` named `name` of its namespace.
+fn reads_template(es: &ExternalSecret, kind: TemplateKind, name: &str) -> bool {
+    let from = es.spec.target.template.iter().flat_map(|t| &t.template_from);
+    from.filter_map(|f| match kind {
+        TemplateKind::ConfigMap => f.config_map.as_ref(),
+        TemplateKind::Secret => f.secret.as_ref(),
+    })
+    .any(|r| r.name == name)
 }
 
 /// Sync failures become the status (see [`reconcile`]); what reaches here is a failed status write.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, Patch};
 use kube::runtime::events::EventType;
@@ -19,6 +19,7 @@ use crate::api::{AWSCURRENT, CreationPolicy, ExternalSecret, RefreshPolicy, Sour
 use crate::error::{Error, Result};
 use crate::render::{self, Desired, Values};
 use crate::source::{Fetched, SourceRef, Sources};
+use crate::template::TemplateObjects;
 
 /// What a successful sync leaves behind.
 pub struct Synced {
@@ -40,12 +41,17 @@ pub async fn sync(es: &ExternalSecret, ctx: &Context, refresh: Option<Duration>)
     let store_ref = &es.spec.secret_store_ref;
     let store = ctx.stores.resolve(&ns, store_ref.kind, &store_ref.name).await?;
     let sources = list_sources(es, ctx, &store, refresh).await?;
+    let templates = read_templates(es, ctx).await?;
+    let inputs = match &es.spec.target.template {
+        Some(t) => crate::template::inputs_hash(&crate::template::resolve_from(t, &templates)?),
+        None => None,
+    };
     let existing = read_target(es, ctx).await?;
 
     let live = |s: &SourceRef| ctx.fetcher.live(&store.id, s, &sources);
     let kept = match es.spec.refresh_policy {
         Some(RefreshPolicy::CreatedOnce) => target::created_once(es, existing.as_ref()),
-        _ => target::still_current(es, &sources.all(), live, existing.as_ref()),
+        _ => target::still_current(es, &sources.all(), live, inputs.as_deref(), existing.as_ref()),
     };
     if let Some(kept) = kept {
         let sources = es.status.as_ref().map(|s| s.sources.clone()).unwrap_or_default();
@@ -54,7 +60,7 @@ pub async fn sync(es: &ExternalSecret, ctx: &Context, refresh: Option<Duration>)
     }
 
     let (values, sources) = fetch(es, ctx, &store, existing.as_ref(), sources).await?;
-    let desired = render::render(&es.spec, &values, &sources.found)?;
+    let desired = render::render_with(&es.spec, &values, &sources.found, &templates)?;
     let synced = apply(es, ctx, existing.as_ref(), desired).await?;
     retire_previous(es, ctx).await?;
     Ok(synced)
@@ -95,6 +101,31 @@ async fn list_sources(
         sources.found.insert(i, names);
     }
     Ok(sources)
+}
+
+/// The ConfigMaps and Secrets the template's `templateFrom` names, from the ExternalSecret's
+/// namespace (one that is not there is left out: rendering says so).
+async fn read_templates(es: &ExternalSecret, ctx: &Context) -> Result<TemplateObjects> {
+    let mut objects = TemplateObjects::default();
+    let Some(template) = &es.spec.target.template else { return Ok(objects) };
+    let ns = es.namespace().unwrap_or_default();
+    for from in &template.template_from {
+        if let Some(r) = &from.config_map
+            && !objects.config_maps.contains_key(&r.name)
+            && let Some(cm) = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns).get_opt(&r.name).await?
+        {
+            objects.config_maps.insert(r.name.clone(), cm.data.unwrap_or_default());
+        }
+        if let Some(r) = &from.secret
+            && !objects.secrets.contains_key(&r.name)
+            && let Some(s) = secrets(es, ctx).get_opt(&r.name).await?
+        {
+            let texts = s.data.unwrap_or_default().into_iter();
+            let texts = texts.map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect();
+            objects.secrets.insert(r.name.clone(), texts);
+        }
+    }
+    Ok(objects)
 }
 
 /// The target Secret as it is now (not read under creationPolicy None, which writes nothing).

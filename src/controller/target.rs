@@ -16,7 +16,7 @@ use crate::render::Desired;
 use crate::source::{SourceRef, Version};
 use crate::status::{self, Reason};
 use crate::value::SecretBytes;
-use crate::{DATA_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGER, SOURCE_VERSIONS_ANNOTATION};
+use crate::{DATA_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGER, SOURCE_VERSIONS_ANNOTATION, TEMPLATE_INPUTS_ANNOTATION};
 
 /// The label ESO puts on every Secret it manages.
 pub const ESO_MANAGED_LABEL: &str = "reconcile.external-secrets.io/managed";
@@ -108,6 +108,7 @@ pub fn still_current(
     es: &ExternalSecret,
     sources: &[SourceRef],
     live: impl Fn(&SourceRef) -> Option<String>,
+    inputs: Option<&str>,
     existing: Option<&Secret>,
 ) -> Option<Kept> {
     let status = es.status.as_ref()?;
@@ -139,7 +140,8 @@ pub fn still_current(
     let hash = data_hash(&data_of(secret));
     let intact = is_ours(secret, es)
         && hash_of(secret) == Some(hash.as_str())
-        && annotations.get(SOURCE_VERSIONS_ANNOTATION) == Some(&versions_annotation(&status.sources));
+        && annotations.get(SOURCE_VERSIONS_ANNOTATION) == Some(&versions_annotation(&status.sources))
+        && annotations.get(TEMPLATE_INPUTS_ANNOTATION).map(String::as_str) == inputs;
     intact.then_some(Kept { hash })
 }
 
@@ -215,7 +217,9 @@ pub fn versions_annotation(sources: &[SourceStatus]) -> String {
 fn metadata_maps(es: &ExternalSecret, desired: &Desired) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     let mut labels = BTreeMap::new();
     let mut annotations = BTreeMap::new();
-    let templated = es.spec.target.template.as_ref().is_some_and(|t| t.metadata.is_some());
+    let templated = es.spec.target.template.as_ref().is_some_and(|t| {
+        t.metadata.is_some() || t.template_from.iter().any(|f| f.target != crate::api::TemplateTarget::Data)
+    });
     if templated {
         labels.extend(desired.labels.clone());
         annotations.extend(desired.annotations.clone());
@@ -233,6 +237,9 @@ fn metadata_maps(es: &ExternalSecret, desired: &Desired) -> (BTreeMap<String, St
     }
     annotations.insert(DATA_HASH_ANNOTATION.into(), desired.hash.clone());
     annotations.insert(SOURCE_VERSIONS_ANNOTATION.into(), versions_annotation(&desired.sources));
+    if let Some(inputs) = &desired.inputs {
+        annotations.insert(TEMPLATE_INPUTS_ANNOTATION.into(), inputs.clone());
+    }
     (labels, annotations)
 }
 

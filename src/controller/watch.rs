@@ -79,6 +79,18 @@ pub fn owned_secret_changes(
     retried(api, config).touched_objects()
 }
 
+/// The objects of `api` on every change, content included (ConfigMaps and Secrets have no
+/// generation), retried like the other watches; metadata only on an `Api<PartialObjectMeta<_>>`.
+pub fn every_change<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
+where
+    K: Watched,
+{
+    retried(api, config).touched_objects()
+}
+
 /// The objects of `api` when they are created or deleted, or their generation, labels or
 /// annotations change (not on status writes, which would make whatever they trigger follow every
 /// sync), retried like the other watches. On an `Api<PartialObjectMeta<_>>` it is a metadata-only

@@ -326,3 +326,49 @@ async fn examples_are_accepted_by_the_apiserver() -> anyhow::Result<()> {
     assert!(applied >= 12, "{applied}");
     Ok(())
 }
+
+/// templateFrom a ConfigMap: rendered into the Secret, and an edit of the ConfigMap renders again
+/// at once (refreshInterval 1h) without fetching from AWS; a Secret holding templates the same; a
+/// ConfigMap that goes away is InvalidTemplate and the Secret stays as it was.
+#[tokio::test]
+async fn template_from_a_config_map_renders_and_follows_its_edits_without_fetching() -> anyhow::Result<()> {
+    let emu = Emulator::dedicated()?;
+    let w = World::new("template-from").await?;
+    let key = format!("{}/db", w.ns());
+    emu.client().create_secret().name(&key).secret_string(r#"{"user":"app","password":"pw-1"}"#).send().await?;
+    w.store(secret_store("aws", &emu.endpoint)).await?;
+    let config_map = |config: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "tpl"},
+            "data": {"config.yaml": config, "env": "DB_USER: {{ .user }}\n"}})
+    };
+    w.apply(config_map("user: {{ .user }}")).await?;
+    w.apply(secret("held", json!({"token": "token={{ .password }}"}))).await?;
+    let template = json!({"templateFrom": [
+        {"configMap": {"name": "tpl", "items": [{"key": "config.yaml"}, {"key": "env", "templateAs": "KeysAndValues"}]}},
+        {"secret": {"name": "held", "items": [{"key": "token"}]}}]});
+    let spec = es("aws").refresh("1h").property("user", &key, "user").property("password", &key, "password");
+    w.external_secret("es", spec.template(template)).await?;
+    w.wait_value("es", "config.yaml", "user: app").await?;
+    w.wait_value("es", "DB_USER", "app").await?;
+    w.wait_value("es", "token", "token=pw-1").await?;
+
+    emu.start_recording()?;
+    w.apply(config_map("user={{ .user | upper }}")).await?;
+    w.wait_value_within(Duration::from_secs(20), "es", "config.yaml", "user=APP").await?;
+    w.apply(secret("held", json!({"token": "t:{{ .password }}"}))).await?;
+    w.wait_value_within(Duration::from_secs(20), "es", "token", "t:pw-1").await?;
+    let calls = emu.stop_recording()?;
+    assert_eq!(
+        calls.get("GetSecretValue").copied().unwrap_or(0) + calls.get("BatchGetSecretValue").copied().unwrap_or(0),
+        0,
+        "a template edit fetches nothing: {calls:?}"
+    );
+
+    kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(w.env.kube.clone(), w.ns())
+        .delete("tpl", &Default::default())
+        .await?;
+    let message = w.wait_reason("es", "InvalidTemplate").await?;
+    assert!(message.contains("ConfigMap \"tpl\" not found"), "{message}");
+    assert_eq!(text(&w.secrets().get("es").await?, "config.yaml"), "user=APP", "the Secret stays as it was");
+    Ok(())
+}

@@ -516,6 +516,21 @@ async fn admission_rejects_invalid_specs_with_readable_messages() -> anyhow::Res
         ),
         (
             "ExternalSecret",
+            es("s")
+                .key("k", "a")
+                .template(
+                    json!({"templateFrom": [{"literal": "a: b", "configMap": {"name": "c", "items": [{"key": "k"}]}}]}),
+                )
+                .into(),
+            "each template.templateFrom entry needs exactly one of configMap, secret or literal",
+        ),
+        (
+            "ExternalSecret",
+            es("s").key("k", "a").template(json!({"templateFrom": [{"configMap": {"name": "c", "items": []}}]})).into(),
+            "items",
+        ),
+        (
+            "ExternalSecret",
             es("s").data_from(json!({})).into(),
             "each dataFrom entry needs exactly one of extract or find",
         ),

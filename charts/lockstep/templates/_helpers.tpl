@@ -44,11 +44,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   resources: [externalsecrets/status, secretstores/status]
   verbs: [patch]
 # Target Secrets are server-side applied (patch; create when the apply creates one), deleted only for
-# deletionPolicy Delete; get reads credential Secrets and existing targets; list/watch follow the
-# Secrets carrying the managed-by label.
+# deletionPolicy Delete; get reads credential Secrets, existing targets and templateFrom Secrets;
+# list/watch follow the Secrets carrying the managed-by label, and (metadata only) the edits of
+# templateFrom Secrets.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, patch, delete]
+# templateFrom ConfigMaps: read when rendering, watched (metadata only) so an edit renders again.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch]
 # The event Recorder writes events.k8s.io/v1 Events (create, then patch for a series).
 - apiGroups: [events.k8s.io]
   resources: [events]
