@@ -11,7 +11,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
@@ -73,7 +73,10 @@ pub async fn run(
             .collect::<Vec<_>>()
     };
     let config_maps = watch::every_change(ctx.scoped::<PartialObjectMeta<ConfigMap>>(), watcher::Config::default());
-    let template_secrets = watch::every_change(ctx.scoped::<PartialObjectMeta<Secret>>(), watcher::Config::default());
+    // Every Secret's metadata, kept for the credential cache (see `Stores::secret`).
+    let all_secrets = ctx.scoped::<PartialObjectMeta<Secret>>();
+    let template_secrets =
+        watch::cached_watch(all_secrets, watcher::Config::default(), store_caches.secret_versions).touched_objects();
     let by_config_map = reading.clone();
     controller = controller
         .watches_stream(config_maps, move |cm: PartialObjectMeta<ConfigMap>| {

@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::PostParams;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
@@ -123,6 +124,11 @@ pub struct Stores {
     /// the store (not filled yet, or the store is newer than the watch).
     secret_stores: reflector::Store<SecretStore>,
     cluster_secret_stores: reflector::Store<ClusterSecretStore>,
+    /// The metadata of the Secrets in scope, from the ExternalSecret controller's watch: a Secret
+    /// read before ([`Stores::secret`]) is served from `secrets` while its resource version here
+    /// is the one read, so a sync where nothing moved reads no credential Secret.
+    secret_versions: reflector::Store<PartialObjectMeta<Secret>>,
+    secrets: Mutex<HashMap<(String, String), Secret>>,
     clients: Mutex<HashMap<StoreId, (StoreConfig, StoreClient)>>,
 }
 
@@ -130,6 +136,7 @@ pub struct Stores {
 pub struct StoreCacheWriters {
     pub secret_stores: reflector::store::Writer<SecretStore>,
     pub cluster_secret_stores: reflector::store::Writer<ClusterSecretStore>,
+    pub secret_versions: reflector::store::Writer<PartialObjectMeta<Secret>>,
 }
 
 impl Stores {
@@ -141,9 +148,24 @@ impl Stores {
     ) -> (Self, StoreCacheWriters) {
         let (secret_stores, ss_writer) = reflector::store();
         let (cluster_secret_stores, css_writer) = reflector::store();
-        let stores =
-            Self { client, metrics, rate, fetcher, secret_stores, cluster_secret_stores, clients: Mutex::default() };
-        (stores, StoreCacheWriters { secret_stores: ss_writer, cluster_secret_stores: css_writer })
+        let (secret_versions, versions_writer) = reflector::store();
+        let stores = Self {
+            client,
+            metrics,
+            rate,
+            fetcher,
+            secret_stores,
+            cluster_secret_stores,
+            secret_versions,
+            secrets: Mutex::default(),
+            clients: Mutex::default(),
+        };
+        let writers = StoreCacheWriters {
+            secret_stores: ss_writer,
+            cluster_secret_stores: css_writer,
+            secret_versions: versions_writer,
+        };
+        (stores, writers)
     }
 
     /// Find the store an ExternalSecret of `namespace` names and check it may use it.
@@ -242,6 +264,33 @@ impl Stores {
         Ok(client)
     }
 
+    /// Secret `name` of `namespace`: from what was read before while the watch shows the same
+    /// resource version, else from the apiserver. A Secret the watch does not cover (another
+    /// namespace than the one watched) or has not seen yet is read each time.
+    pub async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
+        let key = (namespace.to_string(), name.to_string());
+        let watched = self.secret_versions.get(&ObjectRef::new(name).within(namespace));
+        let current = watched.as_ref().and_then(|m| m.metadata.resource_version.as_deref());
+        if let Some(rv) = current
+            && let Some(known) = lock(&self.secrets).get(&key)
+            && known.metadata.resource_version.as_deref() == Some(rv)
+        {
+            return Ok(Some(known.clone()));
+        }
+        let read = Api::<Secret>::namespaced(self.client.clone(), namespace).get_opt(name).await?;
+        let mut secrets = lock(&self.secrets);
+        match &read {
+            // Kept only when the watch covers it: nothing else would say when it changed.
+            Some(s) if current.is_some() => {
+                secrets.insert(key, s.clone());
+            }
+            _ => {
+                secrets.remove(&key);
+            }
+        }
+        Ok(read)
+    }
+
     /// The ServiceAccount `aws.auth.jwt` names, and the role its token is exchanged for.
     async fn with_service_account(
         &self,
@@ -297,13 +346,10 @@ impl Stores {
         let secret = match read.get(&id) {
             Some(s) => s,
             None => {
-                let s = Api::<Secret>::namespaced(self.client.clone(), &ns)
-                    .get_opt(&sel.name)
+                let s = self
+                    .secret(&ns, &sel.name)
                     .await
-                    .map_err(|e| {
-                        let e = Error::from(e);
-                        Error::StoreNotReady(format!("cannot read credential Secret {ns}/{}: {e}", sel.name))
-                    })?
+                    .map_err(|e| Error::StoreNotReady(format!("cannot read credential Secret {ns}/{}: {e}", sel.name)))?
                     .ok_or_else(|| Error::StoreNotReady(format!("credential Secret {ns}/{} not found", sel.name)))?;
                 read.entry(id).or_insert(s)
             }

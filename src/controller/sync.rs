@@ -118,7 +118,7 @@ async fn read_templates(es: &ExternalSecret, ctx: &Context) -> Result<TemplateOb
         }
         if let Some(r) = &from.secret
             && !objects.secrets.contains_key(&r.name)
-            && let Some(s) = secrets(es, ctx).get_opt(&r.name).await?
+            && let Some(s) = ctx.stores.secret(&ns, &r.name).await?
         {
             let texts = s.data.unwrap_or_default().into_iter();
             let texts = texts.map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect();

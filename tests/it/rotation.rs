@@ -95,3 +95,42 @@ async fn a_wave_of_syncs_is_fetched_in_batches_and_stage_moves_are_followed() ->
     }
     Ok(())
 }
+
+/// The Secrets the apiserver served: its own request counter, GETs of `secrets`.
+async fn secret_gets(kube: &kube::Client) -> anyhow::Result<f64> {
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    let text = kube.request_text(request).await?;
+    Ok(lockstep_rig::http::Metrics::parse(text)
+        .sum("apiserver_request_total", &[("resource", "secrets"), ("verb", "GET")]))
+}
+
+/// A refresh where nothing moved reads the credential Secret from the watch's cache, not the
+/// apiserver: at most one GET of a Secret per sync (the target's), counted by the apiserver of a
+/// control plane of this test's own (before, two: the credential Secret's and the target's).
+#[tokio::test]
+async fn a_refresh_where_nothing_moved_reads_no_credential_secret() -> anyhow::Result<()> {
+    use lockstep_rig::{ControlPlane, Rig};
+    let rig = Rig::get();
+    let cp = ControlPlane::start(&rig.dir.join(format!("reads-{}", lockstep_rig::unique())))?;
+    let env = cp.test_env(&rig.emulator, "reads").await?;
+    let ns = env.ns.clone();
+    let w = World::on(env, &cp.kubeconfig, &["--namespace", &ns]).await?;
+    w.store(secret_store("aws", &rig.emulator.endpoint)).await?;
+    for i in 0..5 {
+        let key = w.create_aws(&format!("s{i}"), &format!("v{i}")).await?;
+        w.external_secret(&format!("es-{i}"), es("aws").refresh("1s").key("k", &key)).await?;
+    }
+    for i in 0..5 {
+        w.wait_value(&format!("es-{i}"), "k", &format!("v{i}")).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let syncs = |m: &lockstep_rig::http::Metrics| m.sum("lockstep_reconciles_total", &[("kind", "ExternalSecret")]);
+    let (gets0, syncs0) = (secret_gets(&w.env.kube).await?, syncs(&w.operator.metrics()?));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (gets1, syncs1) = (secret_gets(&w.env.kube).await?, syncs(&w.operator.metrics()?));
+    let (gets, synced) = (gets1 - gets0, syncs1 - syncs0);
+    assert!(synced >= 20.0, "five ExternalSecrets refreshed every second: {synced} syncs");
+    assert!(gets <= synced * 1.1 + 2.0, "{gets} GETs of Secrets for {synced} syncs");
+    eprintln!("{gets} GETs of Secrets for {synced} syncs");
+    Ok(())
+}

@@ -394,3 +394,30 @@ async fn a_role_sts_refuses_shows_on_the_store_with_the_role_named() -> anyhow::
     assert!(w.secrets().get_opt("es").await?.is_none());
     Ok(())
 }
+
+/// New keys in a store's credential Secret are used from the next sync on: the cached credential
+/// Secret is served only while the watch shows it unchanged (the recorder shows the new key id
+/// signing calls).
+#[tokio::test]
+async fn new_keys_in_the_credential_secret_are_used_from_the_next_sync() -> anyhow::Result<()> {
+    use lockstep_rig::Emulator;
+    use serde_json::json;
+    let w = World::new("new-keys").await?;
+    let emu = Emulator::dedicated()?;
+    emu.client().create_secret().name("keys/db").secret_string("v1").send().await?;
+    let keys = |akid: &str| secret("tenant-keys", json!({"access-key-id": akid, "secret-access-key": "s"}));
+    w.apply(keys("AKIDBEFORE")).await?;
+    w.apply(secret_store("aws", &emu.endpoint).creds("tenant-keys")).await?;
+    w.external_secret("es", es("aws").refresh("1s").key("k", "keys/db")).await?;
+    w.wait_value("es", "k", "v1").await?;
+    emu.start_recording()?;
+    w.apply(keys("AKIDAFTER")).await?;
+    w.eventually("calls signed with the new key", || async {
+        let recording = emu.moto_api("GET", "/moto-api/recorder/download-recording").ok()?;
+        recording.contains("Credential=AKIDAFTER/").then_some(())
+    })
+    .await?;
+    emu.client().put_secret_value().secret_id("keys/db").secret_string("v2").send().await?;
+    w.wait_value("es", "k", "v2").await?;
+    Ok(())
+}
