@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::StoreId;
 use super::fetcher::Fetcher;
+use super::target::TargetView;
 use super::watch::Watched;
 use crate::api::{
     AwsProvider, ClusterSecretStore, SecretKeySelector, SecretStore, SecretStoreStatus, ServiceAccountSelector,
@@ -108,6 +109,28 @@ pub struct AwsRate {
     pub burst: u32,
 }
 
+/// A target Secret as a sync finds it.
+#[derive(Debug)]
+pub enum Target {
+    /// There is none.
+    Gone,
+    /// Read from the apiserver.
+    Read(Secret),
+    /// Unchanged since it was read: what the fast path needs of it (no data).
+    Cached(TargetView),
+}
+
+impl Target {
+    /// What the fast path needs.
+    pub fn view(&self) -> Option<TargetView> {
+        match self {
+            Target::Gone => None,
+            Target::Read(s) => Some(TargetView::of(s)),
+            Target::Cached(v) => Some(v.clone()),
+        }
+    }
+}
+
 /// A store resolved for one ExternalSecret.
 pub struct ResolvedStore {
     pub id: StoreId,
@@ -129,6 +152,8 @@ pub struct Stores {
     /// is the one read, so a sync where nothing moved reads no credential Secret.
     secret_versions: reflector::Store<PartialObjectMeta<Secret>>,
     secrets: Mutex<HashMap<(String, String), Secret>>,
+    /// Target Secrets as the fast path needs them (no data), by the same rule.
+    targets: Mutex<HashMap<(String, String), TargetView>>,
     clients: Mutex<HashMap<StoreId, (StoreConfig, StoreClient)>>,
 }
 
@@ -158,6 +183,7 @@ impl Stores {
             cluster_secret_stores,
             secret_versions,
             secrets: Mutex::default(),
+            targets: Mutex::default(),
             clients: Mutex::default(),
         };
         let writers = StoreCacheWriters {
@@ -289,6 +315,38 @@ impl Stores {
             }
         }
         Ok(read)
+    }
+
+    /// The resource version the watch shows for Secret `name` of `namespace`, if it covers it.
+    fn watched_version(&self, namespace: &str, name: &str) -> Option<String> {
+        self.secret_versions.get(&ObjectRef::new(name).within(namespace))?.metadata.resource_version.clone()
+    }
+
+    /// A target Secret: its view (no data) while the watch shows the resource version it was read
+    /// at, else read from the apiserver.
+    pub async fn target(&self, namespace: &str, name: &str) -> Result<Target> {
+        let key = (namespace.to_string(), name.to_string());
+        let current = self.watched_version(namespace, name);
+        if let Some(rv) = &current
+            && let Some(view) = lock(&self.targets).get(&key)
+            && view.secret.metadata.resource_version.as_ref() == Some(rv)
+        {
+            return Ok(Target::Cached(view.clone()));
+        }
+        let read = Api::<Secret>::namespaced(self.client.clone(), namespace).get_opt(name).await?;
+        let mut targets = lock(&self.targets);
+        match read {
+            Some(s) => {
+                if current.is_some() {
+                    targets.insert(key, TargetView::of(&s));
+                }
+                Ok(Target::Read(s))
+            }
+            None => {
+                targets.remove(&key);
+                Ok(Target::Gone)
+            }
+        }
     }
 
     /// The ServiceAccount `aws.auth.jwt` names, and the role its token is exchanged for.

@@ -12,7 +12,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use tracing::info;
 
-use super::stores::ResolvedStore;
+use super::stores::{ResolvedStore, Target};
 use super::target::{self, Plan};
 use super::{Context, write};
 use crate::api::{AWSCURRENT, CreationPolicy, ExternalSecret, RefreshPolicy, SourceStatus};
@@ -46,12 +46,12 @@ pub async fn sync(es: &ExternalSecret, ctx: &Context, refresh: Option<Duration>)
         Some(t) => crate::template::inputs_hash(&crate::template::resolve_from(t, &templates)?),
         None => None,
     };
-    let existing = read_target(es, ctx).await?;
+    let mut found = read_target(es, ctx).await?;
 
     let live = |s: &SourceRef| ctx.fetcher.live(&store.id, s, &sources);
     let kept = match es.spec.refresh_policy {
-        Some(RefreshPolicy::CreatedOnce) => target::created_once(es, existing.as_ref()),
-        _ => target::still_current(es, &sources.all(), live, inputs.as_deref(), existing.as_ref()),
+        Some(RefreshPolicy::CreatedOnce) => target::created_once(es, full_target(es, ctx, &mut found).await?),
+        _ => target::still_current(es, &sources.all(), live, inputs.as_deref(), found.view().as_ref()),
     };
     if let Some(kept) = kept {
         let sources = es.status.as_ref().map(|s| s.sources.clone()).unwrap_or_default();
@@ -59,6 +59,7 @@ pub async fn sync(es: &ExternalSecret, ctx: &Context, refresh: Option<Duration>)
         return Ok(Synced { sources, hash: kept.hash, data_changed: false, binding, fetched: false });
     }
 
+    let existing = full_target(es, ctx, &mut found).await?.cloned();
     let (values, sources) = fetch(es, ctx, &store, existing.as_ref(), sources).await?;
     let desired = render::render_with(&es.spec, &values, &sources.found, &templates)?;
     let synced = apply(es, ctx, existing.as_ref(), desired).await?;
@@ -128,12 +129,27 @@ async fn read_templates(es: &ExternalSecret, ctx: &Context) -> Result<TemplateOb
     Ok(objects)
 }
 
-/// The target Secret as it is now (not read under creationPolicy None, which writes nothing).
-async fn read_target(es: &ExternalSecret, ctx: &Context) -> Result<Option<Secret>> {
+/// The target Secret as it is now (not read under creationPolicy None, which writes nothing): a
+/// view of it, without a read, while the watch shows it unchanged since the last one.
+async fn read_target(es: &ExternalSecret, ctx: &Context) -> Result<Target> {
     if es.spec.target.creation_policy == CreationPolicy::None {
-        return Ok(None);
+        return Ok(Target::Gone);
     }
-    Ok(secrets(es, ctx).get_opt(es.target_name()).await?)
+    ctx.stores.target(&es.namespace().unwrap_or_default(), es.target_name()).await
+}
+
+/// The whole target Secret (its data too), read now if only its view was known.
+async fn full_target<'a>(es: &ExternalSecret, ctx: &Context, found: &'a mut Target) -> Result<Option<&'a Secret>> {
+    if let Target::Cached(_) = found {
+        *found = match secrets(es, ctx).get_opt(es.target_name()).await? {
+            Some(s) => Target::Read(s),
+            None => Target::Gone,
+        };
+    }
+    Ok(match found {
+        Target::Read(s) => Some(s),
+        Target::Gone | Target::Cached(_) => None,
+    })
 }
 
 fn secrets(es: &ExternalSecret, ctx: &Context) -> Api<Secret> {

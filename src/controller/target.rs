@@ -109,10 +109,11 @@ pub fn still_current(
     sources: &[SourceRef],
     live: impl Fn(&SourceRef) -> Option<String>,
     inputs: Option<&str>,
-    existing: Option<&Secret>,
+    existing: Option<&TargetView>,
 ) -> Option<Kept> {
     let status = es.status.as_ref()?;
-    let secret = existing?;
+    let view = existing?;
+    let secret = &view.secret;
     let policy = es.spec.target.creation_policy;
     let settled = matches!(policy, CreationPolicy::Owner | CreationPolicy::Orphan)
         && status.observed_generation == es.metadata.generation
@@ -137,12 +138,31 @@ pub fn still_current(
         }
     }
     let annotations = secret.metadata.annotations.as_ref()?;
-    let hash = data_hash(&data_of(secret));
-    let intact = is_ours(secret, es)
-        && hash_of(secret) == Some(hash.as_str())
+    let hash = hash_of(secret)?.to_string();
+    let intact = view.data_matches_hash
+        && is_ours(secret, es)
         && annotations.get(SOURCE_VERSIONS_ANNOTATION) == Some(&versions_annotation(&status.sources))
         && annotations.get(TEMPLATE_INPUTS_ANNOTATION).map(String::as_str) == inputs;
     intact.then_some(Kept { hash })
+}
+
+/// What the fast path needs of the target Secret: its metadata (no data), and whether its data
+/// matched its hash annotation when it was read. The same resource version is the same data, so a
+/// view kept while the watch shows that resource version answers without reading the Secret.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TargetView {
+    /// The Secret without its data.
+    pub secret: Secret,
+    pub data_matches_hash: bool,
+}
+
+impl TargetView {
+    pub fn of(secret: &Secret) -> Self {
+        let data_matches_hash = hash_of(secret) == Some(data_hash(&data_of(secret)).as_str());
+        let mut meta = secret.metadata.clone();
+        meta.managed_fields = None;
+        Self { secret: Secret { metadata: meta, type_: secret.type_.clone(), ..Default::default() }, data_matches_hash }
+    }
 }
 
 /// A Secret left as it is by the fast path.

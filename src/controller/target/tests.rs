@@ -209,46 +209,70 @@ fn the_fast_path_holds_only_while_nothing_moved() {
     let sources = [SourceRef::current("db")];
     let at = |v: &'static str| move |_: &SourceRef| Some(v.to_string());
     let (e, secret) = synced();
-    assert!(still_current(&e, &sources, at("v1"), None, Some(&secret)).is_some(), "nothing moved");
+    assert!(still_current(&e, &sources, at("v1"), None, Some(&TargetView::of(&secret))).is_some(), "nothing moved");
     assert!(
-        still_current(&e, &sources, at("v1"), Some("a template hash"), Some(&secret)).is_none(),
+        still_current(&e, &sources, at("v1"), Some("a template hash"), Some(&TargetView::of(&secret))).is_none(),
         "a templateFrom template the Secret was not rendered with"
     );
     let mut rendered_with = secret.clone();
     rendered_with.metadata.annotations.get_or_insert_default().insert(TEMPLATE_INPUTS_ANNOTATION.into(), "h1".into());
-    assert!(still_current(&e, &sources, at("v1"), Some("h1"), Some(&rendered_with)).is_some(), "the same templates");
-    assert!(still_current(&e, &sources, at("v1"), Some("h2"), Some(&rendered_with)).is_none(), "a template was edited");
-    assert!(still_current(&e, &sources, at("v1"), None, Some(&rendered_with)).is_none(), "templateFrom removed");
-    assert!(still_current(&e, &sources, at("v2"), None, Some(&secret)).is_none(), "the stage moved");
-    assert!(still_current(&e, &sources, |_| None, None, Some(&secret)).is_none(), "unknown is not current");
+    assert!(
+        still_current(&e, &sources, at("v1"), Some("h1"), Some(&TargetView::of(&rendered_with))).is_some(),
+        "the same templates"
+    );
+    assert!(
+        still_current(&e, &sources, at("v1"), Some("h2"), Some(&TargetView::of(&rendered_with))).is_none(),
+        "a template was edited"
+    );
+    assert!(
+        still_current(&e, &sources, at("v1"), None, Some(&TargetView::of(&rendered_with))).is_none(),
+        "templateFrom removed"
+    );
+    assert!(still_current(&e, &sources, at("v2"), None, Some(&TargetView::of(&secret))).is_none(), "the stage moved");
+    assert!(
+        still_current(&e, &sources, |_| None, None, Some(&TargetView::of(&secret))).is_none(),
+        "unknown is not current"
+    );
     assert!(still_current(&e, &sources, at("v1"), None, None).is_none(), "the Secret is gone");
 
     let mut edited = secret.clone();
     edited.data.get_or_insert_default().insert("password".into(), k8s_openapi::ByteString(b"edited".to_vec()));
-    assert!(still_current(&e, &sources, at("v1"), None, Some(&edited)).is_none(), "someone edited the data");
+    assert!(
+        still_current(&e, &sources, at("v1"), None, Some(&TargetView::of(&edited))).is_none(),
+        "someone edited the data"
+    );
 
     let mut respecced = e.clone();
     respecced.metadata.generation = Some(2);
-    assert!(still_current(&respecced, &sources, at("v1"), None, Some(&secret)).is_none(), "the spec changed");
+    assert!(
+        still_current(&respecced, &sources, at("v1"), None, Some(&TargetView::of(&secret))).is_none(),
+        "the spec changed"
+    );
 
     let two = [SourceRef::current("db"), SourceRef::current("other")];
-    assert!(still_current(&e, &two, at("v1"), None, Some(&secret)).is_none(), "a source was added");
+    assert!(still_current(&e, &two, at("v1"), None, Some(&TargetView::of(&secret))).is_none(), "a source was added");
 
     let mut merge = e.clone();
     merge.spec.target.creation_policy = CreationPolicy::Merge;
-    assert!(still_current(&merge, &sources, at("v1"), None, Some(&secret)).is_none(), "Merge always syncs");
+    assert!(
+        still_current(&merge, &sources, at("v1"), None, Some(&TargetView::of(&secret))).is_none(),
+        "Merge always syncs"
+    );
 
     let mut annotated = e.clone();
     annotated.metadata.annotations = Some([("force-sync".to_string(), "1700000000".to_string())].into());
     assert!(
-        still_current(&annotated, &sources, at("v1"), None, Some(&secret)).is_none(),
+        still_current(&annotated, &sources, at("v1"), None, Some(&TargetView::of(&secret))).is_none(),
         "a force-sync annotation fetches"
     );
     assert!(forced(&annotated) && !forced(&e), "and reads AWS afresh");
     assert!(!forced(&respecced), "a spec change is not a forced sync");
     let mut relabelled = e.clone();
     relabelled.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
-    assert!(still_current(&relabelled, &sources, at("v1"), None, Some(&secret)).is_none(), "so does a new label");
+    assert!(
+        still_current(&relabelled, &sources, at("v1"), None, Some(&TargetView::of(&secret))).is_none(),
+        "so does a new label"
+    );
 }
 
 #[test]
