@@ -83,7 +83,8 @@ build_eso() {
   dir="$(cd "${TMPDIR:-/tmp}" && go mod download -json "github.com/external-secrets/external-secrets@$ESO_VERSION" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')"
   src="$(mktemp -d "${TMPDIR:-/tmp}/eso-src.XXXXXX")"
-  trap 'rm -rf "$src"' EXIT # the copy goes, the build failing or not (the script ends after it)
+  # shellcheck disable=SC2064 # $src is expanded now: it is local, and gone when the trap runs
+  trap "rm -rf '$src'" EXIT # the copy goes, the build failing or not (the script ends after it)
   cp -r "$dir/." "$src/"
   chmod -R u+w "$src"
   mkdir -p "$out"
