@@ -4,7 +4,7 @@
 SHELL := bash
 export LOCKSTEP_TOOLS ?= $(CURDIR)/.tools
 
-.PHONY: tools dev-up dev-down dev-status test fuzz demo bench soak crds fmt lint
+.PHONY: tools dev-up dev-down dev-status test fuzz demo bench bench-eso soak crds fmt lint
 
 tools:
 	bash tests/support/tools.sh
@@ -35,8 +35,15 @@ demo: tools
 
 # The benchmark against the rig (release build); writes its table into BENCHMARKS.md.
 # `make bench ARGS='--es 10000'` for the large run; see benches/harness.rs for the flags.
+# `make bench ARGS='--peer eso'` (or `make bench-eso`) also builds External Secrets Operator into
+# .tools/eso-<version>/ (`tools.sh eso`, stamped) and measures it beside Lockstep; nothing else
+# builds ESO.
 bench: tools
+	$(if $(findstring --peer eso,$(ARGS)),bash tests/support/tools.sh eso)
 	cargo bench --locked --bench harness -- $(ARGS)
+
+bench-eso:
+	$(MAKE) bench ARGS='--peer eso $(ARGS)'
 
 # 1,000 ExternalSecrets with ongoing rotations for 10 minutes (not part of `make test`); writes
 # memory at start and end, errors and calls per hour into BENCHMARKS.md.

@@ -5,7 +5,15 @@
 //! BENCHMARKS.md. Under `cargo test` it runs a tiny configuration as a smoke test and writes nothing.
 //!
 //! Flags: `--es N` (1000), `--secrets M` (N * 4 / 5), `--refresh SECONDS` (60), `--rotations K` (50),
-//! `--no-write`, `--events`. Under `cargo bench` the operator is the release build of `lockstep`.
+//! `--no-write`, `--events`, `--peer eso`. Under `cargo bench` the operator is the release build of
+//! `lockstep`.
+//!
+//! `--peer eso` measures External Secrets Operator the same way instead of the naive baseline, after
+//! Lockstep: its own moto, namespace, CRDs (`external-secrets.io`, conversion stripped: no webhook
+//! runs) and the same secrets, store and ExternalSecrets in its API, with the same functions
+//! (cold start, steady calls, rotation, `/proc` usage). ESO comes from `.tools/eso/`
+//! (`tests/support/tools.sh eso`, which `make bench ARGS='--peer eso'` runs); the table gets an ESO
+//! column and ESO ÷ Lockstep ratios.
 //!
 //! `--events` adds a phase after the polling one, on the same operator and secrets: the store reads
 //! an SQS queue that moto's EventBridge feeds (rule from examples/terraform/event-pattern.json),
@@ -24,19 +32,156 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, ResourceExt};
-use lockstep::api::ExternalSecret;
-use lockstep_rig::manifests::{es, secret_store};
-use lockstep_rig::{Emulator, Operator, Rig, install_crds};
-use serde_json::json;
+use kube::{Api, Client, ResourceExt};
+use lockstep_rig::manifests::{creds, es, secret_store};
+use lockstep_rig::{Emulator, Operator, Rig, TestEnv, free_addr, install_crds};
+use serde::Deserialize as _;
+use serde_json::{Value, json};
 
 /// The operator binary of this build (the release build under `cargo bench`).
 const LOCKSTEP: &str = env!("CARGO_BIN_EXE_lockstep");
 
 /// What AWS calls a secret's rotation-free steady state is extrapolated with.
 const CHANGES_PER_HOUR: f64 = 0.01;
+
+/// The API version of ESO's ExternalSecret and SecretStore that the benchmark writes (ESO v0.16.2
+/// serves `v1` and `v1beta1`, and stores `v1`).
+const ESO_API_VERSION: &str = "external-secrets.io/v1";
+
+/// An operator the benchmark measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Subject {
+    Lockstep,
+    /// External Secrets Operator, built into `.tools/eso/` by `tests/support/tools.sh eso`.
+    Eso,
+}
+
+impl Subject {
+    fn name(self) -> &'static str {
+        match self {
+            Subject::Lockstep => "Lockstep",
+            Subject::Eso => "ESO",
+        }
+    }
+
+    /// Its ExternalSecrets in `ns`.
+    fn external_secrets(self, kube: &Client, ns: &str) -> Api<DynamicObject> {
+        let (group, version) = match self {
+            Subject::Lockstep => ("lockstep.dev", "v1alpha1"),
+            Subject::Eso => ("external-secrets.io", "v1"),
+        };
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, "ExternalSecret"));
+        Api::namespaced_with(kube.clone(), ns, &resource)
+    }
+
+    /// The label selector of the Secrets it writes.
+    fn managed_label(self) -> String {
+        match self {
+            Subject::Lockstep => format!("{}={}", lockstep::MANAGED_BY_LABEL, lockstep::MANAGER),
+            Subject::Eso => String::from("reconcile.external-secrets.io/managed=true"),
+        }
+    }
+
+    /// A manifest of the rig's builders (Lockstep's API, whose fields are ESO's) for this operator:
+    /// ESO's group, and no `endpoint` in an ESO store (ESO v0.16.2 has no such field; it takes the
+    /// endpoint from its environment, see [`Subject::start`]).
+    fn own(self, mut manifest: Value) -> Value {
+        if self == Subject::Eso {
+            manifest["apiVersion"] = json!(ESO_API_VERSION);
+            if let Some(aws) = manifest.pointer_mut("/spec/provider/aws").and_then(Value::as_object_mut) {
+                aws.remove("endpoint");
+            }
+        }
+        manifest
+    }
+
+    /// Its CRDs, established.
+    async fn install_crds(self, kube: &Client) -> anyhow::Result<()> {
+        match self {
+            Subject::Lockstep => install_crds(kube, &lockstep::api::crds()).await,
+            Subject::Eso => install_crds(kube, &eso_crds(&EsoBuild::find()?.crds)?).await,
+        }
+    }
+
+    /// Start it, watching `ns`, against the emulator at `endpoint`.
+    fn start(self, ns: &str, endpoint: &str) -> anyhow::Result<Operator> {
+        match self {
+            Subject::Lockstep => Operator::watching(LOCKSTEP, ns, &[]),
+            Subject::Eso => {
+                let build = EsoBuild::find()?;
+                let metrics = free_addr()?;
+                let metrics_flag = format!("--metrics-addr={metrics}");
+                let namespace_flag = format!("--namespace={ns}");
+                // Lockstep's concurrency; the Kubernetes client keeps ESO's defaults (--client-qps 50,
+                // --client-burst 100), which bound its cold start.
+                let args = [
+                    metrics_flag.as_str(),
+                    namespace_flag.as_str(),
+                    "--concurrent=16",
+                    "--enable-leader-election=false",
+                    "--loglevel=info",
+                ];
+                // Every endpoint ESO's AWS provider reads from its environment (pkg/provider/aws/auth:
+                // AWS_SECRETSMANAGER_ENDPOINT, AWS_STS_ENDPOINT, AWS_SSM_ENDPOINT), and the SDKs'
+                // own, so that nothing can reach a real AWS endpoint.
+                let env = [
+                    ("AWS_SECRETSMANAGER_ENDPOINT", endpoint),
+                    ("AWS_STS_ENDPOINT", endpoint),
+                    ("AWS_SSM_ENDPOINT", endpoint),
+                    ("AWS_ENDPOINT_URL", endpoint),
+                    ("AWS_REGION", "us-east-1"),
+                    ("AWS_DEFAULT_REGION", "us-east-1"),
+                    ("AWS_EC2_METADATA_DISABLED", "true"),
+                ];
+                Operator::command(&build.exe, &Rig::get().kubeconfig, &args, &env, &metrics)
+            }
+        }
+    }
+}
+
+/// The ESO that `tests/support/tools.sh eso` built: `.tools/eso` links to `eso-<version>/`.
+struct EsoBuild {
+    exe: PathBuf,
+    crds: PathBuf,
+    version: String,
+}
+
+impl EsoBuild {
+    fn find() -> anyhow::Result<EsoBuild> {
+        let link = lockstep_rig::tools_dir().join("eso");
+        let target = std::fs::read_link(&link).with_context(|| {
+            format!(
+                "no ESO build at {}: `make bench ARGS='--peer eso'` builds it (tests/support/tools.sh eso)",
+                link.display()
+            )
+        })?;
+        let dir = link.with_file_name(&target);
+        let version = target.to_string_lossy().trim_start_matches("eso-").to_string();
+        let build = EsoBuild { exe: dir.join("external-secrets"), crds: dir.join("crds.yaml"), version };
+        anyhow::ensure!(build.exe.exists() && build.crds.exists(), "incomplete ESO build in {}", dir.display());
+        Ok(build)
+    }
+}
+
+/// The CRDs of ESO's bundle, each without `spec.conversion`: no conversion webhook runs, and every
+/// object the benchmark writes is of the stored version.
+fn eso_crds(path: &std::path::Path) -> anyhow::Result<Vec<CustomResourceDefinition>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut crds = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_yaml::Value::deserialize(doc)?;
+        if value.is_null() {
+            continue;
+        }
+        let mut crd: CustomResourceDefinition = serde_yaml::from_value(value)?;
+        crd.spec.conversion = None;
+        crds.push(crd);
+    }
+    Ok(crds)
+}
 
 struct Args {
     es: usize,
@@ -47,6 +192,8 @@ struct Args {
     rotate_every: f64,
     /// Also measure refresh from AWS events (refreshInterval 1 h, an SQS queue fed by EventBridge).
     events: bool,
+    /// Measure this operator beside Lockstep instead of the naive baseline.
+    peer: Option<Subject>,
     write: bool,
     command: String,
 }
@@ -64,6 +211,7 @@ impl Args {
             soak: 0,
             rotate_every: 3.0,
             events: false,
+            peer: None,
             write: true,
             command: String::from("make bench"),
         };
@@ -76,7 +224,7 @@ impl Args {
         while let Some(flag) = it.next() {
             let takes_value = matches!(
                 flag.as_str(),
-                "--es" | "--secrets" | "--refresh" | "--rotations" | "--soak" | "--rotate-every"
+                "--es" | "--secrets" | "--refresh" | "--rotations" | "--soak" | "--rotate-every" | "--peer"
             );
             let value = match takes_value {
                 true => it.next().with_context(|| format!("{flag} needs a value"))?.clone(),
@@ -91,6 +239,12 @@ impl Args {
                 "--rotate-every" => a.rotate_every = value.parse()?,
                 "--no-write" => a.write = false,
                 "--events" => a.events = true,
+                "--peer" => {
+                    a.peer = match value.as_str() {
+                        "eso" => Some(Subject::Eso),
+                        other => bail!("unknown peer {other:?} (known: eso)"),
+                    }
+                }
                 "--bench" => {}
                 other if other.starts_with("--") => bail!("unknown flag {other}"),
                 _ => {} // a test-name filter from cargo
@@ -105,6 +259,7 @@ impl Args {
             a.secrets = (a.es * 4 / 5).max(1);
         }
         anyhow::ensure!(a.es > 0 && a.secrets <= a.es && a.refresh > 0, "need 0 < --secrets <= --es and --refresh > 0");
+        anyhow::ensure!(a.soak == 0 || a.peer.is_none(), "--soak measures Lockstep only: no --peer");
         a.rotations = a.rotations.clamp(1, a.secrets);
         if a.soak > 0 {
             a.command = String::from("make soak");
@@ -196,7 +351,7 @@ fn value_of(name: &str, generation: u32) -> String {
 
 /// Wait until `n` ExternalSecrets report Ready (SecretSynced); returns when that happened. Watches
 /// rather than lists, so the harness does not load the apiserver it measures against.
-async fn all_ready(api: &Api<ExternalSecret>, n: usize, timeout: Duration) -> anyhow::Result<Instant> {
+async fn all_ready(api: &Api<DynamicObject>, n: usize, timeout: Duration) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + timeout;
     let mut ready = std::collections::HashSet::new();
     let mut stream =
@@ -209,8 +364,10 @@ async fn all_ready(api: &Api<ExternalSecret>, n: usize, timeout: Duration) -> an
             Ok(Some(Err(_))) => continue,
             Ok(None) | Err(_) => bail!("only {} of {n} ExternalSecrets Ready after {timeout:?}", ready.len()),
         };
-        let is_ready = es.status.as_ref().is_some_and(|s| {
-            s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True" && c.reason == "SecretSynced")
+        // Lockstep's and ESO's condition alike.
+        let conditions = es.data.pointer("/status/conditions").and_then(Value::as_array);
+        let is_ready = conditions.is_some_and(|cs| {
+            cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True" && c["reason"] == "SecretSynced")
         });
         if is_ready {
             ready.insert(es.name_any());
@@ -223,25 +380,109 @@ async fn all_ready(api: &Api<ExternalSecret>, n: usize, timeout: Duration) -> an
     Ok(Instant::now())
 }
 
-struct Report {
-    args: Args,
+/// What measuring one operator found.
+struct Measured {
     cold_start: Duration,
     cold_calls: BTreeMap<String, usize>,
     window: Duration,
     steady_calls: BTreeMap<String, usize>,
-    rotation_calls: BTreeMap<String, usize>,
-    propagation: Vec<Duration>,
-    missed: usize,
-    naive_window: Duration,
-    naive_calls: BTreeMap<String, usize>,
+    rotated: Rotated,
+    /// Read after the rotations.
     usage: Usage,
     idle_rss_mib: f64,
+}
+
+/// Value fetches among `calls`.
+fn fetches(calls: &BTreeMap<String, usize>) -> usize {
+    calls.get("GetSecretValue").copied().unwrap_or(0) + calls.get("BatchGetSecretValue").copied().unwrap_or(0)
+}
+
+impl Measured {
+    fn steady_per_hour(&self) -> f64 {
+        total(&self.steady_calls) as f64 * 3600.0 / self.window.as_secs_f64()
+    }
+
+    /// Value fetches one rotation cost beyond those the steady state makes anyway in as long (none
+    /// for Lockstep; an operator that fetches every value at every refresh pays nothing more).
+    fn per_change(&self, args: &Args) -> f64 {
+        let steady_rate = fetches(&self.steady_calls) as f64 / self.window.as_secs_f64();
+        let extra = fetches(&self.rotated.calls) as f64 - steady_rate * self.rotated.window.as_secs_f64();
+        extra.max(0.0) / args.rotations as f64
+    }
+
+    /// Calls per hour at steady state with 1% of the secrets changing per hour.
+    fn per_hour(&self, args: &Args) -> f64 {
+        self.steady_per_hour() + CHANGES_PER_HOUR * args.secrets as f64 * self.per_change(args)
+    }
+
+    fn p50_p99(&self) -> (Duration, Duration) {
+        (percentile(&self.rotated.propagation, 50.0), percentile(&self.rotated.propagation, 99.0))
+    }
+
+    fn steady_rss_mib(&self) -> f64 {
+        self.usage.rss_mib.max(self.idle_rss_mib)
+    }
+
+    /// The recorder's counts, one list item per phase.
+    fn calls_list(&self, s: &mut String, args: &Args, who: &str) {
+        let _ = writeln!(
+            s,
+            "- {who}cold start ({:.1} s): {} ({} in all)",
+            self.cold_start.as_secs_f64(),
+            show(&self.cold_calls),
+            total(&self.cold_calls)
+        );
+        let _ = writeln!(
+            s,
+            "- {who}steady state, no changes ({:.0} s): {}; per hour {:.0}",
+            self.window.as_secs_f64(),
+            show(&self.steady_calls),
+            self.steady_per_hour()
+        );
+        let _ = writeln!(
+            s,
+            "- {who}{} rotations spread over one interval ({:.0} s counted): {}; {:.2} value fetches per rotation beyond the steady state's, so {:.0} changes per hour add {:.0}",
+            args.rotations,
+            self.rotated.window.as_secs_f64(),
+            show(&self.rotated.calls),
+            self.per_change(args),
+            CHANGES_PER_HOUR * args.secrets as f64,
+            CHANGES_PER_HOUR * args.secrets as f64 * self.per_change(args)
+        );
+        if self.rotated.missed > 0 {
+            let _ = writeln!(s, "- {who}{} rotated Secrets did not show the new value in time", self.rotated.missed);
+        }
+    }
+}
+
+/// What the table compares Lockstep with.
+enum Against {
+    /// One GetSecretValue per ExternalSecret per interval, made by the harness itself.
+    Naive { window: Duration, calls: BTreeMap<String, usize> },
+    /// Another operator, measured the same way as Lockstep.
+    Peer { subject: Subject, version: String, measured: Measured },
+}
+
+struct Report {
+    args: Args,
+    ours: Measured,
+    against: Against,
     events: Option<EventsPhase>,
+    /// Lockstep's usage at the end of its run, the events phase included.
+    whole_run: Usage,
+}
+
+/// `peer ÷ ours`, as "124x" or "1.4x".
+fn times(peer: f64, ours: f64) -> String {
+    let r = peer / ours.max(f64::MIN_POSITIVE);
+    if r >= 10.0 { format!("{r:.0}x") } else { format!("{r:.1}x") }
 }
 
 /// What K rotations cost and how fast they arrived.
 struct Rotated {
     calls: BTreeMap<String, usize>,
+    /// How long the calls were counted.
+    window: Duration,
     propagation: Vec<Duration>,
     expected: usize,
     seen: usize,
@@ -249,13 +490,15 @@ struct Rotated {
 }
 
 /// Rotate K secrets to `generation`, spread over `spread`, calling `announce` with each name after
-/// its PutSecretValue; time each Secret built from one from the PutSecretValue to the watch event
-/// that shows the new value.
+/// its PutSecretValue; time each Secret built from one (Secrets of `secrets` labelled `label`) from
+/// the PutSecretValue to the watch event that shows the new value.
+#[allow(clippy::too_many_arguments)]
 async fn rotate(
     args: &Args,
     emu: &Emulator,
     names: &[String],
     secrets: &Api<Secret>,
+    label: &str,
     spread: Duration,
     generation: u32,
     announce: impl Fn(&str) -> anyhow::Result<()>,
@@ -272,8 +515,8 @@ async fn rotate(
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let watch_expected = expected.clone();
     let secrets = secrets.clone();
+    let cfg = watcher::Config::default().labels(label);
     let watch = tokio::spawn(async move {
-        let cfg = watcher::Config::default().labels(&format!("{}={}", lockstep::MANAGED_BY_LABEL, lockstep::MANAGER));
         let mut stream = std::pin::pin!(watcher::watcher(secrets, cfg).applied_objects());
         while let Some(Ok(s)) = stream.next().await {
             let name = s.name_any();
@@ -307,12 +550,20 @@ async fn rotate(
     watch.abort();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let calls = operator_calls(emu.stop_recording()?);
+    let window = rotation_start.elapsed();
     let mut propagation: Vec<Duration> = seen
         .iter()
         .filter_map(|(name, at)| expected.get(name).map(|(_, k)| at.saturating_duration_since(put_at[*k])))
         .collect();
     propagation.sort();
-    Ok(Rotated { calls, propagation, expected: expected.len(), seen: seen.len(), missed: expected.len() - seen.len() })
+    Ok(Rotated {
+        calls,
+        window,
+        propagation,
+        expected: expected.len(),
+        seen: seen.len(),
+        missed: expected.len() - seen.len(),
+    })
 }
 
 /// The events phase (`--events`).
@@ -331,8 +582,8 @@ const EVENTS_FALLBACK: Duration = Duration::from_secs(15 * 60);
 async fn events_phase(
     args: &Args,
     emu: &Emulator,
-    env: &lockstep_rig::TestEnv,
-    es_api: &Api<ExternalSecret>,
+    env: &TestEnv,
+    es_api: &Api<DynamicObject>,
     names: &[String],
     secrets: &Api<Secret>,
 ) -> anyhow::Result<EventsPhase> {
@@ -373,7 +624,8 @@ async fn events_phase(
             "Detail": detail.to_string(), "Resources": []});
         emu.aws_json("AWSEvents.PutEvents", json!({"Entries": [entry]})).map(|_| ())
     };
-    let rotated = rotate(args, emu, names, secrets, window, 2, announce).await?;
+    let label = Subject::Lockstep.managed_label();
+    let rotated = rotate(args, emu, names, secrets, &label, window, 2, announce).await?;
     println!(
         "bench: events mode, {} rotations reached {} of {} Secrets; p50 {:.2}s p99 {:.2}s; calls {}",
         args.rotations,
@@ -399,28 +651,20 @@ impl EventsPhase {
 }
 
 impl Report {
-    fn ours_per_hour(&self) -> f64 {
-        let per_change = self.per_change();
-        total(&self.steady_calls) as f64 * 3600.0 / self.window.as_secs_f64()
-            + CHANGES_PER_HOUR * self.args.secrets as f64 * per_change
-    }
-
-    /// AWS calls one rotation cost on top of polling (the values fetched for it).
-    fn per_change(&self) -> f64 {
-        let fetches = self.rotation_calls.get("GetSecretValue").copied().unwrap_or(0)
-            + self.rotation_calls.get("BatchGetSecretValue").copied().unwrap_or(0);
-        fetches as f64 / self.args.rotations as f64
-    }
-
-    fn naive_per_hour(&self) -> f64 {
-        total(&self.naive_calls) as f64 * 3600.0 / self.naive_window.as_secs_f64()
+    fn against_per_hour(&self) -> f64 {
+        match &self.against {
+            Against::Naive { window, calls } => total(calls) as f64 * 3600.0 / window.as_secs_f64(),
+            Against::Peer { measured, .. } => measured.per_hour(&self.args),
+        }
     }
 
     fn markdown(&self) -> String {
         let a = &self.args;
-        let ratio = self.naive_per_hour() / self.ours_per_hour().max(1.0);
-        let p50 = percentile(&self.propagation, 50.0);
-        let p99 = percentile(&self.propagation, 99.0);
+        let ours = &self.ours;
+        let ours_per_hour = ours.per_hour(a);
+        let against_per_hour = self.against_per_hour();
+        let ratio = against_per_hour / ours_per_hour.max(1.0);
+        let (p50, p99) = ours.p50_p99();
         let limit = Duration::from_secs(a.refresh + 2);
         let (rss_target, ready_target) = if a.es <= 1000 { (40.0, Some(30.0)) } else { (100.0, None) };
         let verdict = |ok: bool| if ok { "holds" } else { "misses" };
@@ -430,6 +674,11 @@ impl Report {
             .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.to_string()))
             .and_then(|l| l.split_once(':').map(|(_, v)| v.trim().to_string()))
             .unwrap_or_else(|| "unknown CPU".into());
+        let peer = match &self.against {
+            Against::Naive { .. } => None,
+            Against::Peer { subject, version, measured } => Some((subject.name(), version.as_str(), measured)),
+        };
+        let column = peer.map_or("naive baseline", |(name, _, _)| name);
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -443,47 +692,69 @@ impl Report {
             jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
             a.command,
         );
-        let _ = writeln!(s, "| measure | Lockstep | naive baseline | ratio | target | verdict |");
+        if let Some((name, version, _)) = peer {
+            let _ = writeln!(
+                s,
+                "{name} {version} (`--concurrent=16`, its default Kubernetes client limits `--client-qps=50 --client-burst=100`) ran after Lockstep had stopped, with its own moto and namespace and the same secrets, store and ExternalSecrets in `{ESO_API_VERSION}`; both were measured by the same code. Ratios are {name} ÷ Lockstep.\n"
+            );
+        }
+        let _ = writeln!(s, "| measure | Lockstep | {column} | {column} ÷ Lockstep | target | verdict |");
         let _ = writeln!(s, "|---|---:|---:|---:|---|---|");
         let _ = writeln!(
             s,
-            "| AWS calls per hour at steady state (1% of secrets changing per hour) | {:.0} | {:.0} | {ratio:.0}x fewer | at least 50x fewer | {} |",
-            self.ours_per_hour(),
-            self.naive_per_hour(),
+            "| AWS calls per hour at steady state (1% of secrets changing per hour) | {ours_per_hour:.0} | {against_per_hour:.0} | {} | at least 50x fewer | {} |",
+            times(against_per_hour, ours_per_hour.max(1.0)),
             verdict(ratio >= 50.0)
         );
-        let _ = writeln!(
-            s,
-            "| rotation propagation p50 / p99 (PutSecretValue to Secret updated, {} Secrets) | {:.1} s / {:.1} s | | | p99 within {} s | {} |",
-            self.propagation.len(),
-            p50.as_secs_f64(),
-            p99.as_secs_f64(),
-            limit.as_secs(),
-            verdict(self.missed == 0 && p99 <= limit)
-        );
-        let ready_verdict = match ready_target {
-            Some(t) => format!("within {t:.0} s | {}", verdict(self.cold_start.as_secs_f64() <= t)),
-            None => String::from("none set | n/a"),
+        let (peer_rotation, peer_rotation_ratio) = match peer {
+            Some((_, _, m)) => {
+                let (q50, q99) = m.p50_p99();
+                (
+                    format!("{:.1} s / {:.1} s", q50.as_secs_f64(), q99.as_secs_f64()),
+                    format!(
+                        "{} / {}",
+                        times(q50.as_secs_f64(), p50.as_secs_f64()),
+                        times(q99.as_secs_f64(), p99.as_secs_f64())
+                    ),
+                )
+            }
+            None => (String::new(), String::new()),
         };
         let _ = writeln!(
             s,
-            "| cold start: operator start to all Ready | {:.1} s | | | {ready_verdict} |",
-            self.cold_start.as_secs_f64()
+            "| rotation propagation p50 / p99 (PutSecretValue to Secret updated, {} Secrets) | {:.1} s / {:.1} s | {peer_rotation} | {peer_rotation_ratio} | p99 within {} s | {} |",
+            ours.rotated.propagation.len(),
+            p50.as_secs_f64(),
+            p99.as_secs_f64(),
+            limit.as_secs(),
+            verdict(ours.rotated.missed == 0 && p99 <= limit)
         );
-        let _ = writeln!(
-            s,
-            "| operator peak resident memory | {:.1} MiB | | | under {rss_target:.0} MiB | {} |",
-            self.usage.peak_rss_mib,
-            verdict(self.usage.peak_rss_mib < rss_target)
+        // A row with Lockstep's value, the peer's and their ratio (blank without a peer).
+        let row = |s: &mut String, what: &str, unit: &str, value: &dyn Fn(&Measured) -> f64, target: &str| {
+            let v = value(ours);
+            let (theirs, ratio) = match peer {
+                Some((_, _, m)) => (format!("{:.1}{unit}", value(m)), times(value(m), v)),
+                None => (String::new(), String::new()),
+            };
+            let _ = writeln!(s, "| {what} | {v:.1}{unit} | {theirs} | {ratio} | {target} |");
+        };
+        let ready_verdict = match ready_target {
+            Some(t) => format!("within {t:.0} s | {}", verdict(ours.cold_start.as_secs_f64() <= t)),
+            None => String::from("none set | n/a"),
+        };
+        row(&mut s, "cold start: operator start to all Ready", " s", &|m| m.cold_start.as_secs_f64(), &ready_verdict);
+        row(
+            &mut s,
+            "operator peak resident memory",
+            " MiB",
+            &|m| m.usage.peak_rss_mib,
+            &format!("under {rss_target:.0} MiB | {}", verdict(ours.usage.peak_rss_mib < rss_target)),
         );
-        let _ = writeln!(
-            s,
-            "| operator resident memory at steady state | {:.1} MiB | | | | |",
-            self.usage.rss_mib.max(self.idle_rss_mib)
-        );
+        row(&mut s, "operator resident memory at steady state", " MiB", &|m| m.steady_rss_mib(), " |");
+        row(&mut s, "operator CPU time: cold start, steady state and rotations", " s", &|m| m.usage.cpu_seconds, " |");
         if let Some(e) = &self.events {
-            let polls = (self.window.as_secs_f64() / a.refresh as f64).max(1.0);
-            let per_poll = total(&self.steady_calls) as f64 / polls;
+            let polls = (ours.window.as_secs_f64() / a.refresh as f64).max(1.0);
+            let per_poll = total(&ours.steady_calls) as f64 / polls;
             let per_hour = e.per_hour(a, per_poll);
             let (p50, p99) = (percentile(&e.rotated.propagation, 50.0), percentile(&e.rotated.propagation, 99.0));
             let _ = writeln!(
@@ -496,44 +767,33 @@ impl Report {
             );
             let _ = writeln!(
                 s,
-                "| events mode: AWS calls per hour, SQS included (1% changing per hour) | {per_hour:.0} | | {:.1}x fewer than polling mode | no more than polling mode's at {} s | {} |",
-                self.ours_per_hour() / per_hour.max(1.0),
+                "| events mode: AWS calls per hour, SQS included (1% changing per hour) | {per_hour:.0} | | | no more than polling mode's at {} s ({:.1}x fewer) | {} |",
                 a.refresh,
-                verdict(per_hour <= self.ours_per_hour())
+                ours_per_hour / per_hour.max(1.0),
+                verdict(per_hour <= ours_per_hour)
+            );
+            let _ = writeln!(
+                s,
+                "| operator CPU time / peak resident memory, whole run with the events phase | {:.1} s / {:.1} MiB | | | | |",
+                self.whole_run.cpu_seconds, self.whole_run.peak_rss_mib
             );
         }
-        let _ = writeln!(s, "| operator CPU time, whole run | {:.1} s | | | | |", self.usage.cpu_seconds);
         let _ = writeln!(s);
         let _ = writeln!(s, "AWS calls counted by the emulator's recorder:\n");
-        let _ = writeln!(
-            s,
-            "- cold start ({:.1} s): {} ({} in all)",
-            self.cold_start.as_secs_f64(),
-            show(&self.cold_calls),
-            total(&self.cold_calls)
-        );
-        let _ = writeln!(
-            s,
-            "- steady state, no changes ({:.0} s): {}; per hour {:.0}",
-            self.window.as_secs_f64(),
-            show(&self.steady_calls),
-            total(&self.steady_calls) as f64 * 3600.0 / self.window.as_secs_f64()
-        );
-        let _ = writeln!(
-            s,
-            "- {} rotations spread over one interval: {}; {:.2} value fetches per rotation, so {:.0} changes per hour add {:.0}",
-            a.rotations,
-            show(&self.rotation_calls),
-            self.per_change(),
-            CHANGES_PER_HOUR * a.secrets as f64,
-            CHANGES_PER_HOUR * a.secrets as f64 * self.per_change()
-        );
-        let _ = writeln!(
-            s,
-            "- naive baseline, one GetSecretValue per ExternalSecret per interval ({:.0} s): {}",
-            self.naive_window.as_secs_f64(),
-            show(&self.naive_calls)
-        );
+        let who = if peer.is_some() { "Lockstep, " } else { "" };
+        ours.calls_list(&mut s, a, who);
+        match (&self.against, peer) {
+            (Against::Naive { window, calls }, _) => {
+                let _ = writeln!(
+                    s,
+                    "- naive baseline, one GetSecretValue per ExternalSecret per interval ({:.0} s): {}",
+                    window.as_secs_f64(),
+                    show(calls)
+                );
+            }
+            (Against::Peer { .. }, Some((name, _, m))) => m.calls_list(&mut s, a, &format!("{name}, ")),
+            (Against::Peer { .. }, None) => {}
+        }
         if let Some(e) = &self.events {
             let _ = writeln!(
                 s,
@@ -556,9 +816,6 @@ impl Report {
                     e.rotated.missed
                 );
             }
-        }
-        if self.missed > 0 {
-            let _ = writeln!(s, "- {} rotated Secrets did not show the new value in time", self.missed);
         }
         s
     }
@@ -677,80 +934,180 @@ async fn soak(
     Ok(s)
 }
 
+/// One operator's namespace, emulator and objects: M AWS secrets, the store, N ExternalSecrets.
+struct Bed {
+    subject: Subject,
+    env: TestEnv,
+    emu: Emulator,
+    names: Vec<String>,
+    es_api: Api<DynamicObject>,
+    secrets: Api<Secret>,
+}
+
+impl Bed {
+    async fn prepare(args: &Args, subject: Subject) -> anyhow::Result<Bed> {
+        let (n, m) = (args.es, args.secrets);
+        let rig = Rig::get();
+        let suffix = match subject {
+            Subject::Lockstep => "",
+            Subject::Eso => "-eso",
+        };
+        let env = rig.test_env(&format!("bench{suffix}")).await?;
+        subject.install_crds(&env.kube).await?;
+        let emu = Emulator::start(&rig.dir.join(format!("bench-emulator{suffix}")))?;
+        let aws = emu.client();
+        let names: Vec<String> = (0..m).map(|i| format!("bench/{i:05}")).collect();
+
+        let t = Instant::now();
+        futures::stream::iter(names.iter().map(|name| {
+            let aws = aws.clone();
+            async move {
+                // moto's create is not thread-safe (a concurrent create can fail with a 500): retry.
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    match aws.create_secret().name(name).secret_string(value_of(name, 0)).send().await {
+                        Ok(_) => return Ok(()),
+                        Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => {
+                            return Ok(());
+                        }
+                        Err(e) if attempt >= 5 => return Err(e),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100 * attempt)).await,
+                    }
+                }
+            }
+        }))
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
+        println!("bench: {}: {m} AWS secrets created in {:.1}s", subject.name(), t.elapsed().as_secs_f64());
+
+        env.apply(creds()).await?;
+        env.apply(subject.own(secret_store("aws", &emu.endpoint).into())).await?;
+        let es_api = subject.external_secrets(&env.kube, &env.ns);
+        let t = Instant::now();
+        futures::stream::iter((0..n).map(|i| {
+            let api = es_api.clone();
+            let key = names[i % m].clone();
+            let refresh = format!("{}s", args.refresh);
+            async move {
+                let name = format!("es-{i:05}");
+                let manifest =
+                    subject.own(es("aws").refresh(&refresh).property("password", &key, "password").manifest(&name));
+                api.patch(&name, &PatchParams::apply("lockstep-bench"), &Patch::Apply(&manifest)).await.map(|_| ())
+            }
+        }))
+        .buffer_unordered(32)
+        .try_collect::<Vec<()>>()
+        .await?;
+        println!("bench: {}: {n} ExternalSecrets created in {:.1}s", subject.name(), t.elapsed().as_secs_f64());
+        let secrets = Api::<Secret>::namespaced(env.kube.clone(), &env.ns);
+        Ok(Bed { subject, env, emu, names, es_api, secrets })
+    }
+
+    /// Start the operator, which meets N ExternalSecrets that have never synced, and time until all
+    /// are Ready; returns it, the time and the AWS calls it made.
+    async fn cold_start(&self, args: &Args) -> anyhow::Result<(Operator, Duration, BTreeMap<String, usize>)> {
+        let n = args.es;
+        self.emu.start_recording()?;
+        let started = Instant::now();
+        let operator = self.subject.start(&self.env.ns, &self.emu.endpoint)?;
+        // Bounded: ten minutes, plus a quarter of a second per ExternalSecret for the large sizes.
+        let limit = Duration::from_secs(600) + Duration::from_millis(250) * n as u32;
+        let ready = all_ready(&self.es_api, n, limit).await.with_context(|| {
+            let log = operator.logs();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            format!("operator log, last lines:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+        })?;
+        let cold_start = ready.duration_since(started);
+        let cold_calls = operator_calls(self.emu.recorded()?);
+        println!(
+            "bench: {}: all Ready after {:.1}s; AWS calls {}",
+            self.subject.name(),
+            cold_start.as_secs_f64(),
+            show(&cold_calls)
+        );
+        Ok((operator, cold_start, cold_calls))
+    }
+
+    /// After the cold start: the steady state over two intervals, then K rotations spread over one
+    /// interval, then the operator's usage.
+    async fn measure(
+        &self,
+        args: &Args,
+        operator: &Operator,
+        cold_start: Duration,
+        cold_calls: BTreeMap<String, usize>,
+    ) -> anyhow::Result<Measured> {
+        let who = self.subject.name();
+        let refresh = Duration::from_secs(args.refresh);
+        // Steady state: let the first requeues pass, then count over two intervals.
+        tokio::time::sleep(refresh + Duration::from_secs(2)).await;
+        let window = refresh * 2;
+        self.emu.start_recording()?;
+        tokio::time::sleep(window).await;
+        let steady_calls = operator_calls(self.emu.stop_recording()?);
+        let idle_rss_mib = usage(operator.pid())?.rss_mib;
+        println!("bench: {who}: steady state over {}s: {}", window.as_secs(), show(&steady_calls));
+
+        // Rotation: K secrets get a new AWSCURRENT, spread evenly over one interval; each Secret built
+        // from one of them is timed from its PutSecretValue to the watch event that shows the new value.
+        let label = self.subject.managed_label();
+        let rotated = rotate(args, &self.emu, &self.names, &self.secrets, &label, refresh, 1, |_| Ok(())).await?;
+        println!(
+            "bench: {who}: {} rotations reached {} of {} Secrets; p50 {:.1}s p99 {:.1}s; calls {}",
+            args.rotations,
+            rotated.seen,
+            rotated.expected,
+            percentile(&rotated.propagation, 50.0).as_secs_f64(),
+            percentile(&rotated.propagation, 99.0).as_secs_f64(),
+            show(&rotated.calls)
+        );
+        let usage = usage(operator.pid())?;
+        Ok(Measured { cold_start, cold_calls, window, steady_calls, rotated, usage, idle_rss_mib })
+    }
+
+    /// The naive baseline, on this emulator: every ExternalSecret fetches its value once per
+    /// interval, spread evenly over the interval.
+    async fn naive(&self, args: &Args) -> anyhow::Result<Against> {
+        let n = args.es;
+        let refresh = Duration::from_secs(args.refresh);
+        let aws = self.emu.client();
+        self.emu.start_recording()?;
+        let naive_start = Instant::now();
+        futures::stream::iter((0..n).map(|i| {
+            let aws = aws.clone();
+            let key = self.names[i % args.secrets].clone();
+            let at = naive_start + refresh.mul_f64(i as f64 / n as f64);
+            async move {
+                tokio::time::sleep_until(at.into()).await;
+                aws.get_secret_value().secret_id(key).send().await.map(|_| ())
+            }
+        }))
+        .buffer_unordered(64)
+        .try_collect::<Vec<()>>()
+        .await?;
+        let window = naive_start.elapsed().max(refresh);
+        let calls = self.emu.stop_recording()?;
+        Ok(Against::Naive { window, calls })
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse()?;
-    let (n, m) = (args.es, args.secrets);
-    let refresh = Duration::from_secs(args.refresh);
-    println!("bench: {n} ExternalSecrets over {m} AWS secrets, refreshInterval {}s", args.refresh);
+    let n = args.es;
+    println!("bench: {n} ExternalSecrets over {} AWS secrets, refreshInterval {}s", args.secrets, args.refresh);
+    // The peer's build is checked before Lockstep's run, not ten minutes into it.
+    let peer_version = match args.peer {
+        Some(Subject::Eso) => Some(EsoBuild::find()?.version),
+        Some(Subject::Lockstep) | None => None,
+    };
 
-    let rig = Rig::get();
-    let env = rig.test_env("bench").await?;
-    install_crds(&env.kube, &lockstep::api::crds()).await?;
-    let emu = Emulator::start(&rig.dir.join("bench-emulator"))?;
-    let aws = emu.client();
-    let names: Vec<String> = (0..m).map(|i| format!("bench/{i:05}")).collect();
-
-    let t = Instant::now();
-    futures::stream::iter(names.iter().map(|name| {
-        let aws = aws.clone();
-        async move {
-            // moto's create is not thread-safe (a concurrent create can fail with a 500): retry.
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                match aws.create_secret().name(name).secret_string(value_of(name, 0)).send().await {
-                    Ok(_) => return Ok(()),
-                    Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => return Ok(()),
-                    Err(e) if attempt >= 5 => return Err(e),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100 * attempt)).await,
-                }
-            }
-        }
-    }))
-    .buffer_unordered(8)
-    .try_collect::<Vec<()>>()
-    .await?;
-    println!("bench: {m} AWS secrets created in {:.1}s", t.elapsed().as_secs_f64());
-
-    let kube = env.kube.clone();
-    let ns = env.ns.clone();
-    env.store(secret_store("aws", &emu.endpoint)).await?;
-    let es_api = Api::<ExternalSecret>::namespaced(kube.clone(), &ns);
-    let t = Instant::now();
-    futures::stream::iter((0..n).map(|i| {
-        let api = es_api.clone();
-        let key = names[i % m].clone();
-        let refresh = format!("{}s", args.refresh);
-        async move {
-            let name = format!("es-{i:05}");
-            let manifest = es("aws").refresh(&refresh).property("password", &key, "password").manifest(&name);
-            api.patch(&name, &PatchParams::apply("lockstep-bench"), &Patch::Apply(&manifest)).await.map(|_| ())
-        }
-    }))
-    .buffer_unordered(32)
-    .try_collect::<Vec<()>>()
-    .await?;
-    println!("bench: {n} ExternalSecrets created in {:.1}s", t.elapsed().as_secs_f64());
-
-    // Cold start: the operator meets N ExternalSecrets that have never synced.
-    emu.start_recording()?;
-    let started = Instant::now();
-    let operator = Operator::watching(LOCKSTEP, &ns, &[])?;
-    // Bounded: ten minutes, plus a quarter of a second per ExternalSecret for the large sizes.
-    let limit = Duration::from_secs(600) + Duration::from_millis(250) * n as u32;
-    let ready = all_ready(&es_api, n, limit).await.with_context(|| {
-        let log = operator.logs();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
-        format!("operator log, last lines:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
-    })?;
-    let cold_start = ready.duration_since(started);
-    let cold_calls = operator_calls(emu.recorded()?);
-    println!("bench: all Ready after {:.1}s; AWS calls {}", cold_start.as_secs_f64(), show(&cold_calls));
-
+    let bed = Bed::prepare(&args, Subject::Lockstep).await?;
+    let (operator, cold_start, cold_calls) = bed.cold_start(&args).await?;
     if args.soak > 0 {
-        let secrets = Api::<Secret>::namespaced(kube.clone(), &ns);
-        let table = soak(&args, &emu, &names, &secrets, &operator).await?;
+        let table = soak(&args, &bed.emu, &bed.names, &bed.secrets, &operator).await?;
         println!("\n{table}");
         if args.write {
             let path = write_section(&format!("soak es={n}"), &table)?;
@@ -758,80 +1115,49 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-
-    // Steady state: let the first requeues pass, then count over two intervals.
-    tokio::time::sleep(refresh + Duration::from_secs(2)).await;
-    let window = refresh * 2;
-    emu.start_recording()?;
-    tokio::time::sleep(window).await;
-    let steady_calls = operator_calls(emu.stop_recording()?);
-    let idle_rss_mib = usage(operator.pid())?.rss_mib;
-    println!("bench: steady state over {}s: {}", window.as_secs(), show(&steady_calls));
-
-    // Rotation: K secrets get a new AWSCURRENT, spread evenly over one interval; each Secret built
-    // from one of them is timed from its PutSecretValue to the watch event that shows the new value.
-    let secrets = Api::<Secret>::namespaced(kube.clone(), &ns);
-    let polled = rotate(&args, &emu, &names, &secrets, refresh, 1, |_| Ok(())).await?;
-    let (rotation_calls, propagation, missed) = (polled.calls, polled.propagation, polled.missed);
-    println!(
-        "bench: {} rotations reached {} of {} Secrets; p50 {:.1}s p99 {:.1}s; calls {}",
-        args.rotations,
-        polled.seen,
-        polled.expected,
-        percentile(&propagation, 50.0).as_secs_f64(),
-        percentile(&propagation, 99.0).as_secs_f64(),
-        show(&rotation_calls)
-    );
+    let ours = bed.measure(&args, &operator, cold_start, cold_calls).await?;
     let events = match args.events {
-        true => Some(events_phase(&args, &emu, &env, &es_api, &names, &secrets).await?),
+        true => Some(events_phase(&args, &bed.emu, &bed.env, &bed.es_api, &bed.names, &bed.secrets).await?),
         false => None,
     };
-    let usage = usage(operator.pid())?;
+    let whole_run = usage(operator.pid())?;
     drop(operator);
 
-    // The naive baseline, measured on the same emulator: every ExternalSecret fetches its value
-    // once per interval, spread evenly over the interval.
-    emu.start_recording()?;
-    let naive_start = Instant::now();
-    futures::stream::iter((0..n).map(|i| {
-        let aws = aws.clone();
-        let key = names[i % m].clone();
-        let at = naive_start + refresh.mul_f64(i as f64 / n as f64);
-        async move {
-            tokio::time::sleep_until(at.into()).await;
-            aws.get_secret_value().secret_id(key).send().await.map(|_| ())
+    let against = match (args.peer, peer_version) {
+        (Some(subject), Some(version)) => {
+            // Lockstep's emulator stops; its objects stay in the apiserver, untouched.
+            drop(bed);
+            let peer = Bed::prepare(&args, subject).await?;
+            let (operator, cold_start, cold_calls) = peer.cold_start(&args).await?;
+            let measured = peer.measure(&args, &operator, cold_start, cold_calls).await?;
+            Against::Peer { subject, version, measured }
         }
-    }))
-    .buffer_unordered(64)
-    .try_collect::<Vec<()>>()
-    .await?;
-    let naive_window = naive_start.elapsed().max(refresh);
-    let naive_calls = emu.stop_recording()?;
-
-    let report = Report {
-        args,
-        cold_start,
-        cold_calls,
-        window,
-        steady_calls,
-        rotation_calls,
-        propagation,
-        missed,
-        naive_window,
-        naive_calls,
-        usage,
-        idle_rss_mib,
-        events,
+        _ => bed.naive(&args).await?,
     };
+
+    let report = Report { args, ours, against, events, whole_run };
     let table = report.markdown();
     println!("\n{table}");
     if report.args.write {
-        let section = if report.args.events { format!("es={n} events") } else { format!("es={n}") };
+        let mut section = format!("es={n}");
+        if report.args.events {
+            section.push_str(" events");
+        }
+        if let Some(peer) = report.args.peer {
+            let _ = write!(section, " peer={}", peer.name().to_lowercase());
+        }
         let path = write_section(&section, &table)?;
         println!("bench: wrote {}", path.display());
     } else {
-        anyhow::ensure!(report.missed == 0, "rotations did not reach every Secret");
-        anyhow::ensure!(total(&report.naive_calls) >= n, "the naive baseline made fewer calls than ExternalSecrets");
+        anyhow::ensure!(report.ours.rotated.missed == 0, "rotations did not reach every Secret");
+        match &report.against {
+            Against::Naive { calls, .. } => {
+                anyhow::ensure!(total(calls) >= n, "the naive baseline made fewer calls than ExternalSecrets")
+            }
+            Against::Peer { measured, .. } => {
+                anyhow::ensure!(measured.rotated.missed == 0, "the peer's rotations did not reach every Secret")
+            }
+        }
     }
     Ok(())
 }

@@ -10,6 +10,13 @@
 #   .tools/bin/promtool                  go install github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION
 #   .tools/venv                          python venv with tests/support/requirements.txt (moto)
 #
+# `tools.sh eso` builds only External Secrets Operator, the benchmark's peer (`make bench-eso`;
+# never part of `make tools` or `make test`):
+#
+#   .tools/eso-$ESO_VERSION/external-secrets   the ESO controller (root main.go of the module)
+#   .tools/eso-$ESO_VERSION/crds.yaml           its CRD bundle (deploy/crds/bundle.yaml)
+#   .tools/eso -> eso-$ESO_VERSION               the one the benchmark runs
+#
 # Each step is skipped when its output exists and .tools/stamps/<step> holds the
 # hash of its inputs (sources, go.mod/go.sum, version pins, build recipe, Go or
 # Python version). Uses the default GOMODCACHE/GOCACHE. Env overrides:
@@ -24,6 +31,10 @@ HELM_VERSION=v3.22.0 # newest helm v3 on the proxy whose go.mod says go <= local
 # Prometheus v3.16.0 (its Go module versions are v0.3MM.P for v3.MM.P); go.mod says go 1.26.7 and
 # has no replace or exclude directive, so `go install pkg@version` builds it.
 PROMETHEUS_VERSION=v0.316.0
+# External Secrets Operator for `make bench-eso`. v0.16.2 is the newest release the Go module proxy
+# serves that builds: v1.3.2 (the only later one) replaces 56 nested modules (./apis, ./runtime,
+# ./providers/v1/*, ...) that a module zip leaves out and the proxy does not serve on their own.
+ESO_VERSION=v0.16.2
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -64,6 +75,30 @@ hash_of() { # hash_of RECIPE-STRING FILE... -> sha256 of the recipe and the file
 }
 
 gover="$(go env GOVERSION)"
+
+# ESO's go.mod has a replace directive, which `go install pkg@version` refuses: build a writable copy
+# of the module as the main module instead. Its dependencies come from the proxy (go.sum checked).
+build_eso() {
+  local out="$TOOLS/eso-$ESO_VERSION" src dir
+  dir="$(cd "${TMPDIR:-/tmp}" && go mod download -json "github.com/external-secrets/external-secrets@$ESO_VERSION" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')"
+  src="$(mktemp -d "${TMPDIR:-/tmp}/eso-src.XXXXXX")"
+  # shellcheck disable=SC2064 # $src is expanded now: it is local, and gone when the trap runs
+  trap "rm -rf '$src'" EXIT # the copy goes, the build failing or not (the script ends after it)
+  cp -r "$dir/." "$src/"
+  chmod -R u+w "$src"
+  mkdir -p "$out"
+  (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$out/external-secrets.tmp" .)
+  cp "$src/deploy/crds/bundle.yaml" "$out/crds.yaml"
+  mv -f "$out/external-secrets.tmp" "$out/external-secrets"
+}
+if [[ "${1:-}" == eso ]]; then
+  step "eso-$ESO_VERSION" "$TOOLS/eso-$ESO_VERSION/external-secrets" \
+    "$(hash_of "eso $ESO_VERSION go build -trimpath -s -w CGO_ENABLED=0 crds=deploy/crds/bundle.yaml $gover")" build_eso
+  ln -sfn "eso-$ESO_VERSION" "$TOOLS/eso" # what the harness runs
+  echo "tools: ESO $ESO_VERSION in $TOOLS/eso-$ESO_VERSION ($TOOLS/eso)"
+  exit 0
+fi
 KVER="$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v1\./ {print $2; exit}' "$here/go.mod")"
 [[ -n "$KVER" ]] || { echo "tools.sh: no k8s.io/kubernetes version in $here/go.mod" >&2; exit 1; }
 KMINOR="$(echo "$KVER" | cut -d. -f2)"

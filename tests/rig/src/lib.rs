@@ -17,7 +17,7 @@ mod operator;
 mod world;
 
 pub use node::Node;
-pub use operator::{Operator, install_crds};
+pub use operator::{Operator, free_addr, install_crds};
 pub use world::{World, apply, merge, text};
 
 use std::collections::BTreeMap;

@@ -31,6 +31,12 @@ pub async fn install_crds(kube: &Client, crds: &[CustomResourceDefinition]) -> a
     Ok(())
 }
 
+/// `127.0.0.1:<a free port>`, for a server the caller starts.
+pub fn free_addr() -> anyhow::Result<String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    Ok(format!("127.0.0.1:{port}"))
+}
+
 /// `lockstep run` as a child process, its stderr in a log file of the rig. Killed on drop.
 pub struct Operator {
     child: Child,
@@ -66,14 +72,27 @@ impl Operator {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Operator> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let metrics_addr = format!("127.0.0.1:{port}");
+        let metrics_addr = free_addr()?;
+        let mut full = vec!["run", "--metrics-addr", &metrics_addr];
+        if !args.contains(&"--log-level") {
+            full.extend(["--log-level", "lockstep=debug,info"]);
+        }
+        full.extend(args);
+        Self::command(exe, kubeconfig, &full, env, &metrics_addr)
+    }
+
+    /// Start `exe` with exactly `args` and `env` (and `PATH`, and `KUBECONFIG` naming `kubeconfig`),
+    /// for a controller that is not `lockstep` (the benchmark's peer); `metrics_addr` is where
+    /// `args` told it to serve its metrics (see [`free_addr`]).
+    pub fn command(
+        exe: impl AsRef<Path>,
+        kubeconfig: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        metrics_addr: &str,
+    ) -> anyhow::Result<Operator> {
         let log = Rig::get().dir.join(format!("operator-{}.log", unique()));
         let mut cmd = operator_command(exe.as_ref());
-        cmd.arg("run").arg("--metrics-addr").arg(&metrics_addr);
-        if !args.contains(&"--log-level") {
-            cmd.arg("--log-level").arg("lockstep=debug,info");
-        }
         cmd.args(args).env_clear().env("KUBECONFIG", kubeconfig);
         if let Some(path) = std::env::var_os("PATH") {
             cmd.env("PATH", path);
@@ -82,7 +101,7 @@ impl Operator {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log)?));
-        Ok(Operator { child: cmd.spawn()?, log, metrics_addr })
+        Ok(Operator { child: cmd.spawn()?, log, metrics_addr: metrics_addr.to_string() })
     }
 
     /// [`Operator::start`] on the shared rig, watching `namespace` (ClusterSecretStores are still
