@@ -76,7 +76,7 @@ pub async fn run(
     // Every Secret's metadata, kept for the credential cache (see `Stores::secret`).
     let all_secrets = ctx.scoped::<PartialObjectMeta<Secret>>();
     let template_secrets =
-        watch::cached_watch(all_secrets, watcher::Config::default(), store_caches.secret_versions).touched_objects();
+        watch::versions_watch(all_secrets, watcher::Config::default(), store_caches.secret_versions).touched_objects();
     let by_config_map = reading.clone();
     controller = controller
         .watches_stream(config_maps, move |cm: PartialObjectMeta<ConfigMap>| {

@@ -36,6 +36,32 @@ where
     retried(api, config).modify(|obj: &mut K| obj.meta_mut().managed_fields = None).reflect(writer)
 }
 
+/// A watch of metadata that keeps in `writer`'s cache only what says whether an object changed:
+/// its name, namespace and resource version (labels, annotations and owners dropped: for every
+/// Secret in scope, they are most of the cache).
+pub fn versions_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+) -> impl Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Watched,
+{
+    retried(api, config)
+        .modify(|obj: &mut K| {
+            let meta = obj.meta_mut();
+            let kept = kube::api::ObjectMeta {
+                name: meta.name.take(),
+                namespace: meta.namespace.take(),
+                resource_version: meta.resource_version.take(),
+                uid: meta.uid.take(),
+                ..Default::default()
+            };
+            *meta = kept;
+        })
+        .reflect(writer)
+}
+
 /// A watch on `api` that retries on its own [`WatchBackoff`], relists at once the first time its
 /// resource version has expired (410 Gone, as after an apiserver restart), and logs its errors
 /// instead of yielding them: a yielded error would pause the controller's merged trigger stream
