@@ -51,7 +51,7 @@ pub async fn run(
     let store_changes = watch::changes_cached_in(store_caches.secret_stores, ctx.scoped::<SecretStore>());
     let secrets = ctx.scoped::<PartialObjectMeta<Secret>>();
     let mut controller =
-        controller.owns_stream(watch::owned_secret_changes(secrets, managed)).watches_stream(store_changes, {
+        controller.owns_stream(watch::every_change(secrets, managed)).watches_stream(store_changes, {
             let using = using.clone();
             move |store: SecretStore| using(StoreKind::SecretStore, store.namespace(), store.name_any())
         });

@@ -4,9 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde::de::DeserializeOwned;
@@ -96,17 +94,9 @@ where
         })
 }
 
-/// The managed Secrets' metadata as they change (the controller's owned objects), retried like
-/// the other watches.
-pub fn owned_secret_changes(
-    api: Api<PartialObjectMeta<Secret>>,
-    config: watcher::Config,
-) -> impl Stream<Item = std::result::Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
-    retried(api, config).touched_objects()
-}
-
 /// The objects of `api` on every change, content included (ConfigMaps and Secrets have no
-/// generation), retried like the other watches; metadata only on an `Api<PartialObjectMeta<_>>`.
+/// generation), retried like the other watches; metadata only on an `Api<PartialObjectMeta<_>>`
+/// (the managed Secrets the controller owns, the ConfigMaps `templateFrom` names).
 pub fn every_change<K>(
     api: Api<K>,
     config: watcher::Config,
