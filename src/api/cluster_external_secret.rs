@@ -156,11 +156,7 @@ impl ClusterExternalSecretSpec {
         let Some(s) = self.refresh_time.as_deref() else {
             return Ok(DEFAULT_NAMESPACE_REFRESH);
         };
-        let d: kube::core::Duration = s.parse().map_err(|e| format!("refreshTime {s:?}: {e}"))?;
-        if d.is_negative() {
-            return Err(format!("refreshTime {s:?} must not be negative"));
-        }
-        let d: std::time::Duration = d.into();
+        let d = super::go_duration("refreshTime", s)?;
         if d < super::MIN_REFRESH {
             return Err(format!("refreshTime {s:?} must be at least 1s"));
         }

@@ -658,11 +658,7 @@ impl ExternalSecretSpec {
             None => Ok(Some(DEFAULT_REFRESH)),
             Some("0") => Ok(None),
             Some(s) => {
-                let d: kube::core::Duration = s.parse().map_err(|e| format!("refreshInterval {s:?}: {e}"))?;
-                if d.is_negative() {
-                    return Err(format!("refreshInterval {s:?} must not be negative"));
-                }
-                let d: std::time::Duration = d.into();
+                let d = super::go_duration("refreshInterval", s)?;
                 if !d.is_zero() && d < MIN_REFRESH {
                     return Err(format!("refreshInterval {s:?} must be 0 (sync once) or at least 1s"));
                 }

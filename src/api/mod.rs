@@ -19,6 +19,16 @@ use kube::CustomResourceExt;
 // fields), their content left as it is, so that a CEL rule of the parent refuses them by name
 // (`!has(self.field)`) instead of the apiserver pruning them unseen.
 
+/// A Go duration of spec field `field` ("30s", "1h30m"), not negative; the message names the field
+/// and the text as written.
+pub fn go_duration(field: &str, s: &str) -> Result<std::time::Duration, String> {
+    let d: kube::core::Duration = s.parse().map_err(|e| format!("{field} {s:?}: {e}"))?;
+    if d.is_negative() {
+        return Err(format!("{field} {s:?} must not be negative"));
+    }
+    Ok(d.into())
+}
+
 /// The description of every such field: `lockstep convert` finds them by it.
 pub const UNSUPPORTED: &str = "ESO's field; not supported by Lockstep (refused at admission).";
 

@@ -234,9 +234,7 @@ impl AwsEvents {
     pub fn fallback(&self) -> std::time::Duration {
         self.fallback_interval
             .as_deref()
-            .and_then(|s| s.parse::<kube::core::Duration>().ok())
-            .filter(|d| !d.is_negative())
-            .map(std::time::Duration::from)
+            .and_then(|s| super::go_duration("fallbackInterval", s).ok())
             .unwrap_or(DEFAULT_EVENTS_FALLBACK)
     }
 }

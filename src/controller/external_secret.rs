@@ -50,11 +50,10 @@ pub async fn run(
     // ExternalSecrets using the store, so they see the new spec.
     let store_changes = watch::changes_cached_in(store_caches.secret_stores, ctx.scoped::<SecretStore>());
     let secrets = ctx.scoped::<PartialObjectMeta<Secret>>();
-    let mut controller =
-        controller.owns_stream(watch::every_change(secrets, managed)).watches_stream(store_changes, {
-            let using = using.clone();
-            move |store: SecretStore| using(StoreKind::SecretStore, store.namespace(), store.name_any())
-        });
+    let mut controller = controller.owns_stream(watch::every_change(secrets, managed)).watches_stream(store_changes, {
+        let using = using.clone();
+        move |store: SecretStore| using(StoreKind::SecretStore, store.namespace(), store.name_any())
+    });
     if ctx.namespace.is_none() {
         let api = Api::<ClusterSecretStore>::all(ctx.client.clone());
         let cluster_store_changes = watch::changes_cached_in(store_caches.cluster_secret_stores, api);
