@@ -489,6 +489,20 @@ struct Rotated {
     missed: usize,
 }
 
+impl Rotated {
+    /// "K rotations reached S of E Secrets; p50 ..s p99 ..s; calls ...", for the progress lines.
+    fn summary(&self, rotations: usize) -> String {
+        format!(
+            "{rotations} rotations reached {} of {} Secrets; p50 {:.2}s p99 {:.2}s; calls {}",
+            self.seen,
+            self.expected,
+            percentile(&self.propagation, 50.0).as_secs_f64(),
+            percentile(&self.propagation, 99.0).as_secs_f64(),
+            show(&self.calls)
+        )
+    }
+}
+
 /// Rotate K secrets to `generation`, spread over `spread`, calling `announce` with each name after
 /// its PutSecretValue; time each Secret built from one (Secrets of `secrets` labelled `label`) from
 /// the PutSecretValue to the watch event that shows the new value.
@@ -587,15 +601,8 @@ async fn events_phase(
     names: &[String],
     secrets: &Api<Secret>,
 ) -> anyhow::Result<EventsPhase> {
-    let queue = format!("{}-events", env.ns);
-    let created = emu.aws_json("AmazonSQS.CreateQueue", json!({"QueueName": queue}))?;
-    let url = created["QueueUrl"].as_str().context("CreateQueue answered no QueueUrl")?.to_string();
-    let pattern =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/terraform/event-pattern.json"))?;
-    emu.aws_json("AWSEvents.PutRule", json!({"Name": queue, "EventPattern": pattern, "State": "ENABLED"}))?;
-    let target = json!([{"Id": "lockstep", "Arn": format!("arn:aws:sqs:us-east-1:123456789012:{queue}")}]);
-    emu.aws_json("AWSEvents.PutTargets", json!({"Rule": queue, "Targets": target}))?;
-    let events = json!({"events": {"queueURL": url, "sqsEndpoint": emu.endpoint}});
+    let queue = emu.event_queue(&format!("{}-events", env.ns))?;
+    let events = json!({"events": {"queueURL": queue.url, "sqsEndpoint": emu.endpoint}});
     env.store(secret_store("aws", &emu.endpoint).aws(events)).await?;
     let (n, m) = (args.es, args.secrets);
     futures::stream::iter((0..n).map(|i| {
@@ -617,24 +624,10 @@ async fn events_phase(
     tokio::time::sleep(window).await;
     let steady_calls = operator_calls(emu.stop_recording()?);
     println!("bench: events mode, quiet {}s: {}", window.as_secs(), show(&steady_calls));
-    let announce = |name: &str| {
-        let detail = json!({"eventSource": "secretsmanager.amazonaws.com", "eventName": "PutSecretValue",
-            "requestParameters": {"secretId": name}});
-        let entry = json!({"Source": "aws.secretsmanager", "DetailType": "AWS API Call via CloudTrail",
-            "Detail": detail.to_string(), "Resources": []});
-        emu.aws_json("AWSEvents.PutEvents", json!({"Entries": [entry]})).map(|_| ())
-    };
+    let announce = |name: &str| emu.cloudtrail_event("PutSecretValue", name, json!({}));
     let label = Subject::Lockstep.managed_label();
     let rotated = rotate(args, emu, names, secrets, &label, window, 2, announce).await?;
-    println!(
-        "bench: events mode, {} rotations reached {} of {} Secrets; p50 {:.2}s p99 {:.2}s; calls {}",
-        args.rotations,
-        rotated.seen,
-        rotated.expected,
-        percentile(&rotated.propagation, 50.0).as_secs_f64(),
-        percentile(&rotated.propagation, 99.0).as_secs_f64(),
-        show(&rotated.calls)
-    );
+    println!("bench: events mode, {}", rotated.summary(args.rotations));
     Ok(EventsPhase { window, steady_calls, rotated, fallback: EVENTS_FALLBACK })
 }
 
@@ -1054,15 +1047,7 @@ impl Bed {
         // from one of them is timed from its PutSecretValue to the watch event that shows the new value.
         let label = self.subject.managed_label();
         let rotated = rotate(args, &self.emu, &self.names, &self.secrets, &label, refresh, 1, |_| Ok(())).await?;
-        println!(
-            "bench: {who}: {} rotations reached {} of {} Secrets; p50 {:.1}s p99 {:.1}s; calls {}",
-            args.rotations,
-            rotated.seen,
-            rotated.expected,
-            percentile(&rotated.propagation, 50.0).as_secs_f64(),
-            percentile(&rotated.propagation, 99.0).as_secs_f64(),
-            show(&rotated.calls)
-        );
+        println!("bench: {who}: {}", rotated.summary(args.rotations));
         let usage = usage(operator.pid())?;
         Ok(Measured { cold_start, cold_calls, window, steady_calls, rotated, usage, idle_rss_mib })
     }

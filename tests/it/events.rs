@@ -12,39 +12,23 @@ use crate::common::*;
 
 /// Carried by the request parameters of every event the tests send: never in a log.
 const SENTINEL: &str = "EVENTBODY-5c1e";
-const ACCOUNT: &str = "123456789012";
 
 /// A queue, and an EventBridge rule with the shipped pattern sending to it, on `emu`.
 struct Queue<'a> {
     emu: &'a Emulator,
-    name: String,
     url: String,
 }
 
 impl<'a> Queue<'a> {
     fn create(emu: &'a Emulator, name: &str) -> anyhow::Result<Queue<'a>> {
-        let created = emu.aws_json("AmazonSQS.CreateQueue", json!({"QueueName": name}))?;
-        let url = created["QueueUrl"].as_str().ok_or_else(|| anyhow::anyhow!("no QueueUrl in {created}"))?.to_string();
-        anyhow::ensure!(url.starts_with("http://127.0.0.1:"), "the queue is on loopback: {url}");
-        let pattern =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/terraform/event-pattern.json"))?;
-        emu.aws_json("AWSEvents.PutRule", json!({"Name": name, "EventPattern": pattern, "State": "ENABLED"}))?;
-        let arn = format!("arn:aws:sqs:us-east-1:{ACCOUNT}:{name}");
-        emu.aws_json("AWSEvents.PutTargets", json!({"Rule": name, "Targets": [{"Id": "lockstep", "Arn": arn}]}))?;
-        Ok(Queue { emu, name: name.to_string(), url })
+        Ok(Queue { emu, url: emu.event_queue(name)?.url })
     }
 
-    /// What CloudTrail hands EventBridge after `event_name` on `secret_id` (a name or an ARN).
+    /// What CloudTrail hands EventBridge after `event_name` on `secret_id` (a name or an ARN),
+    /// the request parameters carrying the sentinel.
     fn cloudtrail(&self, event_name: &str, secret_id: &str) -> anyhow::Result<()> {
-        let detail = json!({"eventVersion": "1.08", "eventSource": "secretsmanager.amazonaws.com",
-            "eventName": event_name, "awsRegion": "us-east-1",
-            "requestParameters": {"secretId": secret_id, "clientRequestToken": "t", "secretString": SENTINEL},
-            "responseElements": null});
-        let entry = json!({"Source": "aws.secretsmanager", "DetailType": "AWS API Call via CloudTrail",
-            "Detail": detail.to_string(), "Resources": []});
-        let answer = self.emu.aws_json("AWSEvents.PutEvents", json!({"Entries": [entry]}))?;
-        anyhow::ensure!(answer["FailedEntryCount"].as_u64() == Some(0), "PutEvents: {answer}");
-        Ok(())
+        let request = json!({"clientRequestToken": "t", "secretString": SENTINEL});
+        self.emu.cloudtrail_event(event_name, secret_id, request)
     }
 
     /// A message that is no event at all.
@@ -178,7 +162,6 @@ async fn a_rotation_arrives_through_its_event_long_before_the_refresh() -> anyho
         assert!(!text.contains(SENTINEL), "an event body reached {what}");
     }
     assert!(log.contains("event names no watched secret"), "the trace shows what was done, without bodies");
-    let _ = queue.name;
     Ok(())
 }
 

@@ -200,6 +200,41 @@ impl Emulator {
         serde_json::from_str(&answer).with_context(|| format!("moto {target} answered {answer:?}"))
     }
 
+    /// SQS queue `name` on this emulator, with an EventBridge rule of the same name (the shipped
+    /// pattern, examples/terraform/event-pattern.json) sending to it.
+    pub fn event_queue(&self, name: &str) -> anyhow::Result<EventQueue> {
+        let created = self.aws_json("AmazonSQS.CreateQueue", serde_json::json!({"QueueName": name}))?;
+        let url = created["QueueUrl"].as_str().with_context(|| format!("no QueueUrl in {created}"))?.to_string();
+        anyhow::ensure!(url.starts_with("http://127.0.0.1:"), "the queue is on loopback: {url}");
+        let pattern = std::fs::read_to_string(repo_root().join("examples/terraform/event-pattern.json"))?;
+        let rule = serde_json::json!({"Name": name, "EventPattern": pattern, "State": "ENABLED"});
+        self.aws_json("AWSEvents.PutRule", rule)?;
+        let arn = format!("arn:aws:sqs:us-east-1:123456789012:{name}");
+        let targets = serde_json::json!({"Rule": name, "Targets": [{"Id": "lockstep", "Arn": arn}]});
+        self.aws_json("AWSEvents.PutTargets", targets)?;
+        Ok(EventQueue { url })
+    }
+
+    /// What CloudTrail hands EventBridge after Secrets Manager's `event_name` on `secret_id` (a name
+    /// or an ARN), with `request` merged into its request parameters.
+    pub fn cloudtrail_event(
+        &self,
+        event_name: &str,
+        secret_id: &str,
+        request: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let mut parameters = serde_json::json!({"secretId": secret_id});
+        merge(&mut parameters, request);
+        let detail = serde_json::json!({"eventVersion": "1.08", "eventSource": "secretsmanager.amazonaws.com",
+            "eventName": event_name, "awsRegion": "us-east-1", "requestParameters": parameters,
+            "responseElements": null});
+        let entry = serde_json::json!({"Source": "aws.secretsmanager", "DetailType": "AWS API Call via CloudTrail",
+            "Detail": detail.to_string(), "Resources": []});
+        let answer = self.aws_json("AWSEvents.PutEvents", serde_json::json!({"Entries": [entry]}))?;
+        anyhow::ensure!(answer["FailedEntryCount"].as_u64() == Some(0), "PutEvents: {answer}");
+        Ok(())
+    }
+
     /// Send a request to moto's own API; returns the body.
     pub fn moto_api(&self, method: &str, path: &str) -> anyhow::Result<String> {
         http::request(&self.endpoint, method, path, "")?.success().with_context(|| format!("moto {method} {path}"))
@@ -234,6 +269,12 @@ pub fn recorded_requests(jsonl: &str) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// An SQS queue an EventBridge rule sends Secrets Manager's events to ([`Emulator::event_queue`]).
+pub struct EventQueue {
+    /// `http://127.0.0.1:<port>/<account>/<name>`.
+    pub url: String,
 }
 
 /// Count recorded requests per operation (see [`recorded_requests`]).
