@@ -51,33 +51,24 @@ where
     }
 }
 
+/// `err` and its causes, outermost first. Chains are a handful deep; at most 32 links are
+/// followed, which only guards against a cycle.
+fn causes<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| e.source()).take(33)
+}
+
 /// One of our own errors in the cause chain of `err` (what a credentials provider of ours failed
 /// with), if any.
 fn own_cause<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a Error> {
-    let mut e: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    // Chains are a handful deep; the bound only guards against a cycle.
-    for _ in 0..32 {
-        let current = e?;
-        if let Some(own) = current.downcast_ref::<Error>() {
-            return Some(own);
-        }
-        e = current.source();
-    }
-    None
+    causes(err).find_map(|e| e.downcast_ref::<Error>())
 }
 
 /// The innermost cause of an error, as text: what went wrong, without the SDK's layers of
 /// wrapping (`dispatch failure: io error: client error (SendRequest): ...`) or its Debug dump.
 fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut e = err;
-    // Chains are a handful deep; the bound only guards against a cycle.
-    for _ in 0..32 {
-        match e.source() {
-            Some(next) => e = next,
-            None => break,
-        }
-    }
-    e.to_string()
+    causes(err).last().map(|e| e.to_string()).unwrap_or_default()
 }
 
 /// Map an error code (and HTTP status, for answers without a parseable code) to a sync error.
