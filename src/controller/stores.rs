@@ -109,24 +109,32 @@ pub struct AwsRate {
     pub burst: u32,
 }
 
-/// A target Secret as a sync finds it.
+/// A Secret as a read finds it: none, read now, or kept from an earlier read (what was kept of it)
+/// while it is unchanged.
 #[derive(Debug)]
-pub enum Target {
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a short-lived return value; T (a Secret or its view) is as large as Read"
+)]
+pub enum Found<T> {
     /// There is none.
     Gone,
     /// Read from the apiserver.
     Read(Secret),
-    /// Unchanged since it was read: what the fast path needs of it (no data).
-    Cached(TargetView),
+    /// Unchanged since it was read.
+    Cached(T),
 }
+
+/// A target Secret as a sync finds it: kept, what the fast path needs of it (no data).
+pub type Target = Found<TargetView>;
 
 impl Target {
     /// What the fast path needs.
     pub fn view(&self) -> Option<TargetView> {
         match self {
-            Target::Gone => None,
-            Target::Read(s) => Some(TargetView::of(s)),
-            Target::Cached(v) => Some(v.clone()),
+            Found::Gone => None,
+            Found::Read(s) => Some(TargetView::of(s)),
+            Found::Cached(v) => Some(v.clone()),
         }
     }
 }
@@ -294,59 +302,51 @@ impl Stores {
     /// resource version, else from the apiserver. A Secret the watch does not cover (another
     /// namespace than the one watched) or has not seen yet is read each time.
     pub async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
-        let key = (namespace.to_string(), name.to_string());
-        let watched = self.secret_versions.get(&ObjectRef::new(name).within(namespace));
-        let current = watched.as_ref().and_then(|m| m.metadata.resource_version.as_deref());
-        if let Some(rv) = current
-            && let Some(known) = lock(&self.secrets).get(&key)
-            && known.metadata.resource_version.as_deref() == Some(rv)
-        {
-            return Ok(Some(known.clone()));
-        }
-        let read = Api::<Secret>::namespaced(self.client.clone(), namespace).get_opt(name).await?;
-        let mut secrets = lock(&self.secrets);
-        match &read {
-            // Kept only when the watch covers it: nothing else would say when it changed.
-            Some(s) if current.is_some() => {
-                secrets.insert(key, s.clone());
-            }
-            _ => {
-                secrets.remove(&key);
-            }
-        }
-        Ok(read)
-    }
-
-    /// The resource version the watch shows for Secret `name` of `namespace`, if it covers it.
-    fn watched_version(&self, namespace: &str, name: &str) -> Option<String> {
-        self.secret_versions.get(&ObjectRef::new(name).within(namespace))?.metadata.resource_version.clone()
+        let version = |s: &Secret| s.metadata.resource_version.clone();
+        Ok(match self.read_or_kept(&self.secrets, namespace, name, version, Secret::clone).await? {
+            Found::Gone => None,
+            Found::Read(s) | Found::Cached(s) => Some(s),
+        })
     }
 
     /// A target Secret: its view (no data) while the watch shows the resource version it was read
     /// at, else read from the apiserver.
     pub async fn target(&self, namespace: &str, name: &str) -> Result<Target> {
+        let version = |v: &TargetView| v.secret.metadata.resource_version.clone();
+        self.read_or_kept(&self.targets, namespace, name, version, TargetView::of).await
+    }
+
+    /// Secret `name` of `namespace`: what `keep` made of it when it was last read, while the watch
+    /// shows the resource version (`version`) it was read at; else read from the apiserver, and
+    /// kept only when the watch covers it (nothing else would say when it changed).
+    async fn read_or_kept<T: Clone>(
+        &self,
+        cache: &Mutex<HashMap<(String, String), T>>,
+        namespace: &str,
+        name: &str,
+        version: impl Fn(&T) -> Option<String>,
+        keep: impl Fn(&Secret) -> T,
+    ) -> Result<Found<T>> {
         let key = (namespace.to_string(), name.to_string());
-        let current = self.watched_version(namespace, name);
-        if let Some(rv) = &current
-            && let Some(view) = lock(&self.targets).get(&key)
-            && view.secret.metadata.resource_version.as_ref() == Some(rv)
-        {
-            return Ok(Target::Cached(view.clone()));
+        let current = self.secret_versions.get(&ObjectRef::new(name).within(namespace));
+        let current = current.and_then(|m| m.metadata.resource_version.clone());
+        if let Some(kept) = lock(cache).get(&key).filter(|k| current.is_some() && version(k) == current) {
+            return Ok(Found::Cached(kept.clone()));
         }
         let read = Api::<Secret>::namespaced(self.client.clone(), namespace).get_opt(name).await?;
-        let mut targets = lock(&self.targets);
-        match read {
-            Some(s) => {
-                if current.is_some() {
-                    targets.insert(key, TargetView::of(&s));
-                }
-                Ok(Target::Read(s))
+        let mut cache = lock(cache);
+        match &read {
+            Some(s) if current.is_some() => {
+                cache.insert(key, keep(s));
             }
-            None => {
-                targets.remove(&key);
-                Ok(Target::Gone)
+            _ => {
+                cache.remove(&key);
             }
         }
+        Ok(match read {
+            Some(s) => Found::Read(s),
+            None => Found::Gone,
+        })
     }
 
     /// The ServiceAccount `aws.auth.jwt` names, and the role its token is exchanged for.
