@@ -35,7 +35,7 @@ pub fn stages_of<'a>(versions: impl IntoIterator<Item = (&'a String, &'a Vec<Str
 
 /// Whether `key` (a name or an ARN, possibly partial) refers to the secret `name` / `arn`.
 pub fn refers_to(key: &str, name: &str, arn: &str) -> bool {
-    key == name || key == arn || (key.starts_with("arn:") && !arn.is_empty() && arn.starts_with(key))
+    key == name || (!arn.is_empty() && (key == arn || (key.starts_with("arn:") && arn.starts_with(key))))
 }
 
 /// A ListSecrets filter (AWS matches each as a prefix).

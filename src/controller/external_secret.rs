@@ -84,6 +84,7 @@ pub async fn run(
         .watches_stream(template_secrets, move |s: PartialObjectMeta<Secret>| {
             reading(TemplateKind::Secret, s.namespace(), s.name_any())
         });
+    tokio::spawn(want_cold_start_values(controller.store(), ctx.clone()));
     let triggers = futures::stream::unfold(triggers, |mut rx| async move { Some((rx.recv().await?, rx)) });
     controller
         .reconcile_on(triggers)
@@ -96,6 +97,31 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Once the first list of ExternalSecrets is in, tell the fetcher which AWSCURRENT values their
+/// first syncs will ask for, by store, so that the cold start fetches them in full batches. Only
+/// ExternalSecrets that refresh: a sync-once one reads AWS at its own sync. A store that does not
+/// resolve yet is skipped (its ExternalSecrets fetch as they sync).
+async fn want_cold_start_values(reader: kube::runtime::reflector::Store<ExternalSecret>, ctx: Arc<Context>) {
+    if reader.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut by_store: std::collections::HashMap<(String, StoreKind, String), Vec<String>> = Default::default();
+    for es in reader.state() {
+        if !matches!(es.spec.schedule(), Ok(Some(_))) {
+            continue;
+        }
+        let r = &es.spec.secret_store_ref;
+        let keys = crate::source::Sources::of(&es.spec).named.into_iter();
+        let keys = keys.filter(|s| s.stage() == Some(crate::api::AWSCURRENT)).map(|s| s.key);
+        by_store.entry((es.namespace().unwrap_or_default(), r.kind, r.name.clone())).or_default().extend(keys);
+    }
+    for ((ns, kind, name), keys) in by_store {
+        if let Ok(store) = ctx.stores.resolve(&ns, kind, &name).await {
+            ctx.fetcher.want(&store.id, &store.client, keys);
+        }
+    }
 }
 
 /// The kinds a `templateFrom` entry reads.

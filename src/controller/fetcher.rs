@@ -5,7 +5,7 @@
 //! a rotation that triggers many ExternalSecrets at once) into BatchGetSecretValue calls of up to
 //! 20 ids; a lone one goes as GetSecretValue.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,13 @@ const VALUE_TTL: Duration = Duration::from_secs(60);
 /// A forced sync reads AWS afresh, but shares a value fetched this recently (the reconciles one
 /// change causes in a row).
 const FRESH_ENOUGH: Duration = Duration::from_secs(5);
+/// How long a prefetched value waits for the sync that wants it: a cold start of many
+/// ExternalSecrets claims its values in no particular order. A value older than its stage's
+/// version (as the poller sees it) is never used; a value claimed stale is corrected by the first
+/// poll (the claim records its version, the poll sees the stage moved).
+const PREFETCH_TTL: Duration = Duration::from_secs(300);
+/// How often held values are checked for expiry.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
 /// How long the first AWSCURRENT fetch of a batch waits for company.
 const WINDOW: Duration = Duration::from_millis(10);
 
@@ -30,8 +37,48 @@ const WINDOW: Duration = Duration::from_millis(10);
 pub type Stages = Option<BTreeMap<String, String>>;
 
 type Waiter = (String, oneshot::Sender<Result<Fetched>>);
-/// When a value was first asked for, and the value once fetched.
-type SharedValue = (Instant, Arc<OnceCell<Fetched>>);
+
+/// A value shared between the syncs that read it.
+struct SharedValue {
+    /// When it was first asked for (or prefetched).
+    at: Instant,
+    cell: Arc<OnceCell<Fetched>>,
+    /// Fetched ahead of any sync asking (see [`Fetcher::want`]) and not claimed yet.
+    prefetched: bool,
+}
+
+impl SharedValue {
+    fn expired(&self) -> bool {
+        self.at.elapsed() >= if self.prefetched { PREFETCH_TTL } else { VALUE_TTL }
+    }
+}
+
+/// The AWSCURRENT fetches of a store waiting to go out together, and the keys wanted soon that
+/// fill the rest of a batch.
+struct Pending {
+    client: StoreClient,
+    waiting: Vec<Waiter>,
+    wanted: BTreeSet<String>,
+}
+
+/// The values held, and when the expired ones were last dropped.
+#[derive(Default)]
+struct Values {
+    held: HashMap<(StoreId, SourceRef), SharedValue>,
+    pruned: Option<Instant>,
+}
+
+impl Values {
+    /// Drop what is past [`VALUE_TTL`], at most once per [`PRUNE_EVERY`]: a scan per fetch would
+    /// make a cold start of N ExternalSecrets O(N x values held).
+    fn prune(&mut self) {
+        if self.pruned.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+            return;
+        }
+        self.held.retain(|_, v| !v.expired());
+        self.pruned = Some(Instant::now());
+    }
+}
 
 /// Values and version knowledge of every store.
 #[derive(Default)]
@@ -39,9 +86,9 @@ pub struct Fetcher {
     /// The versions behind the stages of the secrets the poller watches (its keys are exactly
     /// those), by store.
     polled: Mutex<HashMap<StoreId, HashMap<String, Stages>>>,
-    values: Mutex<HashMap<(StoreId, SourceRef), SharedValue>>,
+    values: Mutex<Values>,
     /// AWSCURRENT fetches waiting to go out together, by store.
-    pending: Mutex<HashMap<StoreId, (StoreClient, Vec<Waiter>)>>,
+    pending: Mutex<HashMap<StoreId, Pending>>,
 }
 
 impl Fetcher {
@@ -111,7 +158,26 @@ impl Fetcher {
         if let Some(keys) = lock(&self.polled).get_mut(store) {
             keys.values_mut().for_each(|stages| *stages = None);
         }
-        lock(&self.values).retain(|(s, _), _| s != store);
+        lock(&self.values).held.retain(|(s, _), _| s != store);
+        if let Some(p) = lock(&self.pending).get_mut(store) {
+            p.wanted.clear();
+        }
+    }
+
+    /// The AWSCURRENT values of `keys` will be asked for soon (a cold start's ExternalSecrets): they
+    /// fill the free places of the store's next batches, so a cold start of M secrets costs about
+    /// M / 20 BatchGetSecretValue calls rather than one call per handful of syncs that happen to
+    /// arrive together.
+    pub fn want(&self, store: &StoreId, client: &StoreClient, keys: impl IntoIterator<Item = String>) {
+        let held: BTreeSet<String> = {
+            let values = lock(&self.values);
+            let of_store = values.held.keys().filter(|(s, r)| s == store && r.stage() == Some(AWSCURRENT));
+            of_store.map(|(_, r)| r.key.clone()).collect()
+        };
+        let mut pending = lock(&self.pending);
+        let p = pending.entry(store.clone()).or_insert_with(|| Pending::new(client));
+        p.client = client.clone();
+        p.wanted.extend(keys.into_iter().filter(|k| !held.contains(k)));
     }
 
     async fn fetch_one(
@@ -144,21 +210,32 @@ impl Fetcher {
     }
 
     /// The shared slot of a value: a held one is reused while fresh and, for a stage, while `live`
-    /// confirms its version (a version id never changes its value), unless `refetch` (and it is
-    /// older than [`FRESH_ENOUGH`]); one being fetched is waited for.
+    /// confirms its version (a version id never changes its value; a prefetched value is taken
+    /// while nothing says otherwise), unless `refetch` (and it is older than [`FRESH_ENOUGH`]);
+    /// one being fetched is waited for.
     fn cell(&self, store: &StoreId, source: &SourceRef, live: Option<&str>, refetch: bool) -> Arc<OnceCell<Fetched>> {
         let mut values = lock(&self.values);
-        values.retain(|_, (at, _)| at.elapsed() < VALUE_TTL);
+        values.prune();
         let key = (store.clone(), source.clone());
         let by_stage = source.stage().is_some();
-        let stale = values.get(&key).is_some_and(|(at, cell)| {
-            let forced = refetch && at.elapsed() >= FRESH_ENOUGH;
-            cell.get().is_some_and(|f| forced || (by_stage && live != Some(f.version_id.as_str())))
+        let stale = values.held.get(&key).is_some_and(|v| {
+            let forced = refetch && v.at.elapsed() >= FRESH_ENOUGH;
+            let unconfirmed = |f: &Fetched| match live {
+                Some(live) => live != f.version_id,
+                None => !v.prefetched,
+            };
+            v.expired() || v.cell.get().is_some_and(|f| forced || (by_stage && unconfirmed(f)))
         });
         if stale {
-            values.remove(&key);
+            values.held.remove(&key);
         }
-        values.entry(key).or_insert_with(|| (Instant::now(), Arc::new(OnceCell::new()))).1.clone()
+        let v = values.held.entry(key).or_insert_with(|| SharedValue {
+            at: Instant::now(),
+            cell: Arc::new(OnceCell::new()),
+            prefetched: false,
+        });
+        v.prefetched = false;
+        v.cell.clone()
     }
 
     /// Learn from a fetch which version holds a stage of a watched secret, when no poll has said.
@@ -183,10 +260,10 @@ impl Fetcher {
         let (tx, rx) = oneshot::channel();
         let flush_in = {
             let mut pending = lock(&self.pending);
-            let (held, waiting) = pending.entry(store.clone()).or_insert_with(|| (client.clone(), Vec::new()));
-            *held = client.clone();
-            waiting.push((key.to_string(), tx));
-            match waiting.len() {
+            let p = pending.entry(store.clone()).or_insert_with(|| Pending::new(client));
+            p.client = client.clone();
+            p.waiting.push((key.to_string(), tx));
+            match p.waiting.len() {
                 1 => Some(WINDOW),
                 n if n >= BATCH_MAX => Some(Duration::ZERO),
                 _ => None,
@@ -200,23 +277,85 @@ impl Fetcher {
                 this.flush(&store).await;
             });
         }
-        let fetched = rx.await.unwrap_or_else(|_| Err(Error::ProviderUnavailable("the fetch was dropped".into())))?;
+        let fetched = rx.await.unwrap_or_else(|_| Err(dropped()))?;
         match expected {
             Some(v) if v != fetched.version_id => client.get_value(&SourceRef::current(key)).await,
             _ => Ok(fetched),
         }
     }
 
+    /// Send what waits, filled up to [`BATCH_MAX`] with keys wanted soon (their values are held
+    /// as prefetched). A lone key with nothing wanted goes as GetSecretValue.
     async fn flush(&self, store: &StoreId) {
-        let Some((client, waiting)) = lock(&self.pending).remove(store) else { return };
-        let (keys, senders): (Vec<String>, Vec<_>) = waiting.into_iter().unzip();
-        let results = match keys.as_slice() {
-            [key] => vec![client.get_value(&SourceRef::current(key)).await],
-            _ => client.batch_get(&keys).await,
+        let (client, waiting, extra) = {
+            let mut pending = lock(&self.pending);
+            let Some(p) = pending.get_mut(store) else { return };
+            let waiting = std::mem::take(&mut p.waiting);
+            if waiting.is_empty() {
+                return;
+            }
+            for (key, _) in &waiting {
+                p.wanted.remove(key);
+            }
+            let room = BATCH_MAX.saturating_sub(waiting.len() % BATCH_MAX) % BATCH_MAX;
+            let extra: Vec<String> = std::iter::from_fn(|| p.wanted.pop_first()).take(room).collect();
+            (p.client.clone(), waiting, extra)
         };
-        for (tx, r) in senders.into_iter().zip(results) {
-            let _ = tx.send(r);
+        // Claimable while in flight: a sync that asks for one of these meanwhile waits for this
+        // batch rather than fetching it again.
+        let (ahead, inits): (Vec<_>, Vec<_>) = self
+            .hold_ahead(store, &extra)
+            .into_iter()
+            .map(|cell| {
+                let (tx, rx) = oneshot::channel::<Result<Fetched>>();
+                let init = async move {
+                    let got = || async move { rx.await.unwrap_or_else(|_| Err(dropped())) };
+                    let _ = cell.get_or_try_init(got).await;
+                };
+                (tx, init)
+            })
+            .unzip();
+        let (mut keys, senders): (Vec<String>, Vec<_>) = waiting.into_iter().unzip();
+        let asked = keys.len();
+        keys.extend(extra);
+        let call = async {
+            let mut results = match keys.as_slice() {
+                [key] => vec![client.get_value(&SourceRef::current(key)).await],
+                _ => client.batch_get(&keys).await,
+            };
+            let prefetched = results.split_off(asked.min(results.len()));
+            for (tx, r) in senders.into_iter().zip(results) {
+                let _ = tx.send(r);
+            }
+            for (tx, r) in ahead.into_iter().zip(prefetched) {
+                let _ = tx.send(r);
+            }
+        };
+        // The cells are claimed for initialisation first, then the call goes out.
+        futures::future::join(futures::future::join_all(inits), call).await;
+    }
+
+    /// Hold a slot, marked prefetched, for each key fetched ahead that has none; a failed fetch
+    /// leaves its slot empty, and the sync that wants it asks again and reports what it gets.
+    fn hold_ahead(&self, store: &StoreId, keys: &[String]) -> Vec<Arc<OnceCell<Fetched>>> {
+        let mut values = lock(&self.values);
+        let mut cells = Vec::with_capacity(keys.len());
+        for key in keys {
+            let slot = values.held.entry((store.clone(), SourceRef::current(key)));
+            let v = slot.or_insert_with(|| SharedValue { at: Instant::now(), cell: Arc::default(), prefetched: true });
+            cells.push(v.cell.clone());
         }
+        cells
+    }
+}
+
+fn dropped() -> Error {
+    Error::ProviderUnavailable("the fetch was dropped".into())
+}
+
+impl Pending {
+    fn new(client: &StoreClient) -> Self {
+        Self { client: client.clone(), waiting: Vec::new(), wanted: BTreeSet::new() }
     }
 }
 
@@ -268,6 +407,51 @@ mod tests {
         fetcher.fetch(&store, &client, &sources, false).await;
         assert_eq!(aws.calls(), [("BatchGetSecretValue", 1)].into(), "a confirmed value comes from memory");
         assert_eq!(fetcher.live(&store, &SourceRef::current("a"), &sources).as_deref(), Some("v1"), "seeded");
+    }
+
+    #[tokio::test]
+    async fn wanted_values_fill_the_batches_of_a_cold_start_one_by_one() {
+        let aws = Arc::new(FakeAws::default());
+        let keys: Vec<String> = (0..45).map(|i| format!("k{i:02}")).collect();
+        for k in &keys {
+            aws.put(k, &format!("{k}-1"));
+        }
+        let fetcher = Fetcher::new();
+        let (store, client) = (store(), client(&aws));
+        fetcher.want(&store, &client, keys.iter().cloned());
+        // Syncs come one at a time, in another order than the keys: each is in a batch already
+        // fetched, or fills a new one.
+        for k in keys.iter().rev() {
+            fetcher.track(&store, k);
+            let got = fetcher.fetch(&store, &client, &named(&[k]), false).await;
+            assert_eq!(value(&got[&SourceRef::current(k)]), format!("{k}-1"));
+        }
+        assert_eq!(aws.calls(), [("BatchGetSecretValue", 3)].into(), "45 values, ceil(45 / 20) calls");
+    }
+
+    #[tokio::test]
+    async fn a_prefetched_value_is_not_used_once_its_stage_moved_and_a_failed_one_is_asked_again() {
+        let aws = Arc::new(FakeAws::default());
+        aws.put("a", "one");
+        aws.put("b", "b");
+        let fetcher = Fetcher::new();
+        let (store, client) = (store(), client(&aws));
+        fetcher.want(&store, &client, ["b".to_string(), "gone".to_string()]);
+        fetcher.track(&store, "a");
+        fetcher.fetch(&store, &client, &named(&["a"]), false).await;
+        assert_eq!(aws.calls(), [("BatchGetSecretValue", 1)].into(), "a lone fetch took the wanted along");
+
+        fetcher.track(&store, "b");
+        let v2 = aws.put("b", "b2");
+        let mut stages = BTreeMap::new();
+        stages.insert(AWSCURRENT.to_string(), v2);
+        fetcher.observe(&store, "b", Some(stages));
+        let got = fetcher.fetch(&store, &client, &named(&["b"]), false).await;
+        assert_eq!(value(&got[&SourceRef::current("b")]), "b2", "the poll saw b move after the prefetch");
+
+        let got = fetcher.fetch(&store, &client, &named(&["gone"]), false).await;
+        assert!(got[&SourceRef::current("gone")].is_err(), "the sync's own fetch reports the failure");
+        assert_eq!(aws.calls(), [("BatchGetSecretValue", 1), ("GetSecretValue", 2)].into());
     }
 
     #[tokio::test]

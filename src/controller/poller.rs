@@ -23,7 +23,7 @@ use super::StoreId;
 use super::fetcher::{Fetcher, Stages};
 use crate::api::ExternalSecret;
 use crate::aws::StoreClient;
-use crate::aws::metadata::{common_prefix, name_prefix};
+use crate::aws::metadata::{SecretMeta, common_prefix, name_prefix};
 use crate::error::{Error, Result};
 use crate::lock;
 use crate::source::SourceRef;
@@ -53,6 +53,9 @@ struct Watched {
 struct StoreState {
     client: StoreClient,
     watched: HashMap<String, Watched>,
+    /// The keys each ExternalSecret reads (the reverse of `watched`), so a register touches only
+    /// its own keys, never every key of the store.
+    reads: HashMap<EsRef, BTreeSet<String>>,
     /// ListSecrets pages a full poll took last time.
     list_pages: Option<u32>,
     running: bool,
@@ -129,6 +132,7 @@ impl Pollers {
                     Arc::new(Mutex::new(StoreState {
                         client: client.clone(),
                         watched: HashMap::new(),
+                        reads: HashMap::new(),
                         list_pages: None,
                         running: false,
                         unavailable: None,
@@ -149,11 +153,11 @@ impl Pollers {
                 }
             }
             // Update in place: `last_trigger` must outlive the reconcile it triggered.
-            for (key, w) in st.watched.iter_mut() {
-                if !reads.contains_key(key.as_str()) {
-                    w.refs.remove(&es);
-                }
+            let before = st.reads.remove(&es).unwrap_or_default();
+            for key in before.iter().filter(|k| !reads.contains_key(k.as_str())) {
+                self.unwatch(store, &mut st, &es, key);
             }
+            let mut now_read = BTreeSet::new();
             for (key, stages) in reads {
                 if !st.watched.contains_key(key) {
                     self.fetcher.track(store, key);
@@ -168,8 +172,11 @@ impl Pollers {
                 r.stages = stages;
                 r.refresh = refresh;
                 r.expires = expires;
+                now_read.insert(key.to_string());
             }
-            self.drop_unread(store, &mut st);
+            if !now_read.is_empty() {
+                st.reads.insert(es.clone(), now_read);
+            }
             let start = !st.running && !st.watched.is_empty();
             st.running |= start;
             let start_events = !st.events.running && !st.watched.is_empty() && client.events().is_some();
@@ -188,15 +195,35 @@ impl Pollers {
         }
     }
 
-    /// Stop watching the secrets no ExternalSecret reads any more.
-    fn drop_unread(&self, store: &StoreId, st: &mut StoreState) {
-        st.watched.retain(|key, w| {
-            let read = !w.refs.is_empty();
-            if !read {
-                self.fetcher.untrack(store, key);
+    /// `es` no longer reads `key`; the key stops being watched when nobody reads it.
+    fn unwatch(&self, store: &StoreId, st: &mut StoreState, es: &EsRef, key: &str) {
+        let Some(w) = st.watched.get_mut(key) else { return };
+        w.refs.remove(es);
+        if w.refs.is_empty() {
+            st.watched.remove(key);
+            self.fetcher.untrack(store, key);
+        }
+    }
+
+    /// Forget the ExternalSecrets that did not register again in time (deleted, or moved to
+    /// another store): one pass over what is read, once per poll.
+    fn drop_expired(&self, store: &StoreId, st: &mut StoreState, now: Instant) {
+        let expired: Vec<(EsRef, String)> = st
+            .watched
+            .iter()
+            .flat_map(|(key, w)| {
+                w.refs.iter().filter(|(_, r)| r.expires <= now).map(|(es, _)| (es.clone(), key.clone()))
+            })
+            .collect();
+        for (es, key) in expired {
+            self.unwatch(store, st, &es, &key);
+            if let Some(keys) = st.reads.get_mut(&es) {
+                keys.remove(&key);
+                if keys.is_empty() {
+                    st.reads.remove(&es);
+                }
             }
-            read
-        });
+        }
     }
 
     /// Why the store's change detection cannot reach AWS, while it cannot: its ExternalSecrets then
@@ -217,11 +244,7 @@ impl Pollers {
         loop {
             let (interval, wake) = {
                 let mut st = lock(&state);
-                let now = Instant::now();
-                for w in st.watched.values_mut() {
-                    w.refs.retain(|_, r| r.expires > now);
-                }
-                self.drop_unread(&id, &mut st);
+                self.drop_expired(&id, &mut st, Instant::now());
                 let min = st.watched.values().flat_map(|w| w.refs.values()).map(|r| r.refresh).min();
                 let Some(min) = min else {
                     st.running = false;
@@ -340,10 +363,38 @@ impl Pollers {
         }
         let listed = client.list(&name_prefix(&common_prefix(keys.iter().map(String::as_str)))).await?;
         lock(state).list_pages = Some((listed.len() as u32).div_ceil(100).max(1));
+        let index = ListingIndex::new(&listed);
         for key in keys {
-            fresh.insert(key.clone(), listed.iter().find(|m| m.is_named(key)).map(|m| m.stages.clone()));
+            fresh.insert(key.clone(), index.find(key).map(|m| m.stages.clone()));
         }
         Ok(fresh)
+    }
+}
+
+/// A listing looked up by name and by ARN: a poll of K keys over L listed secrets is O(K + L), not
+/// O(K x L). Only a partial ARN (no random suffix) falls back to a scan.
+struct ListingIndex<'a> {
+    listed: &'a [SecretMeta],
+    by_name: HashMap<&'a str, &'a SecretMeta>,
+    by_arn: HashMap<&'a str, &'a SecretMeta>,
+}
+
+impl<'a> ListingIndex<'a> {
+    fn new(listed: &'a [SecretMeta]) -> Self {
+        let by_name = listed.iter().map(|m| (m.name.as_str(), m)).collect();
+        let by_arn = listed.iter().filter(|m| !m.arn.is_empty()).map(|m| (m.arn.as_str(), m)).collect();
+        Self { listed, by_name, by_arn }
+    }
+
+    /// The secret `key` names, as [`SecretMeta::is_named`] decides.
+    fn find(&self, key: &str) -> Option<&'a SecretMeta> {
+        if let Some(m) = self.by_name.get(key).or_else(|| self.by_arn.get(key)) {
+            return Some(m);
+        }
+        match key.starts_with("arn:") {
+            true => self.listed.iter().find(|m| m.is_named(key)),
+            false => None,
+        }
     }
 }
 
@@ -432,5 +483,68 @@ mod tests {
         assert_eq!(r.stages, BTreeSet::from(["AWSPENDING".to_string()]), "stages are replaced, not accumulated");
         assert!(!st.watched.contains_key("b"), "a secret no longer read is no longer watched");
         assert!(fetcher.observe(&store, "b", None).is_none(), "nor kept by the fetcher");
+    }
+
+    /// `reads` is exactly the reverse of `watched`, and no key is watched that nobody reads.
+    fn assert_indexed(st: &StoreState) {
+        let mut reverse: HashMap<EsRef, BTreeSet<String>> = HashMap::new();
+        for (key, w) in &st.watched {
+            assert!(!w.refs.is_empty(), "{key} watched but read by nobody");
+            for es in w.refs.keys() {
+                reverse.entry(es.clone()).or_default().insert(key.clone());
+            }
+        }
+        assert_eq!(reverse, st.reads);
+    }
+
+    #[tokio::test]
+    async fn the_reverse_index_follows_every_register_and_expiry() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let fetcher = Fetcher::new();
+        let pollers = Pollers::new(tx, fetcher.clone(), Arc::new(Metrics::default()));
+        let store = StoreId { kind: StoreKind::SecretStore, namespace: Some("ns".into()), name: "s".into() };
+        let (one, two) = (ObjectRef::new("one").within("ns"), ObjectRef::new("two").within("ns"));
+        let refresh = Duration::from_secs(3600);
+        let state = || lock(&pollers.stores).get(&store).cloned().expect("store state");
+        let steps: &[(&EsRef, &[&str])] =
+            &[(&one, &["a", "b"]), (&two, &["b", "c"]), (&one, &["c"]), (&two, &[]), (&two, &["a"]), (&one, &[])];
+        for (es, keys) in steps {
+            let reads: Vec<SourceRef> = keys.iter().map(|k| stage(k, "AWSCURRENT")).collect();
+            pollers.register(&store, &client(), (*es).clone(), refresh, &reads);
+            assert_indexed(&lock(&state()));
+        }
+        assert_eq!(lock(&state()).watched.keys().collect::<Vec<_>>(), ["a"]);
+
+        pollers.register(&store, &client(), one.clone(), refresh, &[stage("b", "AWSCURRENT")]);
+        let st = state();
+        let mut st = lock(&st);
+        let past = Instant::now();
+        for w in st.watched.values_mut() {
+            w.refs.entry(two.clone()).and_modify(|r| r.expires = past);
+        }
+        pollers.drop_expired(&store, &mut st, past);
+        assert_indexed(&st);
+        assert_eq!(st.watched.keys().collect::<Vec<_>>(), ["b"], "two expired, one still reads b");
+    }
+
+    #[test]
+    fn a_listing_index_finds_what_a_scan_finds() {
+        let meta = |name: &str, arn: &str| SecretMeta { name: name.into(), arn: arn.into(), ..Default::default() };
+        let arn = |name: &str| format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}-AbCdEf");
+        let listed = vec![meta("app/db", &arn("app/db")), meta("app/api", &arn("app/api")), meta("bare", "")];
+        let index = ListingIndex::new(&listed);
+        let keys = [
+            "app/db".to_string(),
+            arn("app/api"),
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:app/db".to_string(),
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:nope".to_string(),
+            "bare".to_string(),
+            "missing".to_string(),
+            String::new(),
+        ];
+        for key in &keys {
+            let scan = listed.iter().find(|m| m.is_named(key)).map(|m| &m.name);
+            assert_eq!(index.find(key).map(|m| &m.name), scan, "{key}");
+        }
     }
 }
