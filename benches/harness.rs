@@ -304,6 +304,48 @@ fn usage(pid: u32) -> anyhow::Result<Usage> {
     })
 }
 
+/// What a phase cost the whole rig: CPU seconds of the operator, the control plane (kube-apiserver
+/// with etcd embedded, one process) and the emulator, and the requests the apiserver served
+/// (`apiserver_request_total` without WATCH; the harness's own few list/watch calls included).
+#[derive(Clone, Copy, Default)]
+struct Meter {
+    operator: f64,
+    control_plane: f64,
+    emulator: f64,
+    requests: f64,
+}
+
+impl Meter {
+    /// Read now; `operator` is None before it starts.
+    async fn read(kube: &Client, emu: &Emulator, operator: Option<u32>) -> anyhow::Result<Meter> {
+        let request = http::Request::get("/metrics").body(Vec::new())?;
+        let metrics = lockstep_rig::http::Metrics::parse(kube.request_text(request).await?);
+        let requests = metrics
+            .samples("apiserver_request_total", &[])
+            .filter(|s| s.labels.get("verb").is_none_or(|v| v != "WATCH"))
+            .map(|s| s.value)
+            .sum();
+        Ok(Meter {
+            operator: match operator {
+                Some(pid) => usage(pid)?.cpu_seconds,
+                None => 0.0,
+            },
+            control_plane: usage(Rig::get().control_plane_pid())?.cpu_seconds,
+            emulator: usage(emu.pid())?.cpu_seconds,
+            requests,
+        })
+    }
+
+    fn since(&self, before: &Meter) -> Meter {
+        Meter {
+            operator: self.operator - before.operator,
+            control_plane: self.control_plane - before.control_plane,
+            emulator: self.emulator - before.emulator,
+            requests: self.requests - before.requests,
+        }
+    }
+}
+
 /// Clock ticks per second (100, the Linux default, where `getconf` cannot say).
 fn clock_ticks() -> f64 {
     std::process::Command::new("getconf")
@@ -390,6 +432,10 @@ struct Measured {
     /// Read after the rotations.
     usage: Usage,
     idle_rss_mib: f64,
+    /// What the cold start, the steady window and the rotations cost the rig.
+    cold_meter: Meter,
+    steady_meter: Meter,
+    rotation_meter: Meter,
 }
 
 /// Value fetches among `calls`.
@@ -421,6 +467,39 @@ impl Measured {
 
     fn steady_rss_mib(&self) -> f64 {
         self.usage.rss_mib.max(self.idle_rss_mib)
+    }
+
+    /// The CPU split and apiserver requests, one list item per phase.
+    fn cpu_split(&self, s: &mut String, who: &str) {
+        let phases = [
+            (format!("cold start ({:.1} s)", self.cold_start.as_secs_f64()), &self.cold_meter),
+            (format!("steady state ({:.0} s)", self.window.as_secs_f64()), &self.steady_meter),
+            (format!("rotations ({:.0} s)", self.rotated.window.as_secs_f64()), &self.rotation_meter),
+        ];
+        for (phase, m) in phases {
+            let _ = writeln!(
+                s,
+                "- {who}{phase}: operator {:.1}, control plane {:.1}, emulator {:.1}; {:.0} apiserver requests",
+                m.operator, m.control_plane, m.emulator, m.requests
+            );
+        }
+    }
+
+    /// What one ExternalSecret costs, each figure the operator's divided by N.
+    fn per_es(&self, args: &Args) -> Vec<(&'static str, f64)> {
+        let n = args.es as f64;
+        let refreshes = (self.window.as_secs_f64() / args.refresh as f64).max(1.0);
+        let hour = 3600.0 / self.window.as_secs_f64();
+        vec![
+            ("peak resident memory, KiB", self.usage.peak_rss_mib * 1024.0 / n),
+            ("resident memory at steady state, KiB", self.steady_rss_mib() * 1024.0 / n),
+            ("operator CPU in the cold start, ms", self.cold_meter.operator * 1000.0 / n),
+            ("operator CPU per hour at steady state, ms", self.steady_meter.operator * hour * 1000.0 / n),
+            ("apiserver requests in the cold start", self.cold_meter.requests / n),
+            ("apiserver requests per refresh, nothing changed", self.steady_meter.requests / refreshes / n),
+            ("AWS calls in the cold start", total(&self.cold_calls) as f64 / n),
+            ("AWS calls per hour at steady state", self.per_hour(args) / n),
+        ]
     }
 
     /// The recorder's counts, one list item per phase.
@@ -460,7 +539,7 @@ enum Against {
     /// One GetSecretValue per ExternalSecret per interval, made by the harness itself.
     Naive { window: Duration, calls: BTreeMap<String, usize> },
     /// Another operator, measured the same way as Lockstep.
-    Peer { subject: Subject, version: String, measured: Measured },
+    Peer { subject: Subject, version: String, measured: Box<Measured> },
 }
 
 struct Report {
@@ -787,6 +866,22 @@ impl Report {
             (Against::Peer { .. }, Some((name, _, m))) => m.calls_list(&mut s, a, &format!("{name}, ")),
             (Against::Peer { .. }, None) => {}
         }
+        let _ = writeln!(
+            s,
+            "\nWhere the CPU goes, seconds by process (the control plane is kube-apiserver with etcd embedded), and the requests the apiserver served:\n"
+        );
+        ours.cpu_split(&mut s, who);
+        if let Some((name, _, m)) = peer {
+            m.cpu_split(&mut s, &format!("{name}, "));
+        }
+        let _ = writeln!(s, "\nPer ExternalSecret (whole-operator figures divided by {}):\n", a.es);
+        let _ = writeln!(s, "| per ExternalSecret | Lockstep | {} |", peer.map_or("", |(name, _, _)| name));
+        let _ = writeln!(s, "|---|---:|---:|");
+        let theirs = peer.map(|(_, _, m)| m.per_es(a));
+        for (i, (what, v)) in ours.per_es(a).into_iter().enumerate() {
+            let t = theirs.as_ref().and_then(|t| t.get(i)).map_or(String::new(), |(_, t)| format!("{t:.3}"));
+            let _ = writeln!(s, "| {what} | {v:.3} | {t} |");
+        }
         if let Some(e) = &self.events {
             let _ = writeln!(
                 s,
@@ -947,7 +1042,10 @@ impl Bed {
         };
         let env = rig.test_env(&format!("bench{suffix}")).await?;
         subject.install_crds(&env.kube).await?;
-        let emu = Emulator::start(&rig.dir.join(format!("bench-emulator{suffix}")))?;
+        // moto finds a secret by scanning all of them; indexed, a run of 8,000 secrets measures the
+        // operators rather than the emulator (the same for both subjects).
+        let emu =
+            Emulator::start_with(&rig.dir.join(format!("bench-emulator{suffix}")), &[("RIG_MOTO_NAME_INDEX", "1")])?;
         let aws = emu.client();
         let names: Vec<String> = (0..m).map(|i| format!("bench/{i:05}")).collect();
 
@@ -1000,8 +1098,9 @@ impl Bed {
 
     /// Start the operator, which meets N ExternalSecrets that have never synced, and time until all
     /// are Ready; returns it, the time and the AWS calls it made.
-    async fn cold_start(&self, args: &Args) -> anyhow::Result<(Operator, Duration, BTreeMap<String, usize>)> {
+    async fn cold_start(&self, args: &Args) -> anyhow::Result<(Operator, Duration, BTreeMap<String, usize>, Meter)> {
         let n = args.es;
+        let before = Meter::read(&self.env.kube, &self.emu, None).await?;
         self.emu.start_recording()?;
         let started = Instant::now();
         let operator = self.subject.start(&self.env.ns, &self.emu.endpoint)?;
@@ -1014,13 +1113,18 @@ impl Bed {
         })?;
         let cold_start = ready.duration_since(started);
         let cold_calls = operator_calls(self.emu.recorded()?);
+        let meter = Meter::read(&self.env.kube, &self.emu, Some(operator.pid())).await?.since(&before);
         println!(
-            "bench: {}: all Ready after {:.1}s; AWS calls {}",
+            "bench: {}: all Ready after {:.1}s; AWS calls {}; CPU s operator {:.1}, control plane {:.1}, emulator {:.1}; {:.0} apiserver requests",
             self.subject.name(),
             cold_start.as_secs_f64(),
-            show(&cold_calls)
+            show(&cold_calls),
+            meter.operator,
+            meter.control_plane,
+            meter.emulator,
+            meter.requests
         );
-        Ok((operator, cold_start, cold_calls))
+        Ok((operator, cold_start, cold_calls, meter))
     }
 
     /// After the cold start: the steady state over two intervals, then K rotations spread over one
@@ -1031,25 +1135,42 @@ impl Bed {
         operator: &Operator,
         cold_start: Duration,
         cold_calls: BTreeMap<String, usize>,
+        cold_meter: Meter,
     ) -> anyhow::Result<Measured> {
         let who = self.subject.name();
         let refresh = Duration::from_secs(args.refresh);
         // Steady state: let the first requeues pass, then count over two intervals.
         tokio::time::sleep(refresh + Duration::from_secs(2)).await;
         let window = refresh * 2;
+        let meter = || Meter::read(&self.env.kube, &self.emu, Some(operator.pid()));
+        let before = meter().await?;
         self.emu.start_recording()?;
         tokio::time::sleep(window).await;
         let steady_calls = operator_calls(self.emu.stop_recording()?);
+        let steady_meter = meter().await?.since(&before);
         let idle_rss_mib = usage(operator.pid())?.rss_mib;
         println!("bench: {who}: steady state over {}s: {}", window.as_secs(), show(&steady_calls));
 
         // Rotation: K secrets get a new AWSCURRENT, spread evenly over one interval; each Secret built
         // from one of them is timed from its PutSecretValue to the watch event that shows the new value.
         let label = self.subject.managed_label();
+        let before = meter().await?;
         let rotated = rotate(args, &self.emu, &self.names, &self.secrets, &label, refresh, 1, |_| Ok(())).await?;
+        let rotation_meter = meter().await?.since(&before);
         println!("bench: {who}: {}", rotated.summary(args.rotations));
         let usage = usage(operator.pid())?;
-        Ok(Measured { cold_start, cold_calls, window, steady_calls, rotated, usage, idle_rss_mib })
+        Ok(Measured {
+            cold_start,
+            cold_calls,
+            window,
+            steady_calls,
+            rotated,
+            usage,
+            idle_rss_mib,
+            cold_meter,
+            steady_meter,
+            rotation_meter,
+        })
     }
 
     /// The naive baseline, on this emulator: every ExternalSecret fetches its value once per
@@ -1090,7 +1211,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let bed = Bed::prepare(&args, Subject::Lockstep).await?;
-    let (operator, cold_start, cold_calls) = bed.cold_start(&args).await?;
+    let (operator, cold_start, cold_calls, cold_meter) = bed.cold_start(&args).await?;
     if args.soak > 0 {
         let table = soak(&args, &bed.emu, &bed.names, &bed.secrets, &operator).await?;
         println!("\n{table}");
@@ -1100,7 +1221,7 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let ours = bed.measure(&args, &operator, cold_start, cold_calls).await?;
+    let ours = bed.measure(&args, &operator, cold_start, cold_calls, cold_meter).await?;
     let events = match args.events {
         true => Some(events_phase(&args, &bed.emu, &bed.env, &bed.es_api, &bed.names, &bed.secrets).await?),
         false => None,
@@ -1113,9 +1234,9 @@ async fn main() -> anyhow::Result<()> {
             // Lockstep's emulator stops; its objects stay in the apiserver, untouched.
             drop(bed);
             let peer = Bed::prepare(&args, subject).await?;
-            let (operator, cold_start, cold_calls) = peer.cold_start(&args).await?;
-            let measured = peer.measure(&args, &operator, cold_start, cold_calls).await?;
-            Against::Peer { subject, version, measured }
+            let (operator, cold_start, cold_calls, cold_meter) = peer.cold_start(&args).await?;
+            let measured = peer.measure(&args, &operator, cold_start, cold_calls, cold_meter).await?;
+            Against::Peer { subject, version, measured: Box::new(measured) }
         }
         _ => bed.naive(&args).await?,
     };

@@ -92,6 +92,10 @@ impl Proc {
         }
     }
 
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn stop(&mut self) {
         self.stdin.take();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -138,7 +142,8 @@ impl Emulator {
         Emulator::start_with(dir, &[])
     }
 
-    fn start_with(dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Emulator> {
+    /// Start a moto server in `dir` with `env` (see moto_rig.py).
+    pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Emulator> {
         std::fs::create_dir_all(dir)?;
         let tools = tools_dir();
         let mut cmd = Command::new(tools.join("venv/bin/python"));
@@ -149,6 +154,11 @@ impl Emulator {
             .current_dir(dir);
         let (proc, endpoint) = Proc::start(cmd, &dir.join("moto.log"), "moto (tests/support/moto_rig.py)")?;
         Ok(Emulator { _proc: proc, endpoint, dir: dir.to_path_buf() })
+    }
+
+    /// The emulator's process id (its CPU time is in `/proc/<pid>/stat`).
+    pub fn pid(&self) -> u32 {
+        self._proc.pid()
     }
 
     /// A Secrets Manager client for this emulator (region us-east-1, moto's test keys).
@@ -311,6 +321,11 @@ pub struct Rig {
 static RIG: OnceLock<Rig> = OnceLock::new();
 
 impl Rig {
+    /// The control plane's process id: kube-apiserver with etcd embedded.
+    pub fn control_plane_pid(&self) -> u32 {
+        self._control_plane.lock().map(|p| p.pid()).unwrap_or_else(|p| p.into_inner().pid())
+    }
+
     /// The rig of this test binary, started on first use.
     pub fn get() -> &'static Rig {
         RIG.get_or_init(|| match Rig::start() {
