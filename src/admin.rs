@@ -32,6 +32,11 @@ impl Readiness {
         crate::lock(&self.caches).insert(kind, true);
     }
 
+    /// Whether that controller's cache has synced.
+    pub fn synced(&self, kind: &str) -> bool {
+        crate::lock(&self.caches).get(kind).copied().unwrap_or(false)
+    }
+
     /// The leader state changed.
     pub fn set_role(&self, role: Role) {
         *crate::lock(&self.role) = role;

@@ -104,9 +104,17 @@ pub async fn run(
 /// ExternalSecrets that refresh: a sync-once one reads AWS at its own sync. A store that does not
 /// resolve yet is skipped (its ExternalSecrets fetch as they sync).
 async fn want_cold_start_values(reader: kube::runtime::reflector::Store<ExternalSecret>, ctx: Arc<Context>) {
-    if reader.wait_until_ready().await.is_err() {
-        return;
+    // The cache counts as synced once the first list is in it (bounded: a cold start that takes
+    // longer than this fetches as its syncs come).
+    let mut waits = 0;
+    while !ctx.readiness.synced(super::EXTERNAL_SECRET) {
+        waits += 1;
+        if waits > 600 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    tracing::debug!(externalsecrets = reader.state().len(), "cold start: first list in");
     let mut by_store: std::collections::HashMap<(String, StoreKind, String), Vec<String>> = Default::default();
     for es in reader.state() {
         if !matches!(es.spec.schedule(), Ok(Some(_))) {
@@ -118,8 +126,12 @@ async fn want_cold_start_values(reader: kube::runtime::reflector::Store<External
         by_store.entry((es.namespace().unwrap_or_default(), r.kind, r.name.clone())).or_default().extend(keys);
     }
     for ((ns, kind, name), keys) in by_store {
-        if let Ok(store) = ctx.stores.resolve(&ns, kind, &name).await {
-            ctx.fetcher.want(&store.id, &store.client, keys);
+        match ctx.stores.resolve(&ns, kind, &name).await {
+            Ok(store) => {
+                tracing::debug!(store = %store.id, values = keys.len(), "cold start: values wanted");
+                ctx.fetcher.want(&store.id, &store.client, keys);
+            }
+            Err(e) => tracing::debug!(namespace = ns, store = name, error = %e, "cold start: store not resolved"),
         }
     }
 }

@@ -430,6 +430,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cold_start_of_concurrent_syncs_behind_the_rate_limit_costs_about_one_call_per_20_values() {
+        let aws = Arc::new(FakeAws::default());
+        let keys: Vec<String> = (0..400).map(|i| format!("k{i:03}")).collect();
+        for k in &keys {
+            aws.put(k, "v");
+        }
+        let fetcher = Fetcher::new();
+        let store = store();
+        // The operator's defaults: 20 calls a second, a burst of 40.
+        let client = StoreClient::new(aws.clone(), Calls::new(Arc::new(Metrics::default()), "s".into(), 20.0, 40));
+        fetcher.want(&store, &client, keys.iter().cloned());
+        // 16 syncs at a time, 500 in all (a fifth of the secrets read twice), in another order.
+        let syncs = (0..500).map(|i| keys[(i * 7) % keys.len()].clone());
+        let started = Instant::now();
+        futures::StreamExt::for_each_concurrent(futures::stream::iter(syncs), 16, |k: String| {
+            let (fetcher, store, client) = (fetcher.clone(), store.clone(), client.clone());
+            async move {
+                let got = fetcher.fetch(&store, &client, &named(&[&k]), false).await;
+                assert_eq!(value(&got[&SourceRef::current(&k)]), "v");
+            }
+        })
+        .await;
+        let calls: usize = aws.calls().values().sum();
+        assert!(calls <= 30, "{calls} calls for 400 values ({:?}, {:?})", aws.calls(), started.elapsed());
+    }
+
+    #[tokio::test]
     async fn a_prefetched_value_is_not_used_once_its_stage_moved_and_a_failed_one_is_asked_again() {
         let aws = Arc::new(FakeAws::default());
         aws.put("a", "one");
