@@ -8,6 +8,7 @@
 //! detail that would quote one is withheld).
 
 mod funcs;
+mod pkcs12;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
@@ -558,6 +559,27 @@ mod tests {
         let r = apply0(&template(&[("copy", "{{ .bin }}"), ("b64", "{{ .bin | b64enc }}")]), d).unwrap_or_default();
         assert_eq!(r.data.get("copy"), Some(&raw));
         assert_eq!(text(&r, "b64"), "/wBhgA==");
+    }
+
+    #[test]
+    fn pkcs12_files_go_in_as_bytes_and_come_out_as_bytes() {
+        let p12 = SecretBytes::new(include_bytes!("template/testdata/p12-pbes2.p12").to_vec());
+        let pass = SecretBytes::new(b"p12-test-pass".to_vec());
+        let d: BTreeMap<String, SecretBytes> = [("p12".to_string(), p12), ("pass".to_string(), pass)].into();
+        let t = template(&[
+            ("tls.crt", "{{ .p12 | pkcs12certPass .pass }}"),
+            ("tls.key", "{{ .p12 | pkcs12keyPass .pass }}"),
+            (
+                "out.p12",
+                r#"{{ fullPemToPkcs12Pass (.p12 | pkcs12certPass .pass) (.p12 | pkcs12keyPass .pass) "x" | b64dec }}"#,
+            ),
+        ]);
+        let r = apply0(&t, d).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text(&r, "tls.crt"), include_str!("template/testdata/p12-chain.pem"));
+        assert_eq!(text(&r, "tls.key"), include_str!("template/testdata/p12-key.pem"));
+        let out = r.data.get("out.p12").map(|v| v.expose().to_vec()).unwrap_or_default();
+        let pfx = pkcs12::decode(&out, "x").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pfx.certs.len(), 3);
     }
 
     #[test]

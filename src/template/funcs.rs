@@ -50,6 +50,14 @@ pub const FUNCS: &[(&str, Func)] = &[
     ("filterCertChain", filter_cert_chain),
     ("jwkPublicKeyPem", jwk_public_key_pem),
     ("jwkPrivateKeyPem", jwk_private_key_pem),
+    ("pkcs12key", pkcs12_key),
+    ("pkcs12keyPass", pkcs12_key_pass),
+    ("pkcs12cert", pkcs12_cert),
+    ("pkcs12certPass", pkcs12_cert_pass),
+    ("pemToPkcs12", pem_to_pkcs12),
+    ("pemToPkcs12Pass", pem_to_pkcs12_pass),
+    ("fullPemToPkcs12", full_pem_to_pkcs12),
+    ("fullPemToPkcs12Pass", full_pem_to_pkcs12_pass),
 ];
 
 /// Bytes from 0x80 to 0xFF that are not part of UTF-8 text travel through templates as these
@@ -503,13 +511,13 @@ enum CertKind {
 }
 
 /// The DER inside a PEM block (header lines such as `Proc-Type:` skipped).
-fn pem_body(block: &str) -> Option<Vec<u8>> {
+pub(super) fn pem_body(block: &str) -> Option<Vec<u8>> {
     let lines: String = block.lines().filter(|l| !l.starts_with("-----") && !l.contains(':')).map(str::trim).collect();
     base64::engine::general_purpose::STANDARD.decode(lines).ok()
 }
 
 /// One DER element: (tag, contents, what follows).
-fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+pub(super) fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {
@@ -536,10 +544,19 @@ fn der_items(mut contents: &[u8]) -> Option<Vec<(u8, &[u8])>> {
     Some(items)
 }
 
-/// Reads a certificate's issuer, subject and basicConstraints' cA.
-fn cert_kind(cert: &[u8]) -> Option<CertKind> {
+/// What [`cert_kind`] and the PKCS#12 functions read of a certificate.
+pub(super) struct CertFields<'a> {
+    pub issuer: &'a [u8],
+    pub subject: &'a [u8],
+    /// subjectPublicKeyInfo's contents.
+    pub public_key: &'a [u8],
+    /// (OID contents, extnValue contents) of each extension.
+    pub extensions: Vec<(&'a [u8], &'a [u8])>,
+}
+
+/// A certificate's issuer, subject and extensions (`None`: not an X.509 certificate).
+pub(super) fn cert_fields(cert: &[u8]) -> Option<CertFields<'_>> {
     const SEQUENCE: u8 = 0x30;
-    const BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
     let (SEQUENCE, cert, _) = der(cert)? else { return None };
     let (SEQUENCE, tbs, _) = der(cert)? else { return None };
     let mut fields = der_items(tbs)?;
@@ -547,21 +564,37 @@ fn cert_kind(cert: &[u8]) -> Option<CertKind> {
         fields.remove(0);
     }
     // serial, signature, issuer, validity, subject, subjectPublicKeyInfo, then optional fields.
-    let (issuer, subject) = (fields.get(2)?.1, fields.get(4)?.1);
-    let mut is_ca = false;
-    if let Some((_, extensions)) = fields.iter().skip(6).find(|(tag, _)| *tag == 0xa3) {
-        let (SEQUENCE, list, _) = der(extensions)? else { return None };
+    if fields.len() < 6 || fields[1..6].iter().any(|(tag, _)| *tag != SEQUENCE) {
+        return None;
+    }
+    let (issuer, subject, public_key) = (fields[2].1, fields[4].1, fields[5].1);
+    let mut extensions = Vec::new();
+    if let Some((_, list)) = fields.iter().skip(6).find(|(tag, _)| *tag == 0xa3) {
+        let (SEQUENCE, list, _) = der(list)? else { return None };
         for (_, ext) in der_items(list)? {
             let parts = der_items(ext)?;
-            if parts.first().is_some_and(|(tag, oid)| *tag == 0x06 && *oid == BASIC_CONSTRAINTS) {
-                let (_, value) = parts.last()?;
-                let (SEQUENCE, constraints, _) = der(value)? else { return None };
-                is_ca =
-                    der_items(constraints)?.first().is_some_and(|(tag, v)| *tag == 0x01 && v.iter().any(|b| *b != 0));
+            match (parts.first(), parts.last()) {
+                (Some((0x06, oid)), Some((0x04, value))) => extensions.push((*oid, *value)),
+                _ => return None,
             }
         }
     }
-    Some(match (is_ca, issuer == subject) {
+    Some(CertFields { issuer, subject, public_key, extensions })
+}
+
+/// Reads a certificate's issuer, subject and basicConstraints' cA.
+fn cert_kind(cert: &[u8]) -> Option<CertKind> {
+    const SEQUENCE: u8 = 0x30;
+    const BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
+    let fields = cert_fields(cert)?;
+    let mut is_ca = false;
+    for (oid, value) in &fields.extensions {
+        if *oid == BASIC_CONSTRAINTS {
+            let (SEQUENCE, constraints, _) = der(value)? else { return None };
+            is_ca = der_items(constraints)?.first().is_some_and(|(tag, v)| *tag == 0x01 && v.iter().any(|b| *b != 0));
+        }
+    }
+    Some(match (is_ca, fields.issuer == fields.subject) {
         (false, _) => CertKind::Leaf,
         (true, true) => CertKind::Root,
         (true, false) => CertKind::Intermediate,
@@ -618,13 +651,118 @@ fn jwk_private_key_pem(args: &[Value]) -> Result<Value, FuncError> {
     produce(Value::from(pem_encode("PRIVATE KEY", &pkcs8)))
 }
 
+/// The PKCS#12 file (its bytes) of `pkcs12key INPUT` / `pkcs12keyPass PASS INPUT` and the cert
+/// forms, decoded with the password (empty without one).
+fn pkcs12_input(name: &str, args: &[Value], with_password: bool) -> Result<super::pkcs12::Pfx, FuncError> {
+    let (password, input) = if with_password {
+        let (password, input) = two_strings(name, args)?;
+        (go_string(&password), input)
+    } else {
+        arity(name, args, 1)?;
+        (String::new(), text(&args[0]))
+    };
+    super::pkcs12::decode(&text_to_bytes(&input), &password).map_err(|e| fail(format!("{name}: {e}")))
+}
+
+/// A template string as Go's string of the same bytes reads as text (a byte that is not UTF-8 is
+/// U+FFFD): how go-pkcs12 turns a password into UTF-16.
+fn go_string(s: &str) -> String {
+    String::from_utf8_lossy(&text_to_bytes(s)).into_owned()
+}
+
+fn pkcs12_key_of(name: &str, args: &[Value], with_password: bool) -> Result<Value, FuncError> {
+    let pfx = pkcs12_input(name, args, with_password)?;
+    produce(Value::from(pem_encode("PRIVATE KEY", &pfx.key)))
+}
+
+/// `pkcs12key INPUT`: the private key of a PKCS#12 file without a password as a PKCS#8 `PRIVATE
+/// KEY` PEM block.
+fn pkcs12_key(args: &[Value]) -> Result<Value, FuncError> {
+    pkcs12_key_of("pkcs12key", args, false)
+}
+
+/// `pkcs12keyPass PASS INPUT`: the same for a file with a password.
+fn pkcs12_key_pass(args: &[Value]) -> Result<Value, FuncError> {
+    pkcs12_key_of("pkcs12keyPass", args, true)
+}
+
+/// The certificates as External Secrets gives them: `CERTIFICATE` blocks in the order
+/// [`super::pkcs12::eso_chain_order`] finds (from the one no other certificate names as its issuer,
+/// up), or else as the file has them (the first, the leaf, then the others).
+fn pkcs12_cert_of(name: &str, args: &[Value], with_password: bool) -> Result<Value, FuncError> {
+    let pfx = pkcs12_input(name, args, with_password)?;
+    let order = super::pkcs12::eso_chain_order(&pfx.certs).unwrap_or_else(|| (0..pfx.certs.len()).collect());
+    let pem: String =
+        order.into_iter().filter_map(|i| pfx.certs.get(i)).map(|c| pem_encode("CERTIFICATE", c)).collect();
+    produce(Value::from(pem))
+}
+
+/// `pkcs12cert INPUT`: the certificates of a PKCS#12 file without a password.
+fn pkcs12_cert(args: &[Value]) -> Result<Value, FuncError> {
+    pkcs12_cert_of("pkcs12cert", args, false)
+}
+
+/// `pkcs12certPass PASS INPUT`: the same for a file with a password.
+fn pkcs12_cert_pass(args: &[Value]) -> Result<Value, FuncError> {
+    pkcs12_cert_of("pkcs12certPass", args, true)
+}
+
+/// `pemToPkcs12 CERT KEY` and its forms: a PKCS#12 file, base64 (as External Secrets gives it; `|
+/// b64dec` for the file's bytes), of the first PEM block of CERT (and with `full` the certificates
+/// after it, as the chain) and the first PEM block of KEY (PKCS#1, PKCS#8 or SEC 1). The same
+/// inputs give the same file.
+fn pem_to_pkcs12_of(name: &str, args: &[Value], full: bool, with_password: bool) -> Result<Value, FuncError> {
+    arity(name, args, if with_password { 3 } else { 2 })?;
+    let (cert, key) = (text(&args[0]), text(&args[1]));
+    let password = args.get(2).map(|p| go_string(&text(p))).unwrap_or_default();
+    let blocks: Vec<Vec<u8>> = pem_blocks(&cert).into_iter().filter_map(|(_, b)| pem_body(b)).collect();
+    let Some(leaf) = blocks.first() else {
+        return Err(fail(format!("{name}: the certificate is not PEM")));
+    };
+    let certs = if full { blocks.as_slice() } else { &blocks[..1] };
+    if let Some(i) = certs.iter().position(|c| !super::pkcs12::is_certificate(c)) {
+        let which = if i == 0 { "the certificate".to_string() } else { format!("certificate {} of the chain", i) };
+        return Err(fail(format!("{name}: {which} is not an X.509 certificate")));
+    }
+    let key_der = pem_blocks(&key)
+        .first()
+        .and_then(|(_, b)| pem_body(b))
+        .ok_or_else(|| fail(format!("{name}: the private key is not PEM")))?;
+    let pkcs8 = super::pkcs12::private_key_pkcs8(&key_der, leaf).map_err(|e| fail(format!("{name}: {e}")))?;
+    let pfx = super::pkcs12::encode(&pkcs8, certs, &password).map_err(|e| fail(format!("{name}: {e}")))?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pfx);
+    if b64.len() > super::MAX_VALUE {
+        return Err(fail(format!("{name}: the result would be larger than a Secret can hold")));
+    }
+    produce(Value::from(b64))
+}
+
+fn pem_to_pkcs12(args: &[Value]) -> Result<Value, FuncError> {
+    pem_to_pkcs12_of("pemToPkcs12", args, false, false)
+}
+
+/// `pemToPkcs12Pass CERT KEY PASS`.
+fn pem_to_pkcs12_pass(args: &[Value]) -> Result<Value, FuncError> {
+    pem_to_pkcs12_of("pemToPkcs12Pass", args, false, true)
+}
+
+/// `fullPemToPkcs12 CERT KEY`: CERT's further certificates go in as the chain.
+fn full_pem_to_pkcs12(args: &[Value]) -> Result<Value, FuncError> {
+    pem_to_pkcs12_of("fullPemToPkcs12", args, true, false)
+}
+
+/// `fullPemToPkcs12Pass CERT KEY PASS`.
+fn full_pem_to_pkcs12_pass(args: &[Value]) -> Result<Value, FuncError> {
+    pem_to_pkcs12_of("fullPemToPkcs12Pass", args, true, true)
+}
+
 /// OIDs and NULL, DER-encoded whole.
-const RSA_ENCRYPTION: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-const EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
-const P521: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
-const ED25519: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+pub(super) const RSA_ENCRYPTION: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+pub(super) const EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+pub(super) const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+pub(super) const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+pub(super) const P521: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
+pub(super) const ED25519: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 const DER_NULL: &[u8] = &[0x05, 0x00];
 
 /// A JSON Web Key's members, read by name; errors name the function and the member.
@@ -680,7 +818,7 @@ impl Jwk {
     }
 }
 
-fn der_tlv(tag: u8, contents: &[u8]) -> Vec<u8> {
+pub(super) fn der_tlv(tag: u8, contents: &[u8]) -> Vec<u8> {
     let len = contents.len();
     let mut out = vec![tag];
     if len < 0x80 {
@@ -694,12 +832,12 @@ fn der_tlv(tag: u8, contents: &[u8]) -> Vec<u8> {
     out
 }
 
-fn der_seq(items: &[Vec<u8>]) -> Vec<u8> {
+pub(super) fn der_seq(items: &[Vec<u8>]) -> Vec<u8> {
     der_tlv(0x30, &items.concat())
 }
 
 /// An INTEGER from a big-endian unsigned magnitude.
-fn der_uint(magnitude: &[u8]) -> Vec<u8> {
+pub(super) fn der_uint(magnitude: &[u8]) -> Vec<u8> {
     let trimmed: Vec<u8> = magnitude.iter().copied().skip_while(|b| *b == 0).collect();
     let body = match trimmed.first() {
         None => vec![0],
@@ -715,14 +853,14 @@ fn der_bits(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// A PEM block as Go's `pem.EncodeToMemory` writes it: 64-character lines, ending in a newline.
-fn pem_encode(label: &str, der: &[u8]) -> String {
+pub(super) fn pem_encode(label: &str, der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let lines: Vec<&str> = b64.as_bytes().chunks(64).filter_map(|c| std::str::from_utf8(c).ok()).collect();
     format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
 }
 
 /// (label, whole block from BEGIN to END line) for each well-formed PEM block.
-fn pem_blocks(s: &str) -> Vec<(&str, &str)> {
+pub(super) fn pem_blocks(s: &str) -> Vec<(&str, &str)> {
     let mut out = Vec::new();
     let mut rest = s;
     while let Some(start) = rest.find("-----BEGIN ") {
