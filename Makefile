@@ -37,10 +37,11 @@ demo: tools
 # `make bench ARGS='--es 10000'` for the large run; see benches/harness.rs for the flags.
 # `make bench ARGS='--peer eso'` (or `make bench-eso`) also builds External Secrets Operator into
 # .tools/eso-<version>/ (`tools.sh eso`, stamped) and measures it beside Lockstep; nothing else
-# builds ESO.
+# builds ESO. The rig writes a metadata-only audit log for it (LOCKSTEP_RIG_AUDIT=1), from which
+# the table counts the operator's own apiserver requests (by User-Agent).
 bench: tools
 	$(if $(findstring --peer eso,$(ARGS)),bash tests/support/tools.sh eso)
-	cargo bench --locked --bench harness -- $(ARGS)
+	LOCKSTEP_RIG_AUDIT=1 cargo bench --locked --bench harness -- $(ARGS)
 
 bench-eso:
 	$(MAKE) bench ARGS='--peer eso $(ARGS)'

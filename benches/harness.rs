@@ -306,13 +306,64 @@ fn usage(pid: u32) -> anyhow::Result<Usage> {
 
 /// What a phase cost the whole rig: CPU seconds of the operator, the control plane (kube-apiserver
 /// with etcd embedded, one process) and the emulator, and the requests the apiserver served
-/// (`apiserver_request_total` without WATCH; the harness's own few list/watch calls included).
-#[derive(Clone, Copy, Default)]
+/// (`apiserver_request_total` without WATCH; the harness's own few list/watch calls included), in
+/// all and by verb and resource.
+#[derive(Clone, Default)]
 struct Meter {
     operator: f64,
     control_plane: f64,
     emulator: f64,
     requests: f64,
+    /// `VERB resource[/subresource]` to requests.
+    by: BTreeMap<String, f64>,
+    /// Where the rig's audit log (`LOCKSTEP_RIG_AUDIT=1`, as `make bench` runs) ended when read;
+    /// after [`Meter::since`], the requests in between by who made them (see [`client_of`]).
+    audit_end: u64,
+    clients: Option<BTreeMap<&'static str, f64>>,
+}
+
+/// The rig's audit log, when it writes one.
+fn audit_log() -> Option<std::path::PathBuf> {
+    Some(Rig::get().dir.join("audit.log")).filter(|p| p.exists())
+}
+
+/// Who made a request, by its User-Agent: the measured operator (Lockstep's `lockstep/<version>`,
+/// ESO's `external-secrets/...`), the rig's kube-controller-manager (garbage collection GETs the
+/// owner of every new owned Secret), the apiserver itself, or the rest (the harness).
+fn client_of(user_agent: &str) -> &'static str {
+    if user_agent.starts_with("lockstep/") || user_agent.starts_with("external-secrets") {
+        "operator"
+    } else if user_agent.starts_with("kube-controller-manager") {
+        "controller-manager"
+    } else if user_agent.starts_with("kube-apiserver") {
+        "apiserver"
+    } else {
+        "harness"
+    }
+}
+
+/// The completed non-watch requests in the audit log between byte offsets `from` and `to`, by
+/// [`client_of`].
+fn audit_clients(from: u64, to: u64) -> anyhow::Result<Option<BTreeMap<&'static str, f64>>> {
+    use std::io::{BufRead, Seek};
+    let Some(path) = audit_log() else { return Ok(None) };
+    let mut file = std::fs::File::open(path)?;
+    file.seek(std::io::SeekFrom::Start(from))?;
+    let mut by = BTreeMap::new();
+    let mut at = from;
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line?;
+        at += line.len() as u64 + 1;
+        if at > to {
+            break;
+        }
+        let Ok(entry) = serde_json::from_str::<Value>(&line) else { continue };
+        if entry["stage"] != "ResponseComplete" || entry["verb"] == "watch" {
+            continue;
+        }
+        *by.entry(client_of(entry["userAgent"].as_str().unwrap_or_default())).or_default() += 1.0;
+    }
+    Ok(Some(by))
 }
 
 impl Meter {
@@ -320,11 +371,23 @@ impl Meter {
     async fn read(kube: &Client, emu: &Emulator, operator: Option<u32>) -> anyhow::Result<Meter> {
         let request = http::Request::get("/metrics").body(Vec::new())?;
         let metrics = lockstep_rig::http::Metrics::parse(kube.request_text(request).await?);
-        let requests = metrics
-            .samples("apiserver_request_total", &[])
-            .filter(|s| s.labels.get("verb").is_none_or(|v| v != "WATCH"))
-            .map(|s| s.value)
-            .sum();
+        let mut by = BTreeMap::<String, f64>::new();
+        for s in metrics.samples("apiserver_request_total", &[]) {
+            let label = |k: &str| s.labels.get(k).map(String::as_str).unwrap_or_default();
+            if label("verb") == "WATCH" {
+                continue;
+            }
+            let sub = match label("subresource") {
+                "" => String::new(),
+                sub => format!("/{sub}"),
+            };
+            *by.entry(format!("{} {}{sub}", label("verb"), label("resource"))).or_default() += s.value;
+        }
+        let requests = by.values().sum();
+        let audit_end = match audit_log() {
+            Some(path) => std::fs::metadata(path)?.len(),
+            None => 0,
+        };
         Ok(Meter {
             operator: match operator {
                 Some(pid) => usage(pid)?.cpu_seconds,
@@ -333,6 +396,9 @@ impl Meter {
             control_plane: usage(Rig::get().control_plane_pid())?.cpu_seconds,
             emulator: usage(emu.pid())?.cpu_seconds,
             requests,
+            by,
+            audit_end,
+            clients: None,
         })
     }
 
@@ -342,7 +408,42 @@ impl Meter {
             control_plane: self.control_plane - before.control_plane,
             emulator: self.emulator - before.emulator,
             requests: self.requests - before.requests,
+            by: self
+                .by
+                .iter()
+                .map(|(k, v)| (k.clone(), v - before.by.get(k).copied().unwrap_or_default()))
+                .filter(|(_, v)| *v > 0.0)
+                .collect(),
+            audit_end: self.audit_end,
+            clients: audit_clients(before.audit_end, self.audit_end).ok().flatten(),
         }
+    }
+
+    /// The measured operator's own requests (from the audit log), else every request.
+    fn operator_requests(&self) -> f64 {
+        match &self.clients {
+            Some(by) => by.get("operator").copied().unwrap_or_default(),
+            None => self.requests,
+        }
+    }
+
+    /// "operator N, controller-manager N, ..." from the audit log, or nothing without one.
+    fn by_client(&self) -> String {
+        match &self.clients {
+            Some(by) => {
+                let shown: Vec<String> = by.iter().map(|(k, v)| format!("{k} {v:.0}")).collect();
+                format!("; by client: {}", shown.join(", "))
+            }
+            None => String::new(),
+        }
+    }
+
+    /// The requests by verb and resource, most first (the first `n`).
+    fn top(&self, n: usize) -> String {
+        let mut by: Vec<(&String, &f64)> = self.by.iter().collect();
+        by.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+        let shown: Vec<String> = by.iter().take(n).map(|(k, v)| format!("{k} {v:.0}")).collect();
+        shown.join(", ")
     }
 }
 
@@ -479,8 +580,13 @@ impl Measured {
         for (phase, m) in phases {
             let _ = writeln!(
                 s,
-                "- {who}{phase}: operator {:.1}, control plane {:.1}, emulator {:.1}; {:.0} apiserver requests",
-                m.operator, m.control_plane, m.emulator, m.requests
+                "- {who}{phase}: operator {:.1}, control plane {:.1}, emulator {:.1}; {:.0} apiserver requests ({}){}",
+                m.operator,
+                m.control_plane,
+                m.emulator,
+                m.requests,
+                m.top(6),
+                m.by_client()
             );
         }
     }
@@ -495,8 +601,11 @@ impl Measured {
             ("resident memory at steady state, KiB", self.steady_rss_mib() * 1024.0 / n),
             ("operator CPU in the cold start, ms", self.cold_meter.operator * 1000.0 / n),
             ("operator CPU per hour at steady state, ms", self.steady_meter.operator * hour * 1000.0 / n),
-            ("apiserver requests in the cold start", self.cold_meter.requests / n),
-            ("apiserver requests per refresh, nothing changed", self.steady_meter.requests / refreshes / n),
+            ("operator's apiserver requests in the cold start", self.cold_meter.operator_requests() / n),
+            (
+                "operator's apiserver requests per refresh, nothing changed",
+                self.steady_meter.operator_requests() / refreshes / n,
+            ),
             ("AWS calls in the cold start", total(&self.cold_calls) as f64 / n),
             ("AWS calls per hour at steady state", self.per_hour(args) / n),
         ]

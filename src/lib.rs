@@ -44,6 +44,16 @@ pub const SOURCE_VERSIONS_ANNOTATION: &str = "lockstep.dev/source-versions";
 /// edit of one is then a change the fast path sees).
 pub const TEMPLATE_INPUTS_ANNOTATION: &str = "lockstep.dev/template-inputs";
 
+/// The User-Agent of every request to the apiserver (`lockstep/<version>`), so an audit log or an
+/// apiserver's request metrics tell this operator's requests from other clients'.
+pub const USER_AGENT: &str = concat!("lockstep/", env!("CARGO_PKG_VERSION"));
+
+/// `config` with Lockstep's [`USER_AGENT`] on every request.
+pub fn with_user_agent(mut config: kube::Config) -> kube::Config {
+    config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(USER_AGENT)));
+    config
+}
+
 /// A mutex's guard; a poisoned mutex (a panic while it was held) is used as it is: every value
 /// guarded here stays consistent between statements, and release builds abort on panic anyway.
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -183,7 +183,9 @@ async fn people(command: impl Future<Output = Result<u8, cli::CliError>>) -> Exi
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(&args.log_level, args.log_format.into())?;
     let client =
-        Client::try_default().await.context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?;
+        async { Ok::<_, anyhow::Error>(Client::try_from(lockstep::with_user_agent(kube::Config::infer().await?))?) }
+            .await
+            .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?;
     check_crds(&client, args.namespace.as_deref()).await?;
     let elector = match args.leader_elect {
         true => Some(Elector::new(client.clone(), lease_config(&args)?)),

@@ -88,7 +88,7 @@ impl Cluster {
             None => Config::infer().await.map_err(|e| CliError::Config(e.to_string()))?,
         };
         let namespace = self.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
-        let client = Client::try_from(config)?;
+        let client = Client::try_from(crate::with_user_agent(config))?;
         Ok((client, namespace))
     }
 }

@@ -13,6 +13,7 @@ mod external_secret;
 mod fetcher;
 mod poller;
 pub mod provision;
+mod recorder;
 pub mod restart;
 mod run;
 mod store;
@@ -29,7 +30,6 @@ use futures::StreamExt;
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::controller::Controller;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
 
 use crate::admin::Readiness;
@@ -46,7 +46,7 @@ pub use stores::{AwsRate, ResolvedStore, Store, StoreCacheWriters, Stores};
 pub struct Context {
     pub client: Client,
     /// One per process, so Events aggregate.
-    pub recorder: Recorder,
+    pub recorder: recorder::Recorder,
     pub metrics: Arc<Metrics>,
     /// `--namespace`: watch only this namespace.
     pub namespace: Option<String>,
@@ -127,7 +127,6 @@ impl Context {
             readiness.expect_cache(store::controller_name(StoreKind::ClusterSecretStore));
             readiness.expect_cache(CLUSTER_EXTERNAL_SECRET);
         }
-        let reporter = Reporter { controller: crate::MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         let (tx, triggers) = tokio::sync::mpsc::unbounded_channel();
         let fetcher = fetcher::Fetcher::new();
         let (stores, store_caches) = Stores::new(client.clone(), metrics.clone(), rate, fetcher.clone());
@@ -135,7 +134,7 @@ impl Context {
             pollers: poller::Pollers::new(tx, fetcher.clone(), metrics.clone()),
             fetcher,
             stores,
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: recorder::Recorder::new(client.clone(), crate::MANAGER, std::env::var("POD_NAME").ok()),
             client,
             metrics,
             readiness,

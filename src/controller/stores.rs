@@ -316,6 +316,13 @@ impl Stores {
         self.read_or_kept(&self.targets, namespace, name, version, TargetView::of).await
     }
 
+    /// Keep the view of a target Secret as this process just wrote it (the apiserver's answer to
+    /// the apply), so that the reconcile its own write triggers serves it from the view once the
+    /// watch shows that resource version, instead of reading it back.
+    pub fn keep_target(&self, namespace: &str, name: &str, written: &Secret) {
+        lock(&self.targets).insert((namespace.to_string(), name.to_string()), TargetView::of(written));
+    }
+
     /// Secret `name` of `namespace`: what `keep` made of it when it was last read, while the watch
     /// shows the resource version (`version`) it was read at; else read from the apiserver, and
     /// kept only when the watch covers it (nothing else would say when it changed).

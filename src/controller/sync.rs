@@ -205,7 +205,9 @@ async fn apply(es: &ExternalSecret, ctx: &Context, existing: Option<&Secret>, de
     let data_changed = match target::plan(es, existing, &desired)? {
         Plan::Keep => false,
         Plan::Apply { secret, data_changed } => {
-            secrets(es, ctx).patch(es.target_name(), &write::apply_params(), &Patch::Apply(&*secret)).await?;
+            let written =
+                secrets(es, ctx).patch(es.target_name(), &write::apply_params(), &Patch::Apply(&*secret)).await?;
+            ctx.stores.keep_target(&es.namespace().unwrap_or_default(), es.target_name(), &written);
             info!(secret = %es.target_name(), "applied Secret");
             data_changed
         }

@@ -146,22 +146,46 @@ pub fn still_current(
     intact.then_some(Kept { hash })
 }
 
-/// What the fast path needs of the target Secret: its metadata (no data), and whether its data
-/// matched its hash annotation when it was read. The same resource version is the same data, so a
-/// view kept while the watch shows that resource version answers without reading the Secret.
+/// What the fast path needs of the target Secret: the parts of its metadata [`still_current`]
+/// reads (resource version, our label, `lockstep.dev/` annotations, controller owner
+/// references), and whether its data matched its hash annotation when it was read. The same
+/// resource version is the same data, so a view kept while the watch shows that resource version
+/// answers without reading the Secret. One is kept per target, so it holds nothing else.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TargetView {
-    /// The Secret without its data.
-    pub secret: Secret,
+    /// The Secret with only that metadata, and no data.
+    pub secret: Box<Secret>,
     pub data_matches_hash: bool,
 }
 
 impl TargetView {
     pub fn of(secret: &Secret) -> Self {
         let data_matches_hash = hash_of(secret) == Some(data_hash(&data_of(secret)).as_str());
-        let mut meta = secret.metadata.clone();
-        meta.managed_fields = None;
-        Self { secret: Secret { metadata: meta, type_: secret.type_.clone(), ..Default::default() }, data_matches_hash }
+        let meta = &secret.metadata;
+        let labels: BTreeMap<String, String> = meta
+            .labels
+            .iter()
+            .flatten()
+            .filter(|(k, _)| *k == MANAGED_BY_LABEL)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let annotations: BTreeMap<String, String> = meta
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with("lockstep.dev/"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let controllers: Vec<_> =
+            meta.owner_references.iter().flatten().filter(|o| o.controller == Some(true)).cloned().collect();
+        let metadata = ObjectMeta {
+            resource_version: meta.resource_version.clone(),
+            labels: (!labels.is_empty()).then_some(labels),
+            annotations: meta.annotations.as_ref().map(|_| annotations),
+            owner_references: (!controllers.is_empty()).then_some(controllers),
+            ..Default::default()
+        };
+        Self { secret: Box::new(Secret { metadata, ..Default::default() }), data_matches_hash }
     }
 }
 

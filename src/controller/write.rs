@@ -1,7 +1,7 @@
 //! The ways this operator writes: server-side apply with field manager `lockstep`, and Events.
 
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -35,14 +35,10 @@ pub async fn event<K: Resource<DynamicType = ()>>(
     reason: &str,
     note: &str,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Sync".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+    let note: String = note.chars().take(1000).collect();
+    let regarding = obj.object_ref(&());
+    let event = super::recorder::Published { type_, reason, action: "Sync", note: &note, regarding: &regarding };
+    if let Err(e) = ctx.recorder.publish(&event).await {
         tracing::warn!(error = %e, "could not publish event");
     }
 }

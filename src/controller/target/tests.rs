@@ -338,3 +338,123 @@ fn the_external_secrets_own_metadata_is_copied_unless_the_template_has_metadata(
     assert!(labels.contains_key("from-template"), "template metadata applies under Merge too");
     assert!(!labels.contains_key(MANAGED_BY_LABEL), "never our label under Merge");
 }
+
+/// The view keeps only part of the metadata: for every kind of change to a target's metadata,
+/// the fast path answers from it exactly as it would from the whole Secret.
+#[test]
+fn the_slim_view_answers_as_the_whole_metadata_would() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    let sources = [SourceRef::current("db")];
+    let live = |_: &SourceRef| Some("v1".to_string());
+    let (e, secret) = synced();
+    let whole = |s: &Secret| {
+        let mut meta = s.metadata.clone();
+        meta.managed_fields = None;
+        let data_matches_hash = TargetView::of(s).data_matches_hash;
+        TargetView {
+            secret: Box::new(Secret { metadata: meta, type_: s.type_.clone(), ..Default::default() }),
+            data_matches_hash,
+        }
+    };
+    let owner = |kind: &str, name: &str, controller: Option<bool>| OwnerReference {
+        api_version: "v1".into(),
+        kind: kind.into(),
+        name: name.into(),
+        uid: "u".into(),
+        controller,
+        ..Default::default()
+    };
+    type Edit = Box<dyn Fn(&mut Secret)>;
+    let edits: Vec<(&str, Edit)> = vec![
+        ("unchanged", Box::new(|_| {})),
+        (
+            "another label",
+            Box::new(|s| drop(s.metadata.labels.get_or_insert_default().insert("team".into(), "a".into()))),
+        ),
+        ("our label removed", Box::new(|s| drop(s.metadata.labels.as_mut().map(|l| l.remove(MANAGED_BY_LABEL))))),
+        (
+            "our label changed",
+            Box::new(|s| {
+                drop(s.metadata.labels.get_or_insert_default().insert(MANAGED_BY_LABEL.into(), "helm".into()))
+            }),
+        ),
+        ("no labels", Box::new(|s| s.metadata.labels = None)),
+        (
+            "another annotation",
+            Box::new(|s| drop(s.metadata.annotations.get_or_insert_default().insert("x".into(), "y".into()))),
+        ),
+        ("no annotations", Box::new(|s| s.metadata.annotations = None)),
+        (
+            "hash changed",
+            Box::new(|s| {
+                drop(s.metadata.annotations.get_or_insert_default().insert(DATA_HASH_ANNOTATION.into(), "h".into()))
+            }),
+        ),
+        (
+            "versions changed",
+            Box::new(|s| {
+                drop(
+                    s.metadata
+                        .annotations
+                        .get_or_insert_default()
+                        .insert(SOURCE_VERSIONS_ANNOTATION.into(), "db=v0".into()),
+                )
+            }),
+        ),
+        (
+            "owner annotation changed",
+            Box::new(|s| {
+                drop(
+                    s.metadata
+                        .annotations
+                        .get_or_insert_default()
+                        .insert(super::OWNER_ANNOTATION.into(), "other".into()),
+                )
+            }),
+        ),
+        (
+            "template inputs added",
+            Box::new(|s| {
+                drop(
+                    s.metadata
+                        .annotations
+                        .get_or_insert_default()
+                        .insert(TEMPLATE_INPUTS_ANNOTATION.into(), "t".into()),
+                )
+            }),
+        ),
+        (
+            "a foreign controller",
+            Box::new(move |s| s.metadata.owner_references = Some(vec![owner("Deployment", "web", Some(true))])),
+        ),
+        (
+            "another ExternalSecret controls it",
+            Box::new(move |s| s.metadata.owner_references = Some(vec![owner("ExternalSecret", "other", Some(true))])),
+        ),
+        (
+            "a non-controller owner",
+            Box::new(move |s| s.metadata.owner_references = Some(vec![owner("Deployment", "web", None)])),
+        ),
+        ("no owners", Box::new(|s| s.metadata.owner_references = None)),
+        (
+            "data edited",
+            Box::new(|s| {
+                drop(s.data.get_or_insert_default().insert("password".into(), k8s_openapi::ByteString(b"x".to_vec())))
+            }),
+        ),
+        ("new resource version", Box::new(|s| s.metadata.resource_version = Some("99".into()))),
+    ];
+    let mut answers = std::collections::BTreeSet::new();
+    for (what, edit) in &edits {
+        let mut s = secret.clone();
+        edit(&mut s);
+        for inputs in [None, Some("t")] {
+            let slim = still_current(&e, &sources, live, inputs, Some(&TargetView::of(&s)));
+            let full = still_current(&e, &sources, live, inputs, Some(&whole(&s)));
+            assert_eq!(slim, full, "{what}, template inputs {inputs:?}");
+            answers.insert(slim.is_some());
+        }
+        assert_eq!(TargetView::of(&s).secret.metadata.resource_version, s.metadata.resource_version, "{what}");
+    }
+    assert_eq!(answers.len(), 2, "the table has changes the fast path takes and changes it refuses");
+}

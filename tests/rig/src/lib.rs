@@ -347,6 +347,15 @@ impl Rig {
         if kcm.exists() {
             cmd.env("RIG_CONTROLLER_MANAGER", &kcm);
         }
+        // `LOCKSTEP_RIG_AUDIT=1`: a metadata-only audit log of every request (who, verb, object),
+        // `audit.log` in the rig's folder, for finding out who makes the requests a benchmark counts.
+        if std::env::var_os("LOCKSTEP_RIG_AUDIT").is_some() {
+            let policy = dir.join("audit-policy.yaml");
+            std::fs::write(&policy, "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n")?;
+            cmd.arg(format!("--audit-policy-file={}", policy.display()))
+                .arg(format!("--audit-log-path={}", dir.join("audit.log").display()))
+                .arg("--audit-log-format=json");
+        }
         // The emulator starts while the control plane boots.
         let emu = std::thread::spawn({
             let d = dir.join("moto");
