@@ -312,7 +312,7 @@ impl Stores {
     /// A target Secret: its view (no data) while the watch shows the resource version it was read
     /// at, else read from the apiserver.
     pub async fn target(&self, namespace: &str, name: &str) -> Result<Target> {
-        let version = |v: &TargetView| v.secret.metadata.resource_version.clone();
+        let version = TargetView::resource_version;
         self.read_or_kept(&self.targets, namespace, name, version, TargetView::of).await
     }
 

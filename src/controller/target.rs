@@ -111,9 +111,20 @@ pub fn still_current(
     inputs: Option<&str>,
     existing: Option<&TargetView>,
 ) -> Option<Kept> {
-    let status = es.status.as_ref()?;
     let view = existing?;
-    let secret = &view.secret;
+    current_with(es, sources, live, inputs, &view.secret(), view.data_matches_hash)
+}
+
+/// [`still_current`] on the Secret's metadata (`secret`) and whether its data matched its hash.
+fn current_with(
+    es: &ExternalSecret,
+    sources: &[SourceRef],
+    live: impl Fn(&SourceRef) -> Option<String>,
+    inputs: Option<&str>,
+    secret: &Secret,
+    data_matches_hash: bool,
+) -> Option<Kept> {
+    let status = es.status.as_ref()?;
     let policy = es.spec.target.creation_policy;
     let settled = matches!(policy, CreationPolicy::Owner | CreationPolicy::Orphan)
         && status.observed_generation == es.metadata.generation
@@ -139,7 +150,7 @@ pub fn still_current(
     }
     let annotations = secret.metadata.annotations.as_ref()?;
     let hash = hash_of(secret)?.to_string();
-    let intact = view.data_matches_hash
+    let intact = data_matches_hash
         && is_ours(secret, es)
         && annotations.get(SOURCE_VERSIONS_ANNOTATION) == Some(&versions_annotation(&status.sources))
         && annotations.get(TEMPLATE_INPUTS_ANNOTATION).map(String::as_str) == inputs;
@@ -153,8 +164,13 @@ pub fn still_current(
 /// answers without reading the Secret. One is kept per target, so it holds nothing else.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TargetView {
-    /// The Secret with only that metadata, and no data.
-    pub secret: Box<Secret>,
+    resource_version: Option<String>,
+    /// The value of our managed-by label.
+    managed_by: Option<String>,
+    /// The `lockstep.dev/` annotations (None: the Secret had no annotations at all).
+    annotations: Option<Box<[(String, String)]>>,
+    /// Its controller owner references.
+    controllers: Box<[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference]>,
     pub data_matches_hash: bool,
 }
 
@@ -162,30 +178,36 @@ impl TargetView {
     pub fn of(secret: &Secret) -> Self {
         let data_matches_hash = hash_of(secret) == Some(data_hash(&data_of(secret)).as_str());
         let meta = &secret.metadata;
-        let labels: BTreeMap<String, String> = meta
-            .labels
-            .iter()
-            .flatten()
-            .filter(|(k, _)| *k == MANAGED_BY_LABEL)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let annotations: BTreeMap<String, String> = meta
-            .annotations
-            .iter()
-            .flatten()
-            .filter(|(k, _)| k.starts_with("lockstep.dev/"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let controllers: Vec<_> =
-            meta.owner_references.iter().flatten().filter(|o| o.controller == Some(true)).cloned().collect();
-        let metadata = ObjectMeta {
+        let ours = |(k, v): (&String, &String)| k.starts_with("lockstep.dev/").then(|| (k.clone(), v.clone()));
+        Self {
             resource_version: meta.resource_version.clone(),
-            labels: (!labels.is_empty()).then_some(labels),
-            annotations: meta.annotations.as_ref().map(|_| annotations),
-            owner_references: (!controllers.is_empty()).then_some(controllers),
+            managed_by: meta.labels.as_ref().and_then(|l| l.get(MANAGED_BY_LABEL)).cloned(),
+            annotations: meta.annotations.as_ref().map(|a| a.iter().filter_map(ours).collect()),
+            controllers: meta
+                .owner_references
+                .iter()
+                .flatten()
+                .filter(|o| o.controller == Some(true))
+                .cloned()
+                .collect(),
+            data_matches_hash,
+        }
+    }
+
+    pub fn resource_version(&self) -> Option<String> {
+        self.resource_version.clone()
+    }
+
+    /// The Secret as far as the fast path reads it: that metadata, no data.
+    pub fn secret(&self) -> Secret {
+        let metadata = ObjectMeta {
+            resource_version: self.resource_version.clone(),
+            labels: self.managed_by.as_ref().map(|v| [(MANAGED_BY_LABEL.to_string(), v.clone())].into()),
+            annotations: self.annotations.as_ref().map(|a| a.iter().cloned().collect()),
+            owner_references: (!self.controllers.is_empty()).then(|| self.controllers.to_vec()),
             ..Default::default()
         };
-        Self { secret: Box::new(Secret { metadata, ..Default::default() }), data_matches_hash }
+        Secret { metadata, ..Default::default() }
     }
 }
 

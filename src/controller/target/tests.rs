@@ -347,15 +347,6 @@ fn the_slim_view_answers_as_the_whole_metadata_would() {
     let sources = [SourceRef::current("db")];
     let live = |_: &SourceRef| Some("v1".to_string());
     let (e, secret) = synced();
-    let whole = |s: &Secret| {
-        let mut meta = s.metadata.clone();
-        meta.managed_fields = None;
-        let data_matches_hash = TargetView::of(s).data_matches_hash;
-        TargetView {
-            secret: Box::new(Secret { metadata: meta, type_: s.type_.clone(), ..Default::default() }),
-            data_matches_hash,
-        }
-    };
     let owner = |kind: &str, name: &str, controller: Option<bool>| OwnerReference {
         api_version: "v1".into(),
         kind: kind.into(),
@@ -450,11 +441,12 @@ fn the_slim_view_answers_as_the_whole_metadata_would() {
         edit(&mut s);
         for inputs in [None, Some("t")] {
             let slim = still_current(&e, &sources, live, inputs, Some(&TargetView::of(&s)));
-            let full = still_current(&e, &sources, live, inputs, Some(&whole(&s)));
+            let data_matches_hash = TargetView::of(&s).data_matches_hash;
+            let full = super::current_with(&e, &sources, live, inputs, &s, data_matches_hash);
             assert_eq!(slim, full, "{what}, template inputs {inputs:?}");
             answers.insert(slim.is_some());
         }
-        assert_eq!(TargetView::of(&s).secret.metadata.resource_version, s.metadata.resource_version, "{what}");
+        assert_eq!(TargetView::of(&s).resource_version(), s.metadata.resource_version, "{what}");
     }
     assert_eq!(answers.len(), 2, "the table has changes the fast path takes and changes it refuses");
 }
