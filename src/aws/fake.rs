@@ -111,7 +111,7 @@ fn meta(name: &str, secret: &Secret) -> SecretMeta {
     SecretMeta {
         name: name.into(),
         arn: format!("arn:aws:secretsmanager:us-east-1:000000000000:secret:{name}-AbCdEf"),
-        stages: secret.stages.clone(),
+        stages: secret.stages.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         tags: BTreeMap::new(),
     }
 }

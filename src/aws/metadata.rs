@@ -11,7 +11,7 @@ pub struct SecretMeta {
     pub name: String,
     pub arn: String,
     /// Stage -> the version id holding it.
-    pub stages: BTreeMap<String, String>,
+    pub stages: StageMap,
     pub tags: BTreeMap<String, String>,
 }
 
@@ -22,15 +22,62 @@ impl SecretMeta {
     }
 }
 
-/// Stage -> version id, from AWS's version id -> stages.
-pub fn stages_of<'a>(versions: impl IntoIterator<Item = (&'a String, &'a Vec<String>)>) -> BTreeMap<String, String> {
-    let mut stages = BTreeMap::new();
-    for (version, labels) in versions {
-        for label in labels {
-            stages.insert(label.clone(), version.clone());
+/// Stage -> the version id holding it, sorted by stage. A secret has two or three stages, and one
+/// map is kept per AWS secret a store reads, so a vector (about 150 bytes) rather than a B-tree
+/// map (a 540 byte node: 4 MiB for 8,000 secrets).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StageMap(Vec<(String, String)>);
+
+impl StageMap {
+    /// The version id holding `stage`.
+    pub fn get(&self, stage: &str) -> Option<&String> {
+        let at = self.0.binary_search_by(|(s, _)| s.as_str().cmp(stage)).ok()?;
+        Some(&self.0[at].1)
+    }
+
+    /// Put `version` at `stage`; returns the version that held it.
+    pub fn insert(&mut self, stage: String, version: String) -> Option<String> {
+        match self.0.binary_search_by(|(s, _)| s.cmp(&stage)) {
+            Ok(at) => Some(std::mem::replace(&mut self.0[at].1, version)),
+            Err(at) => {
+                self.0.insert(at, (stage, version));
+                None
+            }
         }
     }
-    stages
+
+    /// (stage, version id), by stage.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(s, v)| (s, v))
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Index<&str> for StageMap {
+    type Output = String;
+
+    fn index(&self, stage: &str) -> &String {
+        self.get(stage).unwrap_or_else(|| panic!("no stage {stage}"))
+    }
+}
+
+impl FromIterator<(String, String)> for StageMap {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Self {
+        let mut map = StageMap::default();
+        for (stage, version) in pairs {
+            map.insert(stage, version);
+        }
+        map.0.shrink_to_fit();
+        map
+    }
+}
+
+/// Stage -> version id, from AWS's version id -> stages.
+pub fn stages_of<'a>(versions: impl IntoIterator<Item = (&'a String, &'a Vec<String>)>) -> StageMap {
+    versions
+        .into_iter()
+        .flat_map(|(version, labels)| labels.iter().map(move |label| (label.clone(), version.clone())))
+        .collect()
 }
 
 /// Whether `key` (a name or an ARN, possibly partial) refers to the secret `name` / `arn`.
@@ -128,6 +175,17 @@ mod tests {
         assert_eq!(common_prefix(["x"]), "x");
         assert_eq!(common_prefix(["a", "b"]), "");
         assert_eq!(common_prefix(["prod/a", "arn:aws:secretsmanager:x"]), "");
+    }
+
+    #[test]
+    fn a_stage_map_is_a_sorted_map() {
+        let mut m: StageMap =
+            [("b", "2"), ("a", "1")].map(|(k, v)| (k.to_string(), v.to_string())).into_iter().collect();
+        assert_eq!(m.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(m.insert("a".into(), "3".into()), Some("1".into()));
+        assert_eq!(m.insert("c".into(), "4".into()), None);
+        assert_eq!((m.get("a"), m.get("c"), m.get("z")), (Some(&"3".to_string()), Some(&"4".to_string()), None));
+        assert_eq!(m["b"], "2");
     }
 
     #[test]

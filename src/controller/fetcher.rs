@@ -34,7 +34,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(1);
 const WINDOW: Duration = Duration::from_millis(10);
 
 /// Stage -> version id of one AWS secret; `None` until anything was seen.
-pub type Stages = Option<BTreeMap<String, String>>;
+pub type Stages = Option<crate::aws::metadata::StageMap>;
 
 type Waiter = (String, oneshot::Sender<Result<Fetched>>);
 
@@ -243,7 +243,10 @@ impl Fetcher {
         let Some(stage) = source.stage() else { return };
         let mut polled = lock(&self.polled);
         if let Some(known) = polled.get_mut(store).and_then(|keys| keys.get_mut(&source.key)) {
-            known.get_or_insert_default().entry(stage.to_string()).or_insert_with(|| fetched.version_id.clone());
+            let known = known.get_or_insert_default();
+            if known.get(stage).is_none() {
+                known.insert(stage.to_string(), fetched.version_id.clone());
+            }
         }
     }
 
@@ -470,7 +473,7 @@ mod tests {
 
         fetcher.track(&store, "b");
         let v2 = aws.put("b", "b2");
-        let mut stages = BTreeMap::new();
+        let mut stages = crate::aws::metadata::StageMap::default();
         stages.insert(AWSCURRENT.to_string(), v2);
         fetcher.observe(&store, "b", Some(stages));
         let got = fetcher.fetch(&store, &client, &named(&["b"]), false).await;
@@ -491,7 +494,7 @@ mod tests {
         let sources = named(&["a"]);
         fetcher.fetch(&store, &client, &sources, false).await;
         let v2 = aws.put("a", "two");
-        let mut stages = BTreeMap::new();
+        let mut stages = crate::aws::metadata::StageMap::default();
         stages.insert(AWSCURRENT.to_string(), v2);
         assert!(fetcher.observe(&store, "a", Some(stages)).is_some(), "a watched key");
         let got = fetcher.fetch(&store, &client, &sources, false).await;

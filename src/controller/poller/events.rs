@@ -228,7 +228,7 @@ mod tests {
         // What the first sync saw.
         let v1 = aws.calls();
         assert!(v1.is_empty(), "{v1:?}");
-        fetcher.observe(&store, "app/db", Some([("AWSCURRENT".to_string(), "v1".to_string())].into()));
+        fetcher.observe(&store, "app/db", Some([("AWSCURRENT".to_string(), "v1".to_string())].into_iter().collect()));
 
         aws.put("app/db", "v2-value");
         let arn = "arn:aws:secretsmanager:us-east-1:000000000000:secret:app/db-AbCdEf";
