@@ -61,15 +61,19 @@ pub async fn run(
             using(StoreKind::ClusterSecretStore, None, store.name_any())
         });
     }
-    // An edit of a ConfigMap or Secret a `templateFrom` names renders its readers again.
+    // An edit of a ConfigMap or Secret a `templateFrom` names renders its readers again: found in
+    // the index each reconcile keeps (not a scan of every ExternalSecret per Secret event, which
+    // made a cold start O(N²) in the Secrets it creates), those no longer cached dropped from it.
     let reader = controller.store();
+    let readers_ctx = ctx.clone();
     let reading = move |kind: TemplateKind, ns: Option<String>, name: String| {
-        reader
-            .state()
-            .into_iter()
-            .filter(|es| es.namespace() == ns && reads_template(es, kind, &name))
-            .map(|es| ObjectRef::from_obj(&*es))
-            .collect::<Vec<_>>()
+        let mut index = crate::lock(&readers_ctx.template_readers);
+        let found = index.readers(kind, ns.as_deref().unwrap_or_default(), &name);
+        let (live, gone): (Vec<_>, Vec<_>) = found.into_iter().partition(|r| reader.get(r).is_some());
+        for r in &gone {
+            index.forget(r);
+        }
+        live
     };
     let config_maps = watch::every_change(ctx.scoped::<PartialObjectMeta<ConfigMap>>(), watcher::Config::default());
     // Every Secret's metadata, kept for the credential cache (see `Stores::secret`).
@@ -137,20 +141,69 @@ async fn want_cold_start_values(reader: kube::runtime::reflector::Store<External
 }
 
 /// The kinds a `templateFrom` entry reads.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum TemplateKind {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TemplateKind {
     ConfigMap,
     Secret,
 }
 
-/// Whether `es` renders a template kept in the `kind` named `name` of its namespace.
-fn reads_template(es: &ExternalSecret, kind: TemplateKind, name: &str) -> bool {
+/// The ConfigMaps and Secrets of its namespace whose templates `es` renders.
+fn templates_read(es: &ExternalSecret) -> Vec<(TemplateKind, String)> {
     let from = es.spec.target.template.iter().flat_map(|t| &t.template_from);
-    from.filter_map(|f| match kind {
-        TemplateKind::ConfigMap => f.config_map.as_ref(),
-        TemplateKind::Secret => f.secret.as_ref(),
+    from.flat_map(|f| {
+        let cm = f.config_map.as_ref().map(|r| (TemplateKind::ConfigMap, r.name.clone()));
+        let secret = f.secret.as_ref().map(|r| (TemplateKind::Secret, r.name.clone()));
+        cm.into_iter().chain(secret)
     })
-    .any(|r| r.name == name)
+    .collect()
+}
+
+/// Which ExternalSecrets render templates kept in which ConfigMaps and Secrets, as each one's
+/// latest reconcile found its spec. Recording at reconcile is enough: a reconcile after a spec
+/// change reads the templates as they are then, and an edit after it finds the reader here.
+#[derive(Default)]
+pub struct TemplateReaders {
+    by_source: std::collections::HashMap<(TemplateKind, String, String), std::collections::HashSet<EsRef>>,
+    of: std::collections::HashMap<EsRef, Vec<(TemplateKind, String, String)>>,
+}
+
+type EsRef = ObjectRef<ExternalSecret>;
+
+impl TemplateReaders {
+    /// Record what `es` reads now (nothing is kept for one that reads no template).
+    pub fn record(&mut self, es: &ExternalSecret) {
+        let r = ObjectRef::from_obj(es);
+        let ns = es.namespace().unwrap_or_default();
+        let now: Vec<_> = templates_read(es).into_iter().map(|(k, name)| (k, ns.clone(), name)).collect();
+        if now.is_empty() && !self.of.contains_key(&r) {
+            return;
+        }
+        self.forget(&r);
+        for source in &now {
+            self.by_source.entry(source.clone()).or_default().insert(r.clone());
+        }
+        if !now.is_empty() {
+            self.of.insert(r, now);
+        }
+    }
+
+    /// Forget `r` (deleted, or no longer reading).
+    pub fn forget(&mut self, r: &EsRef) {
+        for source in self.of.remove(r).unwrap_or_default() {
+            if let Some(readers) = self.by_source.get_mut(&source) {
+                readers.remove(r);
+                if readers.is_empty() {
+                    self.by_source.remove(&source);
+                }
+            }
+        }
+    }
+
+    /// The ExternalSecrets reading the `kind` named `name` in namespace `ns`.
+    pub fn readers(&self, kind: TemplateKind, ns: &str, name: &str) -> Vec<EsRef> {
+        let key = (kind, ns.to_string(), name.to_string());
+        self.by_source.get(&key).map(|rs| rs.iter().cloned().collect()).unwrap_or_default()
+    }
 }
 
 /// Sync failures become the status (see [`reconcile`]); what reaches here is a failed status write.
@@ -162,6 +215,7 @@ fn error_policy(_es: Arc<ExternalSecret>, err: &Error, _ctx: Arc<Context>) -> Ac
 #[instrument(skip_all, fields(namespace = es.namespace().unwrap_or_default(), name = es.name_any()))]
 async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action> {
     let key = format!("{}/{}", es.namespace().unwrap_or_default(), es.name_any());
+    crate::lock(&ctx.template_readers).record(&es);
     ctx.metrics.reconcile("ExternalSecret");
     let refresh = es.spec.schedule();
     let outcome = match &refresh {
@@ -280,4 +334,59 @@ async fn rollout_restarts(es: &ExternalSecret, ctx: &Context, key: &str, synced:
     let note = format!("restarted {} of the rolloutRestartTargets after a data change", stale.len());
     write::event(ctx, es, EventType::Normal, "RolloutRestarted", &note).await;
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn es(ns: &str, name: &str, reads: &[(&str, &str)]) -> ExternalSecret {
+        let from: Vec<serde_json::Value> =
+            reads.iter().map(|(kind, n)| serde_json::json!({ *kind: {"name": n, "items": [{"key": "k"}]} })).collect();
+        let template =
+            if from.is_empty() { serde_json::json!(null) } else { serde_json::json!({"templateFrom": from}) };
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "lockstep.dev/v1alpha1",
+            "kind": "ExternalSecret",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"secretStoreRef": {"name": "s"}, "target": {"template": template}},
+        }))
+        .expect("an ExternalSecret")
+    }
+
+    fn names(rs: Vec<EsRef>) -> Vec<String> {
+        let mut n: Vec<String> = rs.into_iter().map(|r| r.name).collect();
+        n.sort();
+        n
+    }
+
+    /// The index follows each ExternalSecret's spec through every change of what it reads: added,
+    /// moved to another template, one kind swapped for the other, dropped, deleted; namespaces
+    /// never mix.
+    #[test]
+    fn template_readers_follow_every_change_of_what_is_read() {
+        use TemplateKind::{ConfigMap, Secret};
+        let mut ix = TemplateReaders::default();
+        ix.record(&es("a", "plain", &[]));
+        assert!(ix.of.is_empty(), "nothing is kept for one that reads no template");
+        ix.record(&es("a", "one", &[("secret", "tpl")]));
+        ix.record(&es("a", "two", &[("secret", "tpl"), ("configMap", "cm")]));
+        ix.record(&es("b", "one", &[("secret", "tpl")]));
+        assert_eq!(names(ix.readers(Secret, "a", "tpl")), ["one", "two"]);
+        assert_eq!(names(ix.readers(ConfigMap, "a", "cm")), ["two"]);
+        assert_eq!(names(ix.readers(ConfigMap, "a", "tpl")), Vec::<String>::new(), "kinds never mix");
+        assert_eq!(names(ix.readers(Secret, "b", "tpl")), ["one"], "namespaces never mix");
+
+        ix.record(&es("a", "one", &[("secret", "other")]));
+        assert_eq!(names(ix.readers(Secret, "a", "tpl")), ["two"], "moved to another template");
+        assert_eq!(names(ix.readers(Secret, "a", "other")), ["one"]);
+        ix.record(&es("a", "two", &[("secret", "cm")]));
+        assert_eq!(names(ix.readers(ConfigMap, "a", "cm")), Vec::<String>::new(), "a kind swapped");
+        assert_eq!(names(ix.readers(Secret, "a", "cm")), ["two"]);
+        ix.record(&es("a", "two", &[]));
+        assert!(ix.readers(Secret, "a", "cm").is_empty(), "templateFrom dropped");
+        ix.forget(&ObjectRef::from_obj(&es("a", "one", &[])));
+        ix.forget(&ObjectRef::from_obj(&es("b", "one", &[])));
+        assert!(ix.of.is_empty() && ix.by_source.is_empty(), "nothing left behind");
+    }
 }

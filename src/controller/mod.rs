@@ -59,6 +59,8 @@ pub struct Context {
     pub pollers: Arc<poller::Pollers>,
     pub fetcher: Arc<fetcher::Fetcher>,
     pub backoff: backoff::Backoff,
+    /// Which ExternalSecrets render which `templateFrom` ConfigMaps and Secrets.
+    pub template_readers: std::sync::Mutex<external_secret::TemplateReaders>,
 }
 
 /// What the ExternalSecret controller takes from [`Context::new`] once: the stream the pollers
@@ -142,6 +144,7 @@ impl Context {
             restart_debounce,
             restarts: restart::Debouncer::default(),
             backoff: backoff::Backoff::default(),
+            template_readers: Default::default(),
         };
         (ctx, Wiring { triggers, store_caches })
     }
