@@ -405,8 +405,8 @@ impl Meter {
         })
     }
 
-    fn since(&self, before: &Meter) -> Meter {
-        Meter {
+    fn since(&self, before: &Meter) -> anyhow::Result<Meter> {
+        Ok(Meter {
             operator: self.operator - before.operator,
             control_plane: self.control_plane - before.control_plane,
             emulator: self.emulator - before.emulator,
@@ -418,8 +418,8 @@ impl Meter {
                 .filter(|(_, v)| *v > 0.0)
                 .collect(),
             audit_end: self.audit_end,
-            clients: audit_clients(before.audit_end, self.audit_end).ok().flatten(),
-        }
+            clients: audit_clients(before.audit_end, self.audit_end)?,
+        })
     }
 
     /// The measured operator's own requests (from the audit log), else every request.
@@ -1232,7 +1232,7 @@ impl Bed {
         })?;
         let cold_start = ready.duration_since(started);
         let cold_calls = operator_calls(self.emu.recorded()?);
-        let meter = Meter::read(&self.env.kube, &self.emu, Some(operator.pid())).await?.since(&before);
+        let meter = Meter::read(&self.env.kube, &self.emu, Some(operator.pid())).await?.since(&before)?;
         println!(
             "bench: {}: all Ready after {:.1}s; AWS calls {}; CPU s operator {:.1}, control plane {:.1}, emulator {:.1}; {:.0} apiserver requests",
             self.subject.name(),
@@ -1266,7 +1266,7 @@ impl Bed {
         self.emu.start_recording()?;
         tokio::time::sleep(window).await;
         let steady_calls = operator_calls(self.emu.stop_recording()?);
-        let steady_meter = meter().await?.since(&before);
+        let steady_meter = meter().await?.since(&before)?;
         let idle_rss_mib = usage(operator.pid())?.rss_mib;
         println!("bench: {who}: steady state over {}s: {}", window.as_secs(), show(&steady_calls));
 
@@ -1275,7 +1275,7 @@ impl Bed {
         let label = self.subject.managed_label();
         let before = meter().await?;
         let rotated = rotate(args, &self.emu, &self.names, &self.secrets, &label, refresh, 1, |_| Ok(())).await?;
-        let rotation_meter = meter().await?.since(&before);
+        let rotation_meter = meter().await?.since(&before)?;
         println!("bench: {who}: {}", rotated.summary(args.rotations));
         let usage = usage(operator.pid())?;
         Ok(Measured {

@@ -182,10 +182,9 @@ async fn people(command: impl Future<Output = Result<u8, cli::CliError>>) -> Exi
 /// error at once, so the process exits non-zero before another write can happen.
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(&args.log_level, args.log_format.into())?;
-    let client =
-        async { Ok::<_, anyhow::Error>(Client::try_from(lockstep::with_user_agent(kube::Config::infer().await?))?) }
-            .await
-            .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?;
+    const NO_CLIENT: &str = "cannot build a Kubernetes client (KUBECONFIG or in-cluster config)";
+    let config = kube::Config::infer().await.context(NO_CLIENT)?;
+    let client = Client::try_from(lockstep::with_user_agent(config)).context(NO_CLIENT)?;
     check_crds(&client, args.namespace.as_deref()).await?;
     let elector = match args.leader_elect {
         true => Some(Elector::new(client.clone(), lease_config(&args)?)),

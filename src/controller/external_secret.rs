@@ -172,12 +172,16 @@ type EsRef = ObjectRef<ExternalSecret>;
 impl TemplateReaders {
     /// Record what `es` reads now (nothing is kept for one that reads no template).
     pub fn record(&mut self, es: &ExternalSecret) {
-        let r = ObjectRef::from_obj(es);
-        let ns = es.namespace().unwrap_or_default();
-        let now: Vec<_> = templates_read(es).into_iter().map(|(k, name)| (k, ns.clone(), name)).collect();
-        if now.is_empty() && !self.of.contains_key(&r) {
+        let read = templates_read(es);
+        if read.is_empty() && self.of.is_empty() {
             return;
         }
+        let r = ObjectRef::from_obj(es);
+        if read.is_empty() && !self.of.contains_key(&r) {
+            return;
+        }
+        let ns = es.namespace().unwrap_or_default();
+        let now: Vec<_> = read.into_iter().map(|(k, name)| (k, ns.clone(), name)).collect();
         self.forget(&r);
         for source in &now {
             self.by_source.entry(source.clone()).or_default().insert(r.clone());

@@ -60,7 +60,7 @@ struct Memory {
 
 impl Memory {
     /// The Event to extend with a series at `now`: its name and new count; None for a new one.
-    fn series(&mut self, key: u64, now: Timestamp) -> Option<(String, i32)> {
+    fn series(&self, key: u64, now: Timestamp) -> Option<(String, i32)> {
         let seen = self.seen.get(&key).filter(|s| s.last + SERIES_WINDOW > now)?;
         Some((seen.name.clone(), seen.count + 1))
     }

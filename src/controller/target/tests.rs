@@ -356,81 +356,43 @@ fn the_slim_view_answers_as_the_whole_metadata_would() {
         ..Default::default()
     };
     type Edit = Box<dyn Fn(&mut Secret)>;
+    let label = |k: &'static str, v: &'static str| -> Edit {
+        Box::new(move |s| {
+            s.metadata.labels.get_or_insert_default().insert(k.into(), v.into());
+        })
+    };
+    let annotate = |k: &'static str, v: &'static str| -> Edit {
+        Box::new(move |s| {
+            s.metadata.annotations.get_or_insert_default().insert(k.into(), v.into());
+        })
+    };
+    let owned_by =
+        move |o: OwnerReference| -> Edit { Box::new(move |s| s.metadata.owner_references = Some(vec![o.clone()])) };
     let edits: Vec<(&str, Edit)> = vec![
         ("unchanged", Box::new(|_| {})),
+        ("another label", label("team", "a")),
         (
-            "another label",
-            Box::new(|s| drop(s.metadata.labels.get_or_insert_default().insert("team".into(), "a".into()))),
-        ),
-        ("our label removed", Box::new(|s| drop(s.metadata.labels.as_mut().map(|l| l.remove(MANAGED_BY_LABEL))))),
-        (
-            "our label changed",
+            "our label removed",
             Box::new(|s| {
-                drop(s.metadata.labels.get_or_insert_default().insert(MANAGED_BY_LABEL.into(), "helm".into()))
+                s.metadata.labels.as_mut().map(|l| l.remove(MANAGED_BY_LABEL));
             }),
         ),
+        ("our label changed", label(MANAGED_BY_LABEL, "helm")),
         ("no labels", Box::new(|s| s.metadata.labels = None)),
-        (
-            "another annotation",
-            Box::new(|s| drop(s.metadata.annotations.get_or_insert_default().insert("x".into(), "y".into()))),
-        ),
+        ("another annotation", annotate("x", "y")),
         ("no annotations", Box::new(|s| s.metadata.annotations = None)),
-        (
-            "hash changed",
-            Box::new(|s| {
-                drop(s.metadata.annotations.get_or_insert_default().insert(DATA_HASH_ANNOTATION.into(), "h".into()))
-            }),
-        ),
-        (
-            "versions changed",
-            Box::new(|s| {
-                drop(
-                    s.metadata
-                        .annotations
-                        .get_or_insert_default()
-                        .insert(SOURCE_VERSIONS_ANNOTATION.into(), "db=v0".into()),
-                )
-            }),
-        ),
-        (
-            "owner annotation changed",
-            Box::new(|s| {
-                drop(
-                    s.metadata
-                        .annotations
-                        .get_or_insert_default()
-                        .insert(super::OWNER_ANNOTATION.into(), "other".into()),
-                )
-            }),
-        ),
-        (
-            "template inputs added",
-            Box::new(|s| {
-                drop(
-                    s.metadata
-                        .annotations
-                        .get_or_insert_default()
-                        .insert(TEMPLATE_INPUTS_ANNOTATION.into(), "t".into()),
-                )
-            }),
-        ),
-        (
-            "a foreign controller",
-            Box::new(move |s| s.metadata.owner_references = Some(vec![owner("Deployment", "web", Some(true))])),
-        ),
-        (
-            "another ExternalSecret controls it",
-            Box::new(move |s| s.metadata.owner_references = Some(vec![owner("ExternalSecret", "other", Some(true))])),
-        ),
-        (
-            "a non-controller owner",
-            Box::new(move |s| s.metadata.owner_references = Some(vec![owner("Deployment", "web", None)])),
-        ),
+        ("hash changed", annotate(DATA_HASH_ANNOTATION, "h")),
+        ("versions changed", annotate(SOURCE_VERSIONS_ANNOTATION, "db=v0")),
+        ("owner annotation changed", annotate(super::OWNER_ANNOTATION, "other")),
+        ("template inputs added", annotate(TEMPLATE_INPUTS_ANNOTATION, "t")),
+        ("a foreign controller", owned_by(owner("Deployment", "web", Some(true)))),
+        ("another ExternalSecret controls it", owned_by(owner("ExternalSecret", "other", Some(true)))),
+        ("a non-controller owner", owned_by(owner("Deployment", "web", None))),
         ("no owners", Box::new(|s| s.metadata.owner_references = None)),
         (
             "data edited",
             Box::new(|s| {
-                drop(s.data.get_or_insert_default().insert("password".into(), k8s_openapi::ByteString(b"x".to_vec())))
+                s.data.get_or_insert_default().insert("password".into(), k8s_openapi::ByteString(b"x".to_vec()));
             }),
         ),
         ("new resource version", Box::new(|s| s.metadata.resource_version = Some("99".into()))),
@@ -439,14 +401,14 @@ fn the_slim_view_answers_as_the_whole_metadata_would() {
     for (what, edit) in &edits {
         let mut s = secret.clone();
         edit(&mut s);
+        let view = TargetView::of(&s);
         for inputs in [None, Some("t")] {
-            let slim = still_current(&e, &sources, live, inputs, Some(&TargetView::of(&s)));
-            let data_matches_hash = TargetView::of(&s).data_matches_hash;
-            let full = super::current_with(&e, &sources, live, inputs, &s, data_matches_hash);
+            let slim = still_current(&e, &sources, live, inputs, Some(&view));
+            let full = super::current_with(&e, &sources, live, inputs, &s, view.data_matches_hash);
             assert_eq!(slim, full, "{what}, template inputs {inputs:?}");
             answers.insert(slim.is_some());
         }
-        assert_eq!(TargetView::of(&s).resource_version(), s.metadata.resource_version, "{what}");
+        assert_eq!(view.resource_version(), s.metadata.resource_version, "{what}");
     }
     assert_eq!(answers.len(), 2, "the table has changes the fast path takes and changes it refuses");
 }
