@@ -2,10 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -40,22 +44,6 @@ struct ReasonLabels {
     reason: String,
 }
 
-/// ESO's `*_status_condition` labels: namespace (for namespaced kinds only), name, condition, status.
-type ConditionLabels = Vec<(&'static str, String)>;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReadyLabels {
-    namespace: String,
-    name: String,
-    reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ObjectLabels {
-    namespace: String,
-    name: String,
-}
-
 /// A Lockstep object the per-object gauges describe.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ObjectKey {
@@ -65,72 +53,137 @@ pub struct ObjectKey {
     pub name: String,
 }
 
-/// The per-object gauges: one Ready series per object and kind (its reason replaces the previous
-/// one), ESO's two `status_condition` series, and the time of the last successful sync. What
-/// each object has set is remembered so that its series go when it does.
-#[derive(Default)]
-struct ObjectGauges {
-    es_condition: Family<ConditionLabels, Gauge>,
-    es_ready: Family<ReadyLabels, Gauge>,
-    es_last_sync: Family<ObjectLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    store_condition: Family<ConditionLabels, Gauge>,
-    cluster_store_condition: Family<ConditionLabels, Gauge>,
-    /// The reason last set for each object.
-    reasons: std::sync::Mutex<BTreeMap<ObjectKey, String>>,
+/// What the per-object gauges say of one object: its Ready reason and, for an ExternalSecret,
+/// when it last synced.
+#[derive(Clone, Copy, Debug)]
+struct ObjectState {
+    reason: Reason,
+    last_sync: Option<f64>,
 }
 
+/// The per-object gauges: one Ready series per ExternalSecret (labelled with its reason), ESO's two
+/// `status_condition` series per object, and the time of an ExternalSecret's last successful sync.
+/// They are written out at scrape time from one small record per object, rather than kept as
+/// label sets (five per ExternalSecret: about 1 KiB each at 10,000), so an object's series go
+/// when its record does.
+#[derive(Debug, Default)]
+struct ObjectGauges {
+    objects: std::sync::Mutex<BTreeMap<ObjectKey, ObjectState>>,
+}
+
+/// What a per-object family's series say.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Series {
+    /// ESO's pair: `condition="Ready"` with `status="True"` and `status="False"`, 1 for the one that holds.
+    Condition,
+    /// One series labelled with the reason: 1 when Ready.
+    Ready,
+    /// The last successful sync's Unix time, once there was one.
+    LastSync,
+}
+
+/// The per-object families: name, help, the kind of object each describes, and its series.
+const OBJECT_FAMILIES: [(&str, &str, &str, Series); 5] = [
+    (
+        "externalsecret_status_condition",
+        "ExternalSecret conditions as External Secrets Operator exports them: 1 for the Ready condition's status, 0 for the other",
+        EXTERNAL_SECRET,
+        Series::Condition,
+    ),
+    (
+        "externalsecret_ready",
+        "1 when the ExternalSecret is Ready, else 0; reason is the Ready condition's reason",
+        EXTERNAL_SECRET,
+        Series::Ready,
+    ),
+    (
+        "externalsecret_last_sync_timestamp_seconds",
+        "Unix time of the ExternalSecret's last successful sync (a check that found nothing to change included)",
+        EXTERNAL_SECRET,
+        Series::LastSync,
+    ),
+    (
+        "secretstore_status_condition",
+        "SecretStore conditions as External Secrets Operator exports them",
+        SECRET_STORE,
+        Series::Condition,
+    ),
+    (
+        "clustersecretstore_status_condition",
+        "ClusterSecretStore conditions as External Secrets Operator exports them",
+        CLUSTER_SECRET_STORE,
+        Series::Condition,
+    ),
+];
+
 impl ObjectGauges {
-    fn condition_family(&self, kind: &str) -> &Family<ConditionLabels, Gauge> {
-        match kind {
-            EXTERNAL_SECRET => &self.es_condition,
-            CLUSTER_SECRET_STORE => &self.cluster_store_condition,
-            _ => &self.store_condition,
-        }
-    }
-
-    fn condition(key: &ObjectKey, status: &str) -> ConditionLabels {
-        let mut labels: ConditionLabels = key.namespace.iter().map(|ns| ("namespace", ns.clone())).collect();
-        labels.extend([
-            ("name", key.name.clone()),
-            ("condition", crate::status::READY.into()),
-            ("status", status.into()),
-        ]);
-        labels
-    }
-
-    fn ready_labels(key: &ObjectKey, reason: &str) -> ReadyLabels {
-        ReadyLabels {
-            namespace: key.namespace.clone().unwrap_or_default(),
-            name: key.name.clone(),
-            reason: reason.into(),
-        }
-    }
-
-    fn set(&self, key: &ObjectKey, reason: Reason) {
-        let ready = reason.is_ready();
-        let family = self.condition_family(key.kind);
-        family.get_or_create(&Self::condition(key, "True")).set(i64::from(ready));
-        family.get_or_create(&Self::condition(key, "False")).set(i64::from(!ready));
-        let previous = crate::lock(&self.reasons).insert(key.clone(), reason.as_str().to_string());
-        if key.kind == EXTERNAL_SECRET {
-            if let Some(old) = previous.filter(|old| old != reason.as_str()) {
-                self.es_ready.remove(&Self::ready_labels(key, &old));
+    fn set(&self, key: &ObjectKey, reason: Reason, synced_at: Option<f64>) {
+        let mut objects = crate::lock(&self.objects);
+        match objects.get_mut(key) {
+            Some(state) => {
+                state.reason = reason;
+                state.last_sync = synced_at.or(state.last_sync);
             }
-            self.es_ready.get_or_create(&Self::ready_labels(key, reason.as_str())).set(i64::from(ready));
+            None => {
+                objects.insert(key.clone(), ObjectState { reason, last_sync: synced_at });
+            }
         }
     }
 
     fn forget(&self, key: &ObjectKey) {
-        let family = self.condition_family(key.kind);
-        family.remove(&Self::condition(key, "True"));
-        family.remove(&Self::condition(key, "False"));
-        if let Some(old) = crate::lock(&self.reasons).remove(key)
-            && key.kind == EXTERNAL_SECRET
-        {
-            self.es_ready.remove(&Self::ready_labels(key, &old));
+        crate::lock(&self.objects).remove(key);
+    }
+
+    /// One family's series, in key order.
+    fn encode_family(
+        objects: &BTreeMap<ObjectKey, ObjectState>,
+        kind: &str,
+        series: Series,
+        mut family: MetricEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        for (key, state) in objects.iter().filter(|(k, _)| k.kind == kind) {
+            let ready = state.reason.is_ready();
+            let mut labels: Vec<(&str, &str)> = Vec::with_capacity(4);
+            if let Some(ns) = &key.namespace {
+                labels.push(("namespace", ns));
+            }
+            labels.push(("name", &key.name));
+            match series {
+                Series::Ready => {
+                    labels.push(("reason", state.reason.as_str()));
+                    ConstGauge::new(i64::from(ready)).encode(family.encode_family(&labels.as_slice())?)?;
+                }
+                Series::LastSync => {
+                    if let Some(at) = state.last_sync {
+                        ConstGauge::new(at).encode(family.encode_family(&labels.as_slice())?)?;
+                    }
+                }
+                Series::Condition => {
+                    for (status, value) in [("True", ready), ("False", !ready)] {
+                        let mut labels = labels.clone();
+                        labels.extend([("condition", crate::status::READY), ("status", status)]);
+                        ConstGauge::new(i64::from(value)).encode(family.encode_family(&labels.as_slice())?)?;
+                    }
+                }
+            }
         }
-        let object = ObjectLabels { namespace: key.namespace.clone().unwrap_or_default(), name: key.name.clone() };
-        self.es_last_sync.remove(&object);
+        Ok(())
+    }
+}
+
+impl Collector for ObjectGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let objects = crate::lock(&self.objects);
+        for (name, help, kind, series) in OBJECT_FAMILIES {
+            let has_series = objects
+                .iter()
+                .any(|(k, state)| k.kind == kind && (series != Series::LastSync || state.last_sync.is_some()));
+            if has_series {
+                let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                Self::encode_family(&objects, kind, series, family)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -147,7 +200,7 @@ pub struct Metrics {
     failures: Family<ReasonLabels, Counter>,
     change_applied: Histogram,
     leader: Gauge,
-    objects: ObjectGauges,
+    objects: Arc<ObjectGauges>,
     events: Family<EventLabels, Counter>,
     queue_up: Family<StoreLabels, Gauge>,
 }
@@ -174,32 +227,8 @@ impl Default for Metrics {
             "1 while this process runs the controllers (leads, or no election)",
             leader.clone(),
         );
-        let objects = ObjectGauges::default();
-        registry.register(
-            "externalsecret_status_condition",
-            "ExternalSecret conditions as External Secrets Operator exports them: 1 for the Ready condition's status, 0 for the other",
-            objects.es_condition.clone(),
-        );
-        registry.register(
-            "externalsecret_ready",
-            "1 when the ExternalSecret is Ready, else 0; reason is the Ready condition's reason",
-            objects.es_ready.clone(),
-        );
-        registry.register(
-            "externalsecret_last_sync_timestamp_seconds",
-            "Unix time of the ExternalSecret's last successful sync (a check that found nothing to change included)",
-            objects.es_last_sync.clone(),
-        );
-        registry.register(
-            "secretstore_status_condition",
-            "SecretStore conditions as External Secrets Operator exports them",
-            objects.store_condition.clone(),
-        );
-        registry.register(
-            "clustersecretstore_status_condition",
-            "ClusterSecretStore conditions as External Secrets Operator exports them",
-            objects.cluster_store_condition.clone(),
-        );
+        let objects = Arc::new(ObjectGauges::default());
+        registry.register_collector(Box::new(Arc::clone(&objects)));
         let events = Family::<EventLabels, Counter>::default();
         registry.register(
             "events",
@@ -266,11 +295,7 @@ impl Metrics {
     /// The Ready reason an object's status now holds; `synced_at` (Unix seconds): when an
     /// ExternalSecret's sync succeeded.
     pub fn object_status(&self, key: &ObjectKey, reason: Reason, synced_at: Option<f64>) {
-        self.objects.set(key, reason);
-        if let (EXTERNAL_SECRET, Some(at)) = (key.kind, synced_at) {
-            let object = ObjectLabels { namespace: key.namespace.clone().unwrap_or_default(), name: key.name.clone() };
-            self.objects.es_last_sync.get_or_create(&object).set(at);
-        }
+        self.objects.set(key, reason, synced_at.filter(|_| key.kind == EXTERNAL_SECRET));
     }
 
     /// Drop the series of an object that was deleted.
@@ -281,11 +306,7 @@ impl Metrics {
     /// Drop the series of every object of `kind` for which `exists` says no (after a relist, which
     /// reports no deletions).
     pub fn retain_objects(&self, kind: &str, exists: impl Fn(&ObjectKey) -> bool) {
-        let gone: Vec<ObjectKey> =
-            crate::lock(&self.objects.reasons).keys().filter(|k| k.kind == kind && !exists(k)).cloned().collect();
-        for key in gone {
-            self.objects.forget(&key);
-        }
+        crate::lock(&self.objects.objects).retain(|k, _| k.kind != kind || exists(k));
     }
 
     /// The Prometheus text exposition.
@@ -364,5 +385,34 @@ mod tests {
         assert!(m.encode().contains(
             r#"lockstep_secretstore_status_condition{namespace="ns",name="s",condition="Ready",status="False"} 1"#
         ));
+    }
+
+    #[test]
+    fn object_families_are_described_once_and_only_while_they_have_series() {
+        let m = Metrics::default();
+        assert!(!m.encode().contains("externalsecret"), "{}", m.encode());
+        m.object_status(&es("a"), Reason::SecretNotFound, None);
+        m.object_status(&es("b"), Reason::SecretSynced, Some(1.0));
+        let text = m.encode();
+        for family in
+            ["externalsecret_status_condition", "externalsecret_ready", "externalsecret_last_sync_timestamp_seconds"]
+        {
+            assert_eq!(text.matches(&format!("# TYPE lockstep_{family} gauge\n")).count(), 1, "{text}");
+            assert_eq!(text.matches(&format!("# HELP lockstep_{family} ")).count(), 1, "{text}");
+        }
+        assert!(!text.contains("secretstore_status_condition"), "{text}");
+        // A failed sync keeps the time of the last one that succeeded.
+        m.object_status(&es("b"), Reason::Throttled, None);
+        assert_eq!(
+            lines(&m, "lockstep_externalsecret_last_sync"),
+            [r#"lockstep_externalsecret_last_sync_timestamp_seconds{namespace="ns",name="b"} 1.0"#]
+        );
+        assert_eq!(
+            lines(&m, "lockstep_externalsecret_ready"),
+            [
+                r#"lockstep_externalsecret_ready{namespace="ns",name="a",reason="SecretNotFound"} 0"#,
+                r#"lockstep_externalsecret_ready{namespace="ns",name="b",reason="Throttled"} 0"#,
+            ]
+        );
     }
 }
