@@ -83,7 +83,110 @@ struct RefState {
 /// The ExternalSecrets reading one AWS secret, and what each reads of it.
 #[derive(Default)]
 struct Watched {
-    refs: HashMap<EsRef, RefState>,
+    refs: Refs,
+}
+
+/// Readers past which a secret's readers go into a hash map.
+const FEW_READERS: usize = 8;
+
+/// What each ExternalSecret reading one AWS secret reads of it: a vector of exactly its length
+/// while few read it (one or two, as a rule: about 170 bytes each, where a hash map starts at
+/// about 700, so 5 MiB at 10,000), a hash map once many do (a secret that every namespace
+/// reads), so that a register stays O(1) rather than a scan of thousands.
+enum Refs {
+    Few(Vec<(EsRef, RefState)>),
+    Many(HashMap<EsRef, RefState>),
+}
+
+impl Default for Refs {
+    fn default() -> Self {
+        Refs::Few(Vec::new())
+    }
+}
+
+impl Refs {
+    #[cfg(test)]
+    fn get_mut(&mut self, es: &EsRef) -> Option<&mut RefState> {
+        match self {
+            Refs::Few(v) => v.iter_mut().find(|(e, _)| e == es).map(|(_, r)| r),
+            Refs::Many(m) => m.get_mut(es),
+        }
+    }
+
+    #[cfg(test)]
+    fn get(&self, es: &EsRef) -> Option<&RefState> {
+        match self {
+            Refs::Few(v) => v.iter().find(|(e, _)| e == es).map(|(_, r)| r),
+            Refs::Many(m) => m.get(es),
+        }
+    }
+
+    /// The entry of `es`, made by `new` if it has none.
+    fn get_or_insert_with(&mut self, es: &EsRef, new: impl FnOnce() -> RefState) -> &mut RefState {
+        if let Refs::Few(v) = self
+            && v.len() >= FEW_READERS
+            && !v.iter().any(|(e, _)| e == es)
+        {
+            *self = Refs::Many(std::mem::take(v).into_iter().collect());
+        }
+        match self {
+            Refs::Few(v) => {
+                let at = match v.iter().position(|(e, _)| e == es) {
+                    Some(at) => at,
+                    None => {
+                        v.reserve_exact(1);
+                        v.push((es.clone(), new()));
+                        v.len() - 1
+                    }
+                };
+                &mut v[at].1
+            }
+            Refs::Many(m) => m.entry(es.clone()).or_insert_with(new),
+        }
+    }
+
+    fn remove(&mut self, es: &EsRef) {
+        match self {
+            Refs::Few(v) => {
+                v.retain(|(e, _)| e != es);
+                v.shrink_to_fit();
+            }
+            Refs::Many(m) => {
+                m.remove(es);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Refs::Few(v) => v.is_empty(),
+            Refs::Many(m) => m.is_empty(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&EsRef, &RefState)> {
+        let (few, many) = match self {
+            Refs::Few(v) => (Some(v.iter().map(|(e, r)| (e, r))), None),
+            Refs::Many(m) => (None, Some(m.iter())),
+        };
+        few.into_iter().flatten().chain(many.into_iter().flatten())
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&EsRef, &mut RefState)> {
+        let (few, many) = match self {
+            Refs::Few(v) => (Some(v.iter_mut().map(|(e, r)| (&*e, r))), None),
+            Refs::Many(m) => (None, Some(m.iter_mut())),
+        };
+        few.into_iter().flatten().chain(many.into_iter().flatten())
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &EsRef> {
+        self.iter().map(|(e, _)| e)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &RefState> {
+        self.iter().map(|(_, r)| r)
+    }
 }
 
 struct StoreState {
@@ -199,7 +302,7 @@ impl Pollers {
                     self.fetcher.track(store, key);
                 }
                 let w = st.watched.entry(key.to_string()).or_default();
-                let r = w.refs.entry(es.clone()).or_insert_with(|| RefState {
+                let r = w.refs.get_or_insert_with(&es, || RefState {
                     stages: Names::default(),
                     refresh,
                     expires,
@@ -470,6 +573,7 @@ mod tests {
     use crate::aws::Calls;
     use crate::aws::fake::FakeAws;
     use crate::metrics::Metrics;
+    use proptest::prelude::*;
 
     fn client() -> StoreClient {
         StoreClient::new(Arc::new(FakeAws::default()), Calls::new(Arc::new(Metrics::default()), "s".into(), 1.0, 1))
@@ -513,7 +617,7 @@ mod tests {
         pollers.register(&store, &client(), es.clone(), refresh, &[stage("a", "AWSPENDING")]);
         let st = state();
         let st = lock(&st);
-        let r = &st.watched["a"].refs[&es];
+        let Some(r) = st.watched["a"].refs.get(&es) else { panic!("a is read by the ExternalSecret") };
         assert_eq!(r.last_trigger, Some(triggered), "the trigger time outlives the reconcile it caused");
         assert_eq!(r.stages, Names::from_iter(["AWSPENDING"]), "stages are replaced, not accumulated");
         assert!(!st.watched.contains_key("b"), "a secret no longer read is no longer watched");
@@ -569,7 +673,9 @@ mod tests {
         let mut st = lock(&st);
         let past = Instant::now();
         for w in st.watched.values_mut() {
-            w.refs.entry(two.clone()).and_modify(|r| r.expires = past);
+            if let Some(r) = w.refs.get_mut(&two) {
+                r.expires = past;
+            }
         }
         pollers.drop_expired(&store, &mut st, past);
         assert_indexed(&st);
@@ -594,6 +700,44 @@ mod tests {
         for key in &keys {
             let scan = listed.iter().find(|m| m.is_named(key)).map(|m| &m.name);
             assert_eq!(index.find(key).map(|m| &m.name), scan, "{key}");
+        }
+    }
+
+    proptest! {
+        /// `Refs` answers as a hash map would through any run of registers and removals, on
+        /// either side of the switch from a vector to a map.
+        #[test]
+        fn refs_behave_as_a_map(ops in proptest::collection::vec((any::<bool>(), 0u8..20, 1u64..5), 0..200)) {
+            let mut refs = Refs::default();
+            let mut model: HashMap<EsRef, u64> = HashMap::new();
+            let state = |secs: u64| RefState {
+                stages: Names::default(),
+                refresh: Duration::from_secs(secs),
+                expires: Instant::now(),
+                last_trigger: None,
+            };
+            for (insert, n, secs) in ops {
+                let es = EsRef::new(&format!("es-{n}")).within("ns");
+                if insert {
+                    refs.get_or_insert_with(&es, || state(secs)).refresh = Duration::from_secs(secs);
+                    model.insert(es.clone(), secs);
+                } else {
+                    refs.remove(&es);
+                    model.remove(&es);
+                }
+                prop_assert_eq!(refs.is_empty(), model.is_empty());
+                prop_assert_eq!(refs.get(&es).map(|r| r.refresh.as_secs()), model.get(&es).copied());
+                let mut seen: Vec<(String, u64)> = refs.iter().map(|(e, r)| (e.name.clone(), r.refresh.as_secs())).collect();
+                let mut want: Vec<(String, u64)> = model.iter().map(|(e, s)| (e.name.clone(), *s)).collect();
+                seen.sort();
+                want.sort();
+                prop_assert_eq!(seen, want);
+            }
+            for (_, r) in refs.iter_mut() {
+                r.refresh = Duration::ZERO;
+            }
+            prop_assert!(refs.values().all(|r| r.refresh.is_zero()));
+            prop_assert_eq!(refs.keys().count(), model.len());
         }
     }
 }

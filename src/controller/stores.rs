@@ -9,7 +9,6 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::PostParams;
-use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
@@ -158,7 +157,7 @@ pub struct Stores {
     /// The metadata of the Secrets in scope, from the ExternalSecret controller's watch: a Secret
     /// read before ([`Stores::secret`]) is served from `secrets` while its resource version here
     /// is the one read, so a sync where nothing moved reads no credential Secret.
-    secret_versions: reflector::Store<PartialObjectMeta<Secret>>,
+    secret_versions: super::watch::Versions,
     secrets: Mutex<HashMap<(String, String), Secret>>,
     /// Target Secrets as the fast path needs them (no data), by the same rule.
     targets: Mutex<HashMap<(String, String), TargetView>>,
@@ -169,7 +168,7 @@ pub struct Stores {
 pub struct StoreCacheWriters {
     pub secret_stores: reflector::store::Writer<SecretStore>,
     pub cluster_secret_stores: reflector::store::Writer<ClusterSecretStore>,
-    pub secret_versions: reflector::store::Writer<PartialObjectMeta<Secret>>,
+    pub secret_versions: super::watch::Versions,
 }
 
 impl Stores {
@@ -181,7 +180,7 @@ impl Stores {
     ) -> (Self, StoreCacheWriters) {
         let (secret_stores, ss_writer) = reflector::store();
         let (cluster_secret_stores, css_writer) = reflector::store();
-        let (secret_versions, versions_writer) = reflector::store();
+        let secret_versions = super::watch::Versions::default();
         let stores = Self {
             client,
             metrics,
@@ -189,16 +188,13 @@ impl Stores {
             fetcher,
             secret_stores,
             cluster_secret_stores,
-            secret_versions,
+            secret_versions: secret_versions.clone(),
             secrets: Mutex::default(),
             targets: Mutex::default(),
             clients: Mutex::default(),
         };
-        let writers = StoreCacheWriters {
-            secret_stores: ss_writer,
-            cluster_secret_stores: css_writer,
-            secret_versions: versions_writer,
-        };
+        let writers =
+            StoreCacheWriters { secret_stores: ss_writer, cluster_secret_stores: css_writer, secret_versions };
         (stores, writers)
     }
 
@@ -335,8 +331,7 @@ impl Stores {
         keep: impl Fn(&Secret) -> T,
     ) -> Result<Found<T>> {
         let key = (namespace.to_string(), name.to_string());
-        let current = self.secret_versions.get(&ObjectRef::new(name).within(namespace));
-        let current = current.and_then(|m| m.metadata.resource_version.clone());
+        let current = self.secret_versions.get(namespace, name);
         if let Some(kept) = lock(cache).get(&key).filter(|k| current.is_some() && version(k) == current) {
             return Ok(Found::Cached(kept.clone()));
         }

@@ -34,13 +34,80 @@ where
     retried(api, config).modify(|obj: &mut K| obj.meta_mut().managed_fields = None).reflect(writer)
 }
 
-/// A watch of metadata that keeps in `writer`'s cache only what says whether an object changed:
-/// its name, namespace and resource version (labels, annotations and owners dropped: for every
-/// Secret in scope, they are most of the cache).
+/// The resource version of each object a [`versions_watch`] has seen, by namespace and name: all
+/// that says whether an object changed since it was read. One small entry per object (about 200
+/// bytes, where a reflector's cached metadata costs about 800: 6 MiB over 10,000 Secrets).
+#[derive(Clone, Default)]
+pub struct Versions {
+    inner: Arc<std::sync::RwLock<VersionsInner>>,
+}
+
+/// Resource versions by namespace and name.
+type VersionMap = std::collections::HashMap<(Box<str>, Box<str>), Box<str>>;
+
+#[derive(Default)]
+struct VersionsInner {
+    current: VersionMap,
+    /// A relist under way: the objects it has listed so far, which replace `current` once it is
+    /// done (as a reflector's store does: a relist reports no deletions).
+    relist: Option<VersionMap>,
+}
+
+/// An object's key in a [`VersionMap`], and its resource version.
+type VersionEntry = ((Box<str>, Box<str>), Box<str>);
+
+fn version_key<K: kube::Resource>(obj: &K) -> Option<VersionEntry> {
+    let meta = obj.meta();
+    let (name, version) = (meta.name.as_deref()?, meta.resource_version.as_deref()?);
+    Some(((meta.namespace.as_deref().unwrap_or_default().into(), name.into()), version.into()))
+}
+
+impl Versions {
+    /// The resource version the watch last showed for `namespace`/`name`; `None` while the watch
+    /// has not listed yet, or does not hold the object.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<String> {
+        let inner = self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key: (Box<str>, Box<str>) = (namespace.into(), name.into());
+        inner.current.get(&key).map(|v| v.to_string())
+    }
+
+    /// Take in one watch event.
+    pub fn apply<K: kube::Resource>(&self, event: &watcher::Event<K>) {
+        let mut inner = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match event {
+            watcher::Event::Apply(obj) => {
+                if let Some((key, version)) = version_key(obj) {
+                    inner.current.insert(key, version);
+                }
+            }
+            watcher::Event::Delete(obj) => {
+                if let Some((key, _)) = version_key(obj) {
+                    inner.current.remove(&key);
+                }
+            }
+            watcher::Event::Init => inner.relist = Some(Default::default()),
+            watcher::Event::InitApply(obj) => {
+                if let (Some(relist), Some((key, version))) = (inner.relist.as_mut(), version_key(obj)) {
+                    relist.insert(key, version);
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(mut listed) = inner.relist.take() {
+                    listed.shrink_to_fit();
+                    inner.current = listed;
+                }
+            }
+        }
+    }
+}
+
+/// A watch of metadata that keeps in `versions` only what says whether an object changed: its
+/// namespace, name and resource version. The objects it yields keep their name, namespace, uid
+/// and resource version only. Each event reaches `versions` before the stream yields it.
 pub fn versions_watch<K>(
     api: Api<K>,
     config: watcher::Config,
-    writer: reflector::store::Writer<K>,
+    versions: Versions,
 ) -> impl Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>> + Send + 'static
 where
     K: Watched,
@@ -57,7 +124,12 @@ where
             };
             *meta = kept;
         })
-        .reflect(writer)
+        .map(move |event| {
+            if let Ok(event) = &event {
+                versions.apply(event);
+            }
+            event
+        })
 }
 
 /// A watch on `api` that retries on its own [`WatchBackoff`], relists at once the first time its
