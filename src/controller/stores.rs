@@ -154,9 +154,9 @@ pub struct Stores {
     /// the store (not filled yet, or the store is newer than the watch).
     secret_stores: reflector::Store<SecretStore>,
     cluster_secret_stores: reflector::Store<ClusterSecretStore>,
-    /// The metadata of the Secrets in scope, from the ExternalSecret controller's watch: a Secret
-    /// read before ([`Stores::secret`]) is served from `secrets` while its resource version here
-    /// is the one read, so a sync where nothing moved reads no credential Secret.
+    /// The resource version of each Secret in scope, from the ExternalSecret controller's metadata
+    /// watch: a Secret read before ([`Stores::secret`]) is served from `secrets` while its
+    /// resource version here is the one read, so a sync where nothing moved reads no Secret.
     secret_versions: super::watch::Versions,
     secrets: Mutex<HashMap<(String, String), Secret>>,
     /// Target Secrets as the fast path needs them (no data), by the same rule.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use kube::Api;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -56,7 +56,7 @@ struct VersionsInner {
 /// An object's key in a [`VersionMap`], and its resource version.
 type VersionEntry = ((Box<str>, Box<str>), Box<str>);
 
-fn version_key<K: kube::Resource>(obj: &K) -> Option<VersionEntry> {
+fn version_entry<K: kube::Resource>(obj: &K) -> Option<VersionEntry> {
     let meta = obj.meta();
     let (name, version) = (meta.name.as_deref()?, meta.resource_version.as_deref()?);
     Some(((meta.namespace.as_deref().unwrap_or_default().into(), name.into()), version.into()))
@@ -76,18 +76,18 @@ impl Versions {
         let mut inner = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         match event {
             watcher::Event::Apply(obj) => {
-                if let Some((key, version)) = version_key(obj) {
+                if let Some((key, version)) = version_entry(obj) {
                     inner.current.insert(key, version);
                 }
             }
             watcher::Event::Delete(obj) => {
-                if let Some((key, _)) = version_key(obj) {
+                if let Some((key, _)) = version_entry(obj) {
                     inner.current.remove(&key);
                 }
             }
             watcher::Event::Init => inner.relist = Some(Default::default()),
             watcher::Event::InitApply(obj) => {
-                if let (Some(relist), Some((key, version))) = (inner.relist.as_mut(), version_key(obj)) {
+                if let (Some(relist), Some((key, version))) = (inner.relist.as_mut(), version_entry(obj)) {
                     relist.insert(key, version);
                 }
             }
@@ -124,12 +124,7 @@ where
             };
             *meta = kept;
         })
-        .map(move |event| {
-            if let Ok(event) = &event {
-                versions.apply(event);
-            }
-            event
-        })
+        .inspect_ok(move |event| versions.apply(event))
 }
 
 /// A watch on `api` that retries on its own [`WatchBackoff`], relists at once the first time its
