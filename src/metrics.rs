@@ -1,6 +1,6 @@
 //! Prometheus metrics. Labels carry store names, operations and reasons: never values.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use std::sync::Arc;
 
@@ -45,7 +45,7 @@ struct ReasonLabels {
 }
 
 /// A Lockstep object the per-object gauges describe.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
     /// `ExternalSecret`, `SecretStore` or `ClusterSecretStore`.
     pub kind: &'static str,
@@ -65,10 +65,11 @@ struct ObjectState {
 /// `status_condition` series per object, and the time of an ExternalSecret's last successful sync.
 /// They are written out at scrape time from one small record per object, rather than kept as
 /// label sets (five per ExternalSecret: about 1 KiB each at 10,000), so an object's series go
-/// when its record does.
+/// when its record does. A hash map, sorted at scrape time: every reconcile writes its record,
+/// where a B-tree's lookup compared a dozen keys (2.7% of the CPU at 10,000); a scrape is rare.
 #[derive(Debug, Default)]
 struct ObjectGauges {
-    objects: std::sync::Mutex<BTreeMap<ObjectKey, ObjectState>>,
+    objects: std::sync::Mutex<HashMap<ObjectKey, ObjectState>>,
 }
 
 /// What a per-object family's series say.
@@ -136,7 +137,7 @@ impl ObjectGauges {
 
     /// One family's series, in key order.
     fn encode_family(
-        objects: &BTreeMap<ObjectKey, ObjectState>,
+        objects: &[(&ObjectKey, &ObjectState)],
         kind: &str,
         series: Series,
         mut family: MetricEncoder<'_>,
@@ -174,6 +175,8 @@ impl ObjectGauges {
 impl Collector for ObjectGauges {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let objects = crate::lock(&self.objects);
+        let mut objects: Vec<_> = objects.iter().collect();
+        objects.sort_unstable_by_key(|(k, _)| *k);
         for (name, help, kind, series) in OBJECT_FAMILIES {
             let has_series = objects
                 .iter()

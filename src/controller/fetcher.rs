@@ -43,14 +43,27 @@ struct SharedValue {
     /// When it was first asked for (or prefetched).
     at: Instant,
     cell: Arc<OnceCell<Fetched>>,
-    /// Fetched ahead of any sync asking (see [`Fetcher::want`]) and not claimed yet.
-    prefetched: bool,
+    /// How long it is held from `at`: [`PREFETCH_TTL`] when it was fetched ahead of any sync
+    /// asking (see [`Fetcher::want`]), else [`VALUE_TTL`]. Claiming it does not shorten it: the
+    /// second reader of a secret two ExternalSecrets read may come minutes into a cold start.
+    ttl: Duration,
 }
 
 impl SharedValue {
-    fn expired(&self) -> bool {
-        self.at.elapsed() >= if self.prefetched { PREFETCH_TTL } else { VALUE_TTL }
+    fn expired(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.at) >= self.ttl
     }
+}
+
+/// Whether a sync may take a held value rather than read AWS: not `expired`, not `forced` (a
+/// forced sync shares only what is younger than [`FRESH_ENOUGH`]) and, for a stage, not held at
+/// another version than the one known `live`. With nothing known (a secret no poll has seen yet:
+/// a cold start) it is taken; the ExternalSecret records the version it got, and its next
+/// refresh compares that with what the poller sees.
+fn reusable(expired: bool, forced: bool, by_stage: bool, held: Option<&str>, live: Option<&str>) -> bool {
+    let Some(held) = held else { return !expired }; // Being fetched: wait for it.
+    let moved = by_stage && live.is_some_and(|live| live != held);
+    !expired && !forced && !moved
 }
 
 /// The AWSCURRENT fetches of a store waiting to go out together, and the keys wanted soon that
@@ -72,11 +85,12 @@ impl Values {
     /// Drop what is past [`VALUE_TTL`], at most once per [`PRUNE_EVERY`]: a scan per fetch would
     /// make a cold start of N ExternalSecrets O(N x values held).
     fn prune(&mut self) {
-        if self.pruned.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+        let now = Instant::now();
+        if self.pruned.is_some_and(|at| now.saturating_duration_since(at) < PRUNE_EVERY) {
             return;
         }
-        self.held.retain(|_, v| !v.expired());
-        self.pruned = Some(Instant::now());
+        self.held.retain(|_, v| !v.expired(now));
+        self.pruned = Some(now);
     }
 }
 
@@ -209,32 +223,23 @@ impl Fetcher {
         fetched
     }
 
-    /// The shared slot of a value: a held one is reused while fresh and, for a stage, while `live`
-    /// confirms its version (a version id never changes its value; a prefetched value is taken
-    /// while nothing says otherwise), unless `refetch` (and it is older than [`FRESH_ENOUGH`]);
-    /// one being fetched is waited for.
+    /// The shared slot of a value: a held one is reused while [`reusable`]; one being fetched is
+    /// waited for.
     fn cell(&self, store: &StoreId, source: &SourceRef, live: Option<&str>, refetch: bool) -> Arc<OnceCell<Fetched>> {
         let mut values = lock(&self.values);
         values.prune();
+        let now = Instant::now();
         let key = (store.clone(), source.clone());
         let by_stage = source.stage().is_some();
         let stale = values.held.get(&key).is_some_and(|v| {
-            let forced = refetch && v.at.elapsed() >= FRESH_ENOUGH;
-            let unconfirmed = |f: &Fetched| match live {
-                Some(live) => live != f.version_id,
-                None => !v.prefetched,
-            };
-            v.expired() || v.cell.get().is_some_and(|f| forced || (by_stage && unconfirmed(f)))
+            let forced = refetch && now.saturating_duration_since(v.at) >= FRESH_ENOUGH;
+            let held = v.cell.get().map(|f| f.version_id.as_str());
+            !reusable(v.expired(now), forced, by_stage, held, live)
         });
         if stale {
             values.held.remove(&key);
         }
-        let v = values.held.entry(key).or_insert_with(|| SharedValue {
-            at: Instant::now(),
-            cell: Arc::new(OnceCell::new()),
-            prefetched: false,
-        });
-        v.prefetched = false;
+        let v = values.held.entry(key).or_insert_with(|| SharedValue { at: now, cell: Arc::default(), ttl: VALUE_TTL });
         v.cell.clone()
     }
 
@@ -338,14 +343,15 @@ impl Fetcher {
         futures::future::join(futures::future::join_all(inits), call).await;
     }
 
-    /// Hold a slot, marked prefetched, for each key fetched ahead that has none; a failed fetch
+    /// Hold a slot for [`PREFETCH_TTL`] for each key fetched ahead that has none; a failed fetch
     /// leaves its slot empty, and the sync that wants it asks again and reports what it gets.
     fn hold_ahead(&self, store: &StoreId, keys: &[String]) -> Vec<Arc<OnceCell<Fetched>>> {
         let mut values = lock(&self.values);
+        let now = Instant::now();
         let mut cells = Vec::with_capacity(keys.len());
         for key in keys {
             let slot = values.held.entry((store.clone(), SourceRef::current(key)));
-            let v = slot.or_insert_with(|| SharedValue { at: Instant::now(), cell: Arc::default(), prefetched: true });
+            let v = slot.or_insert_with(|| SharedValue { at: now, cell: Arc::default(), ttl: PREFETCH_TTL });
             cells.push(v.cell.clone());
         }
         cells
@@ -456,7 +462,7 @@ mod tests {
         })
         .await;
         let calls: usize = aws.calls().values().sum();
-        assert!(calls <= 30, "{calls} calls for 400 values ({:?}, {:?})", aws.calls(), started.elapsed());
+        assert!(calls <= 20, "{calls} calls for 400 values ({:?}, {:?})", aws.calls(), started.elapsed());
     }
 
     #[tokio::test]
@@ -482,6 +488,68 @@ mod tests {
         let got = fetcher.fetch(&store, &client, &named(&["gone"]), false).await;
         assert!(got[&SourceRef::current("gone")].is_err(), "the sync's own fetch reports the failure");
         assert_eq!(aws.calls(), [("BatchGetSecretValue", 1), ("GetSecretValue", 2)].into());
+    }
+
+    #[tokio::test]
+    async fn every_reader_of_a_prefetched_value_shares_it_while_no_poll_has_seen_the_secret() {
+        let aws = Arc::new(FakeAws::default());
+        aws.put("a", "a");
+        aws.put("b", "b");
+        let fetcher = Fetcher::new();
+        let (store, client) = (store(), client(&aws));
+        fetcher.want(&store, &client, ["a".to_string(), "b".to_string()]);
+        // Two ExternalSecrets read each; the first reader's registration tracks the key before
+        // any poll saw it, so the second knows nothing of its version.
+        for k in ["a", "a", "b", "b"] {
+            let got = fetcher.fetch(&store, &client, &named(&[k]), false).await;
+            assert_eq!(value(&got[&SourceRef::current(k)]), k);
+            fetcher.track(&store, k);
+        }
+        assert_eq!(aws.calls(), [("BatchGetSecretValue", 1)].into());
+        let got = fetcher.fetch(&store, &client, &named(&["a"]), true).await;
+        assert_eq!(value(&got[&SourceRef::current("a")]), "a");
+        assert_eq!(aws.calls(), [("BatchGetSecretValue", 1)].into(), "a forced sync shares what is a moment old");
+    }
+
+    #[test]
+    fn a_held_value_is_kept_for_its_own_time_whoever_claimed_it() {
+        let at = Instant::now();
+        let held = |ttl| SharedValue { at, cell: Arc::default(), ttl };
+        // (held for, age, expired)
+        let table = [
+            (VALUE_TTL, 0, false),
+            (VALUE_TTL, 59, false),
+            (VALUE_TTL, 60, true),
+            // A cold start's second reader of a secret, minutes after the batch that fetched it.
+            (PREFETCH_TTL, 90, false),
+            (PREFETCH_TTL, 299, false),
+            (PREFETCH_TTL, 300, true),
+        ];
+        for (ttl, age, expired) in table {
+            let now = at + Duration::from_secs(age);
+            assert_eq!(held(ttl).expired(now), expired, "held {ttl:?}, {age} s old");
+        }
+        assert!(!held(VALUE_TTL).expired(at - Duration::from_secs(1)), "a clock read before `at`");
+    }
+
+    #[test]
+    fn when_a_held_value_is_reused() {
+        // (expired, forced, by stage, held version (None: in flight), live, reused)
+        let table = [
+            (false, false, true, Some("v1"), Some("v1"), true),
+            (false, false, true, Some("v1"), None, true),
+            (false, false, true, Some("v1"), Some("v2"), false),
+            (false, false, false, Some("v1"), Some("v2"), true),
+            (false, true, true, Some("v1"), Some("v1"), false),
+            (true, false, true, Some("v1"), Some("v1"), false),
+            (false, false, true, None, Some("v2"), true),
+            (false, true, true, None, None, true),
+            (true, false, true, None, None, false),
+        ];
+        for (expired, forced, by_stage, held, live, reused) in table {
+            let case = format!("expired {expired}, forced {forced}, by stage {by_stage}, held {held:?}, live {live:?}");
+            assert_eq!(reusable(expired, forced, by_stage, held, live), reused, "{case}");
+        }
     }
 
     #[tokio::test]

@@ -158,7 +158,7 @@ pub struct Stores {
     /// watch: a Secret read before ([`Stores::secret`]) is served from `secrets` while its
     /// resource version here is the one read, so a sync where nothing moved reads no Secret.
     secret_versions: super::watch::Versions,
-    secrets: Mutex<HashMap<(String, String), Secret>>,
+    secrets: Mutex<HashMap<(String, String), Arc<Secret>>>,
     /// Target Secrets as the fast path needs them (no data), by the same rule.
     targets: Mutex<HashMap<(String, String), TargetView>>,
     clients: Mutex<HashMap<StoreId, (StoreConfig, StoreClient)>>,
@@ -297,11 +297,15 @@ impl Stores {
     /// Secret `name` of `namespace`: from what was read before while the watch shows the same
     /// resource version, else from the apiserver. A Secret the watch does not cover (another
     /// namespace than the one watched) or has not seen yet is read each time.
-    pub async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
-        let version = |s: &Secret| s.metadata.resource_version.clone();
-        Ok(match self.read_or_kept(&self.secrets, namespace, name, version, Secret::clone).await? {
+    /// Shared, not copied: a credential Secret is read at every sync of its store's
+    /// ExternalSecrets.
+    pub async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Arc<Secret>>> {
+        let version = |s: &Arc<Secret>| s.metadata.resource_version.clone();
+        let keep = |s: &Secret| Arc::new(s.clone());
+        Ok(match self.read_or_kept(&self.secrets, namespace, name, version, keep).await? {
             Found::Gone => None,
-            Found::Read(s) | Found::Cached(s) => Some(s),
+            Found::Read(s) => Some(Arc::new(s)),
+            Found::Cached(s) => Some(s),
         })
     }
 
@@ -376,7 +380,7 @@ impl Stores {
     /// The keys `aws.auth.secretRef` names, each credential Secret read once.
     async fn static_keys(&self, aws: &AwsProvider, cred_ns: Option<&str>) -> Result<Option<StaticKeys>> {
         let Some(r) = aws.auth.as_ref().and_then(|a| a.secret_ref.as_ref()) else { return Ok(None) };
-        let mut read = HashMap::new();
+        let mut read = Vec::new();
         let mut key = async |sel: &SecretKeySelector| {
             let ns = credential_namespace(sel, cred_ns)?;
             self.read_key(sel, ns, &mut read).await
@@ -394,7 +398,7 @@ impl Stores {
         &self,
         sel: &SecretKeySelector,
         ns: Option<String>,
-        read: &mut HashMap<(String, String), Secret>,
+        read: &mut Vec<Arc<Secret>>,
     ) -> Result<String> {
         let Some(ns) = ns else {
             return Err(Error::StoreNotReady(format!(
@@ -402,16 +406,21 @@ impl Stores {
                 sel.name
             )));
         };
-        let id = (ns.clone(), sel.name.clone());
-        let secret = match read.get(&id) {
-            Some(s) => s,
+        // One already read by this sync (a Secret read by name carries its name and namespace).
+        let is_it = |s: &&Arc<Secret>| {
+            s.metadata.namespace.as_deref() == Some(ns.as_str())
+                && s.metadata.name.as_deref() == Some(sel.name.as_str())
+        };
+        let secret = match read.iter().find(is_it) {
+            Some(s) => s.clone(),
             None => {
                 let s = self
                     .secret(&ns, &sel.name)
                     .await
                     .map_err(|e| Error::StoreNotReady(format!("cannot read credential Secret {ns}/{}: {e}", sel.name)))?
                     .ok_or_else(|| Error::StoreNotReady(format!("credential Secret {ns}/{} not found", sel.name)))?;
-                read.entry(id).or_insert(s)
+                read.push(s.clone());
+                s
             }
         };
         let bytes = secret.data.as_ref().and_then(|d| d.get(&sel.key)).map(|b| b.0.clone()).ok_or_else(|| {

@@ -121,8 +121,8 @@ async fn read_templates(es: &ExternalSecret, ctx: &Context) -> Result<TemplateOb
             && !objects.secrets.contains_key(&r.name)
             && let Some(s) = ctx.stores.secret(&ns, &r.name).await?
         {
-            let texts = s.data.unwrap_or_default().into_iter();
-            let texts = texts.map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect();
+            let texts = s.data.iter().flatten();
+            let texts = texts.map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned())).collect();
             objects.secrets.insert(r.name.clone(), texts);
         }
     }
