@@ -109,7 +109,11 @@ impl Subject {
     /// Start it, watching `ns`, against the emulator at `endpoint`.
     fn start(self, ns: &str, endpoint: &str) -> anyhow::Result<Operator> {
         match self {
-            Subject::Lockstep => Operator::watching(LOCKSTEP, ns, &[]),
+            // At its default log level, as ESO runs at its own (the rig's tests run at debug).
+            Subject::Lockstep => {
+                let args = ["--namespace", ns, "--log-level", "info"];
+                Operator::start(LOCKSTEP, &Rig::get().kubeconfig, &args, &[])
+            }
             Subject::Eso => {
                 let build = EsoBuild::find()?;
                 let metrics = free_addr()?;

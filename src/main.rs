@@ -208,11 +208,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let state = AdminState { metrics: metrics.clone(), ready: readiness.clone() };
         admin::serve(args.metrics_addr, state, stop.clone()).await.context("admin server failed")
     };
-    let controllers = async {
-        let work = controller::run(ctx, wiring, args.concurrency, stop.clone());
-        let gated = leader::gate(elector.as_ref(), &readiness, &metrics, work, stop.clone()).await;
+    // A task of the runtime's workers rather than this thread's `block_on`: the controllers' streams
+    // poll the reconciles, which every apiserver and AWS response wakes from a worker; waking a
+    // worker task is a queue push, waking this thread a futex call each time.
+    let (concurrency, gate_stop) = (args.concurrency, stop.clone());
+    let (ready, gauges) = (readiness.clone(), metrics.clone());
+    let controllers = tokio::spawn(async move {
+        let work = controller::run(ctx, wiring, concurrency, gate_stop.clone());
+        let gated = leader::gate(elector.as_ref(), &ready, &gauges, work, gate_stop).await;
         gated.inspect_err(|e| tracing::error!(error = %e, "leadership lost, exiting")).map_err(anyhow::Error::from)
-    };
+    });
+    let controllers = async { controllers.await.context("the controllers' task ended")? };
     tokio::try_join!(admin, controllers)?;
     Ok(())
 }
