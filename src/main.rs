@@ -129,7 +129,11 @@ impl From<LogFormat> for telemetry::Format {
     }
 }
 
-#[tokio::main]
+/// One thread: the operator waits on the apiserver and AWS far more than it computes (under a fifth
+/// of a core in a cold start of 10,000 ExternalSecrets), and on a multi-thread runtime every
+/// response, read on a worker, woke the controllers' thread with a futex call: steady-state CPU
+/// per ExternalSecret at 10,000 went from 9.3 to 7.7 ms an hour.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<ExitCode> {
     match parse().command {
         Command::Crd => print!("{}", lockstep::api::crds_yaml()?),
@@ -208,17 +212,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let state = AdminState { metrics: metrics.clone(), ready: readiness.clone() };
         admin::serve(args.metrics_addr, state, stop.clone()).await.context("admin server failed")
     };
-    // A task of the runtime's workers rather than this thread's `block_on`: the controllers' streams
-    // poll the reconciles, which every apiserver and AWS response wakes from a worker; waking a
-    // worker task is a queue push, waking this thread a futex call each time.
-    let (concurrency, gate_stop) = (args.concurrency, stop.clone());
-    let (ready, gauges) = (readiness.clone(), metrics.clone());
-    let controllers = tokio::spawn(async move {
-        let work = controller::run(ctx, wiring, concurrency, gate_stop.clone());
-        let gated = leader::gate(elector.as_ref(), &ready, &gauges, work, gate_stop).await;
+    let controllers = async {
+        let work = controller::run(ctx, wiring, args.concurrency, stop.clone());
+        let gated = leader::gate(elector.as_ref(), &readiness, &metrics, work, stop.clone()).await;
         gated.inspect_err(|e| tracing::error!(error = %e, "leadership lost, exiting")).map_err(anyhow::Error::from)
-    });
-    let controllers = async { controllers.await.context("the controllers' task ended")? };
+    };
     tokio::try_join!(admin, controllers)?;
     Ok(())
 }
