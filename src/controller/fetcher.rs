@@ -47,6 +47,8 @@ struct SharedValue {
     /// asking (see [`Fetcher::want`]), else [`VALUE_TTL`]. Claiming it does not shorten it: the
     /// second reader of a secret two ExternalSecrets read may come minutes into a cold start.
     ttl: Duration,
+    /// Fetched ahead and not asked for by any sync yet.
+    unclaimed: bool,
 }
 
 impl SharedValue {
@@ -57,12 +59,20 @@ impl SharedValue {
 
 /// Whether a sync may take a held value rather than read AWS: not `expired`, not `forced` (a
 /// forced sync shares only what is younger than [`FRESH_ENOUGH`]) and, for a stage, not held at
-/// another version than the one known `live`. With nothing known (a secret no poll has seen yet:
-/// a cold start) it is taken; the ExternalSecret records the version it got, and its next
-/// refresh compares that with what the poller sees.
-fn reusable(expired: bool, forced: bool, by_stage: bool, held: Option<&str>, live: Option<&str>) -> bool {
+/// another version than the one known `live`. With nothing known, only a value fetched ahead and
+/// not claimed yet is taken (a cold start: the first reader's fetch then records its version for
+/// the others); otherwise nothing known means a poll saw the secret gone, or forgot it, and AWS
+/// is asked.
+fn reusable(
+    expired: bool,
+    forced: bool,
+    by_stage: bool,
+    held: Option<&str>,
+    live: Option<&str>,
+    unclaimed: bool,
+) -> bool {
     let Some(held) = held else { return !expired }; // Being fetched: wait for it.
-    let moved = by_stage && live.is_some_and(|live| live != held);
+    let moved = by_stage && live.map_or(!unclaimed, |live| live != held);
     !expired && !forced && !moved
 }
 
@@ -234,12 +244,14 @@ impl Fetcher {
         let stale = values.held.get(&key).is_some_and(|v| {
             let forced = refetch && now.saturating_duration_since(v.at) >= FRESH_ENOUGH;
             let held = v.cell.get().map(|f| f.version_id.as_str());
-            !reusable(v.expired(now), forced, by_stage, held, live)
+            !reusable(v.expired(now), forced, by_stage, held, live, v.unclaimed)
         });
         if stale {
             values.held.remove(&key);
         }
-        let v = values.held.entry(key).or_insert_with(|| SharedValue { at: now, cell: Arc::default(), ttl: VALUE_TTL });
+        let new = || SharedValue { at: now, cell: Arc::default(), ttl: VALUE_TTL, unclaimed: false };
+        let v = values.held.entry(key).or_insert_with(new);
+        v.unclaimed = false;
         v.cell.clone()
     }
 
@@ -351,7 +363,12 @@ impl Fetcher {
         let mut cells = Vec::with_capacity(keys.len());
         for key in keys {
             let slot = values.held.entry((store.clone(), SourceRef::current(key)));
-            let v = slot.or_insert_with(|| SharedValue { at: now, cell: Arc::default(), ttl: PREFETCH_TTL });
+            let v = slot.or_insert_with(|| SharedValue {
+                at: now,
+                cell: Arc::default(),
+                ttl: PREFETCH_TTL,
+                unclaimed: true,
+            });
             cells.push(v.cell.clone());
         }
         cells
@@ -456,6 +473,7 @@ mod tests {
         futures::StreamExt::for_each_concurrent(futures::stream::iter(syncs), 16, |k: String| {
             let (fetcher, store, client) = (fetcher.clone(), store.clone(), client.clone());
             async move {
+                fetcher.track(&store, &k); // as a sync registers its keys before it fetches
                 let got = fetcher.fetch(&store, &client, &named(&[&k]), false).await;
                 assert_eq!(value(&got[&SourceRef::current(&k)]), "v");
             }
@@ -491,19 +509,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn every_reader_of_a_prefetched_value_shares_it_while_no_poll_has_seen_the_secret() {
+    async fn every_reader_of_a_prefetched_value_shares_it_before_any_poll() {
         let aws = Arc::new(FakeAws::default());
         aws.put("a", "a");
         aws.put("b", "b");
         let fetcher = Fetcher::new();
         let (store, client) = (store(), client(&aws));
         fetcher.want(&store, &client, ["a".to_string(), "b".to_string()]);
-        // Two ExternalSecrets read each; the first reader's registration tracks the key before
-        // any poll saw it, so the second knows nothing of its version.
+        // Two ExternalSecrets read each; a sync registers its keys with the poller before it
+        // fetches, so the first reader's claim records the version for the second.
         for k in ["a", "a", "b", "b"] {
+            fetcher.track(&store, k);
             let got = fetcher.fetch(&store, &client, &named(&[k]), false).await;
             assert_eq!(value(&got[&SourceRef::current(k)]), k);
-            fetcher.track(&store, k);
         }
         assert_eq!(aws.calls(), [("BatchGetSecretValue", 1)].into());
         let got = fetcher.fetch(&store, &client, &named(&["a"]), true).await;
@@ -514,7 +532,7 @@ mod tests {
     #[test]
     fn a_held_value_is_kept_for_its_own_time_whoever_claimed_it() {
         let at = Instant::now();
-        let held = |ttl| SharedValue { at, cell: Arc::default(), ttl };
+        let held = |ttl| SharedValue { at, cell: Arc::default(), ttl, unclaimed: false };
         // (held for, age, expired)
         let table = [
             (VALUE_TTL, 0, false),
@@ -534,22 +552,45 @@ mod tests {
 
     #[test]
     fn when_a_held_value_is_reused() {
-        // (expired, forced, by stage, held version (None: in flight), live, reused)
+        // (expired, forced, by stage, held version (None: in flight), live, unclaimed, reused)
         let table = [
-            (false, false, true, Some("v1"), Some("v1"), true),
-            (false, false, true, Some("v1"), None, true),
-            (false, false, true, Some("v1"), Some("v2"), false),
-            (false, false, false, Some("v1"), Some("v2"), true),
-            (false, true, true, Some("v1"), Some("v1"), false),
-            (true, false, true, Some("v1"), Some("v1"), false),
-            (false, false, true, None, Some("v2"), true),
-            (false, true, true, None, None, true),
-            (true, false, true, None, None, false),
+            (false, false, true, Some("v1"), Some("v1"), false, true),
+            (false, false, true, Some("v1"), Some("v1"), true, true),
+            // Nothing known: a cold start's prefetch is taken; a claimed value is not (a poll saw
+            // the secret gone, or the store was forgotten).
+            (false, false, true, Some("v1"), None, true, true),
+            (false, false, true, Some("v1"), None, false, false),
+            (false, false, true, Some("v1"), Some("v2"), false, false),
+            (false, false, true, Some("v1"), Some("v2"), true, false),
+            (false, false, false, Some("v1"), Some("v2"), false, true),
+            (false, false, false, Some("v1"), None, false, true),
+            (false, true, true, Some("v1"), Some("v1"), false, false),
+            (true, false, true, Some("v1"), Some("v1"), false, false),
+            (true, false, true, Some("v1"), Some("v1"), true, false),
+            (false, false, true, None, Some("v2"), false, true),
+            (false, true, true, None, None, false, true),
+            (true, false, true, None, None, true, false),
         ];
-        for (expired, forced, by_stage, held, live, reused) in table {
-            let case = format!("expired {expired}, forced {forced}, by stage {by_stage}, held {held:?}, live {live:?}");
-            assert_eq!(reusable(expired, forced, by_stage, held, live), reused, "{case}");
+        for (expired, forced, by_stage, held, live, unclaimed, reused) in table {
+            let case = format!(
+                "expired {expired}, forced {forced}, by stage {by_stage}, held {held:?}, live {live:?}, unclaimed {unclaimed}"
+            );
+            assert_eq!(reusable(expired, forced, by_stage, held, live, unclaimed), reused, "{case}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_secret_a_poll_saw_gone_is_asked_for_again_not_served_from_memory() {
+        let aws = Arc::new(FakeAws::default());
+        aws.put("a", "a");
+        let fetcher = Fetcher::new();
+        let (store, client) = (store(), client(&aws));
+        fetcher.track(&store, "a");
+        fetcher.fetch(&store, &client, &named(&["a"]), false).await;
+        aws.delete("a");
+        assert!(fetcher.observe(&store, "a", None).is_some(), "a watched key");
+        let got = fetcher.fetch(&store, &client, &named(&["a"]), false).await;
+        assert!(matches!(got[&SourceRef::current("a")], Err(Error::SecretNotFound { .. })), "{got:?}");
     }
 
     #[tokio::test]
