@@ -94,8 +94,7 @@ struct Values {
 impl Values {
     /// Drop what is past [`VALUE_TTL`], at most once per [`PRUNE_EVERY`]: a scan per fetch would
     /// make a cold start of N ExternalSecrets O(N x values held).
-    fn prune(&mut self) {
-        let now = Instant::now();
+    fn prune(&mut self, now: Instant) {
         if self.pruned.is_some_and(|at| now.saturating_duration_since(at) < PRUNE_EVERY) {
             return;
         }
@@ -237,8 +236,8 @@ impl Fetcher {
     /// waited for.
     fn cell(&self, store: &StoreId, source: &SourceRef, live: Option<&str>, refetch: bool) -> Arc<OnceCell<Fetched>> {
         let mut values = lock(&self.values);
-        values.prune();
         let now = Instant::now();
+        values.prune(now);
         let key = (store.clone(), source.clone());
         let by_stage = source.stage().is_some();
         let stale = values.held.get(&key).is_some_and(|v| {
