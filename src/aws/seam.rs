@@ -252,17 +252,24 @@ impl StoreClient {
     /// fails.
     pub async fn list(&self, filters: &[ListFilter]) -> Result<Vec<SecretMeta>> {
         let mut out = Vec::new();
+        self.list_each(filters, |page| out.extend(page)).await?;
+        Ok(out)
+    }
+
+    /// Every secret `filters` select, handed to `each` a page at a time as it arrives (a poll acts
+    /// on the first page while the last is still to come).
+    pub async fn list_each(&self, filters: &[ListFilter], mut each: impl FnMut(Vec<SecretMeta>)) -> Result<()> {
         let mut token = None;
         for _ in 0..MAX_PAGES {
             let page = self.transport.list_secrets(filters, LIST_PAGE, token);
             let page = self.calls.call("ListSecrets", page).await?;
-            out.extend(page.secrets);
             token = page.next_token.filter(|t| !t.is_empty());
+            each(page.secrets);
             if token.is_none() {
                 break;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The secrets a `dataFrom.find` selects, sorted by name: ListSecrets narrowed by AWS's
