@@ -4,8 +4,8 @@
 
 FROM rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
-# make: the jemalloc allocator (tikv-jemalloc-sys) is built from source with it.
-RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
+# make (pinned to bookworm's): the jemalloc allocator (tikv-jemalloc-sys) is built from source with it.
+RUN apt-get update && apt-get install -y --no-install-recommends make=4.3-4.1 && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
