@@ -121,9 +121,10 @@ impl Metrics {
         self.samples(name, labels).next().map(|s| s.value)
     }
 
-    /// The sum of the samples of `name` that carry every one of `labels` (0 when there is none).
+    /// The sum of the samples of `name` that carry every one of `labels` (0 when there is none:
+    /// +0.0, where `Iterator::sum` of no f64 is -0.0, which a table printed as "-0").
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.samples(name, labels).map(|s| s.value).sum()
+        self.samples(name, labels).fold(0.0, |total, s| total + s.value)
     }
 }
 
