@@ -23,7 +23,7 @@ use super::StoreId;
 use super::fetcher::{Fetcher, Stages};
 use crate::api::ExternalSecret;
 use crate::aws::StoreClient;
-use crate::aws::metadata::{SecretMeta, StageMap, common_prefix, name_prefix};
+use crate::aws::metadata::{SecretMeta, common_prefix, name_prefix};
 use crate::error::{Error, Result};
 use crate::lock;
 use crate::source::SourceRef;
@@ -454,11 +454,11 @@ impl Pollers {
         client
             .list_each(&name_prefix(&prefix), |page| {
                 listed += page.len() as u32;
-                seen_now(wanted.found_in(&page).into_iter().map(|(key, seen)| (key, Some(seen))).collect());
+                seen_now(wanted.found_in(page));
             })
             .await?;
         lock(state).list_pages = Some(listed.div_ceil(100).max(1));
-        seen_now(wanted.finish().into_iter().map(|(key, seen)| (key, seen.map(|m| m.stages))).collect());
+        seen_now(wanted.finish());
         Ok(())
     }
 
@@ -512,50 +512,50 @@ impl Pollers {
 }
 
 /// The keys a poll looks for in a listing, found page by page as a scan of the whole listing
-/// would find them: a name or a full ARN when its page arrives (O(1) per listed secret), a
-/// partial ARN (no random suffix) at the end, as the first secret whose ARN it begins, unless a
-/// secret had that exact ARN. A poll of K keys over L listed secrets is O(K + L), not O(K x L).
+/// would find them: a name or a full ARN when its page arrives (O(1) per listed secret); a key
+/// starting `arn:` that no secret had exactly (a partial ARN, no random suffix) at the end, as the
+/// first listed secret whose ARN it begins. A poll of K keys over L listed secrets is O(K + L),
+/// plus a scan of the listing per partial ARN.
 struct Wanted {
     unseen: HashSet<String>,
-    /// Partial-ARN candidates: the first listed secret each `arn:` key is a prefix of.
-    partial: Vec<(String, Option<SecretMeta>)>,
+    /// The listing so far, kept only when a key may be a partial ARN.
+    listed: Option<Vec<SecretMeta>>,
 }
 
 impl Wanted {
     fn new(keys: Vec<String>) -> Self {
-        let partial = keys.iter().filter(|k| k.starts_with("arn:")).map(|k| (k.clone(), None)).collect();
-        Self { unseen: keys.into_iter().collect(), partial }
+        let listed = keys.iter().any(|k| k.starts_with("arn:")).then(Vec::new);
+        Self { unseen: keys.into_iter().collect(), listed }
     }
 
     /// The keys `page` names exactly (by name or ARN), each once over the whole listing.
-    fn found_in(&mut self, page: &[SecretMeta]) -> Vec<(String, StageMap)> {
+    fn found_in(&mut self, page: Vec<SecretMeta>) -> Vec<(String, Stages)> {
         let mut found = Vec::new();
-        for m in page {
+        for m in &page {
             for exact in [m.name.as_str(), m.arn.as_str()] {
                 if !exact.is_empty()
                     && let Some(key) = self.unseen.take(exact)
                 {
-                    found.push((key, m.stages.clone()));
+                    found.push((key, Some(m.stages.clone())));
                 }
             }
-            for (key, first) in self.partial.iter_mut().filter(|(_, first)| first.is_none()) {
-                if m.is_named(key) {
-                    *first = Some(m.clone());
-                }
-            }
+        }
+        if let Some(listed) = &mut self.listed {
+            listed.extend(page);
         }
         found
     }
 
-    /// At the listing's end: each key not named exactly, with the secret its partial ARN
-    /// matched, if any (`None`: the secret is gone).
-    fn finish(self) -> Vec<(String, Option<SecretMeta>)> {
-        let mut partial: HashMap<String, Option<SecretMeta>> = self.partial.into_iter().collect();
+    /// At the listing's end: each key no secret named exactly, with the stages of the secret its
+    /// partial ARN matched (`None`: the secret is gone).
+    fn finish(self) -> Vec<(String, Stages)> {
+        let listed = self.listed.unwrap_or_default();
+        let partial = |key: &str| key.starts_with("arn:").then(|| listed.iter().find(|m| m.is_named(key))).flatten();
         self.unseen
             .into_iter()
             .map(|key| {
-                let matched = partial.remove(&key).flatten();
-                (key, matched)
+                let stages = partial(&key).map(|m| m.stages.clone());
+                (key, stages)
             })
             .collect()
     }
@@ -708,7 +708,13 @@ mod tests {
 
     #[test]
     fn keys_found_page_by_page_are_what_a_scan_of_the_listing_finds() {
-        let meta = |name: &str, arn: &str| SecretMeta { name: name.into(), arn: arn.into(), ..Default::default() };
+        // Each secret's stages name it, so what a key was matched to can be told from them.
+        let meta = |name: &str, arn: &str| SecretMeta {
+            name: name.into(),
+            arn: arn.into(),
+            stages: [("AWSCURRENT".to_string(), name.to_string())].into_iter().collect(),
+            ..Default::default()
+        };
         let arn = |name: &str| format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}-AbCdEf");
         let partial = |name: &str| format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}");
         let listed = [
@@ -734,20 +740,27 @@ mod tests {
             let exact = listed.iter().find(|m| m.name == key || (!m.arn.is_empty() && m.arn == key));
             exact.or_else(|| listed.iter().find(|m| m.is_named(key))).map(|m| m.name.clone())
         };
-        for page in 1..=listed.len() {
-            let mut wanted = Wanted::new(keys.to_vec());
-            let mut got: HashMap<String, Option<String>> = HashMap::new();
-            for chunk in listed.chunks(page) {
-                for (key, stages) in wanted.found_in(chunk) {
-                    let m = listed.iter().find(|m| m.stages == stages && m.is_named(&key)).map(|m| m.name.clone());
-                    assert!(got.insert(key.clone(), m).is_none(), "{key} found twice with pages of {page}");
+        let name = |stages: Stages| stages.map(|s| s["AWSCURRENT"].clone());
+        for keys in [keys.to_vec(), keys.iter().filter(|k| !k.starts_with("arn:")).cloned().collect()] {
+            for page in 1..=listed.len() {
+                let mut wanted = Wanted::new(keys.clone());
+                let mut got: HashMap<String, Option<String>> = HashMap::new();
+                for chunk in listed.chunks(page) {
+                    let found = wanted.found_in(chunk.to_vec());
+                    for (key, stages) in found {
+                        assert!(
+                            got.insert(key.clone(), name(stages)).is_none(),
+                            "{key} found twice with pages of {page}"
+                        );
+                    }
                 }
-            }
-            for (key, m) in wanted.finish() {
-                assert!(got.insert(key.clone(), m.map(|m| m.name)).is_none(), "{key} found twice with pages of {page}");
-            }
-            for key in &keys {
-                assert_eq!(got.get(key), Some(&scan(key)), "{key} with pages of {page}");
+                for (key, stages) in wanted.finish() {
+                    assert!(got.insert(key.clone(), name(stages)).is_none(), "{key} found twice with pages of {page}");
+                }
+                for key in &keys {
+                    assert_eq!(got.get(key), Some(&scan(key)), "{key} with pages of {page}");
+                }
+                assert_eq!(got.len(), keys.len(), "every key answered once with pages of {page}");
             }
         }
     }
